@@ -1,0 +1,63 @@
+"""Benchmark: the acquire stage on the embedded default (all Sweet Home 3D libraries), cold then warm.
+
+Cold = empty output folder (every asset extracted and inspected); warm = rerun on the same folder (store reused,
+nothing extracted). Prints the numbers and writes benchmarks/results/acquire_full.json.
+
+    HF_HUB_OFFLINE=1 python benchmarks/acquire_full.py [--out /tmp/acquire-bench] [--seed 0]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+from ovt.acquire import AcquireParams, run
+from ovt.io import atomic_write_json, sha256_file
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", default="/tmp/acquire-bench")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    out = Path(args.out)
+    shutil.rmtree(out, ignore_errors=True)
+    cfg = AcquireParams()
+
+    load_before = os.getloadavg()[0]
+    t, c = time.perf_counter(), time.process_time()
+    cold = run(cfg, seed=args.seed, out_dir=out, progress=False)
+    cold_s, cold_cpu = time.perf_counter() - t, time.process_time() - c
+    digest_cold = sha256_file(out / "manifest.jsonl")
+
+    t, c = time.perf_counter(), time.process_time()
+    warm = run(cfg, seed=args.seed, out_dir=out, progress=False)
+    warm_s, warm_cpu = time.perf_counter() - t, time.process_time() - c
+    digest_warm = sha256_file(out / "manifest.jsonl")
+
+    store_bytes = sum(p.stat().st_size for p in (out / "store").rglob("*") if p.is_file())
+    result = {
+        "config": "embedded default (AcquireParams())", "seed": args.seed,
+        # Wall time depends on what else runs on the machine (load average recorded); CPU time much less so.
+        "cold_s": round(cold_s, 2), "warm_s": round(warm_s, 2), "cold_cpu_s": round(cold_cpu, 2),
+        "warm_cpu_s": round(warm_cpu, 2), "loadavg_1min_before": round(load_before, 2), "cpus": os.cpu_count(),
+        "cold_timings_s": cold["timings_s"],
+        "warm_timings_s": warm["timings_s"], "warm_extracted": warm["n_extracted"], "warm_reused": warm["n_reused"],
+        "manifest_identical_on_rerun": digest_cold == digest_warm,
+        "store_mib": round(store_bytes / 2**20, 1),
+        **{k: cold[k] for k in ("n_assets", "n_labelled", "n_labels", "n_candidates", "n_filtered", "n_failures",
+                                "failures_by_reason", "n_duplicates", "n_textured", "by_source", "by_category",
+                                "by_split", "by_split_labelled", "by_label", "by_label_split")},
+    }
+    print(json.dumps(result, indent=2))
+    dest = Path(__file__).parent / "results" / "acquire_full.json"
+    atomic_write_json(dest, result)
+    print(f"wrote {dest}")
+
+
+if __name__ == "__main__":
+    main()

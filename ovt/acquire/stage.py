@@ -1,0 +1,226 @@
+"""The acquire stage: sources -> filters -> content-addressed store -> validated, labelled, split manifest.
+
+Outputs under `out_dir` (docs/architecture.md, "acquire -> data/assets/"):
+  store/<id[:2]>/<id>/   one folder per usable asset (mesh + materials + textures [+ attribution texts])
+  manifest.jsonl         one row per usable asset, sorted by asset_id (byte-identical for identical inputs)
+  failures.jsonl         one row per skipped candidate: {stage, item, error, detail}
+  stats.json             counts by source/category/label/split, failure reasons, timings
+
+Rerunning reuses what is in the store: an asset whose id folder exists and whose row is in the previous manifest
+(same validator version) is neither re-extracted nor re-inspected. Store folders no longer referenced are deleted at
+the end, so the output depends only on the inputs and params, never on history.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import shutil
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any, Iterable
+
+from tqdm import tqdm
+
+from ovt.acquire import store
+from ovt.acquire.candidate import AssetCandidate, ItemError
+from ovt.acquire.config import AcquireParams
+from ovt.acquire.labels import assign_labels, raw_label
+from ovt.acquire.sources import build_source
+from ovt.acquire.split import assign_splits, stratum
+from ovt.acquire.validate import VALIDATOR_VERSION, MeshInfo, check_limits, inspect_mesh
+from ovt.io import atomic_write_json, iter_jsonl, stable_digest, write_jsonl_atomic
+
+log = logging.getLogger(__name__)
+
+STAGE = "acquire"
+MANIFEST, FAILURES, STATS = "manifest.jsonl", "failures.jsonl", "stats.json"
+UNLABELLED = "_unlabelled"
+
+
+def _failure(item: str, err: ItemError) -> dict[str, str]:
+    log.warning("skipping %s: %s: %s", item, err.reason, err.detail)
+    return {"stage": STAGE, "item": item, "error": err.reason, "detail": err.detail}
+
+
+def _load_cache(out_dir: Path) -> dict[str, MeshInfo]:
+    """Mesh statistics from the previous run's manifest, if it was produced by the same validator."""
+    stats_path, manifest_path = out_dir / STATS, out_dir / MANIFEST
+    if not (stats_path.exists() and manifest_path.exists()):
+        return {}
+    try:
+        if json.loads(stats_path.read_text()).get("validator_version") != VALIDATOR_VERSION:
+            return {}
+        return {r["asset_id"]: MeshInfo(int(r["n_vertices"]), int(r["n_faces"]), bool(r["textured"]))
+                for r in iter_jsonl(manifest_path)}
+    except (ValueError, KeyError, TypeError) as err:  # a damaged previous output is just not a cache
+        log.warning("ignoring unreadable previous manifest/stats: %s", err)
+        return {}
+
+
+class _Filter:
+    def __init__(self, cfg: AcquireParams):
+        f = cfg.filters
+        self.drop = {c.casefold() for c in f.drop_categories}
+        self.include = [re.compile(p) for p in f.include_names]
+        self.exclude = [re.compile(p) for p in f.exclude_names]
+
+    def reason(self, c: AssetCandidate) -> str | None:
+        if c.category.casefold() in self.drop:
+            return "category"
+        if self.include and not any(p.search(c.name) for p in self.include):
+            return "name_not_included"
+        if any(p.search(c.name) for p in self.exclude):
+            return "name_excluded"
+        return None
+
+
+def _ordered(cands: list[AssetCandidate], seed: int, max_assets: int | None) -> list[AssetCandidate]:
+    """Processing order. Normally the sources' own order (so the first source wins a duplicate); with max_assets,
+    a seeded hash order so that a tiny config is a deterministic, unbiased sample rather than the first N items."""
+    if max_assets is None:
+        return cands
+    return sorted(cands, key=lambda c: (stable_digest([seed, "pick", c.item]), c.item))
+
+
+def _process(c: AssetCandidate, out_dir: Path, cache: dict[str, MeshInfo], seen: dict[str, str],
+             cfg: AcquireParams, counters: Counter) -> tuple[str, MeshInfo] | None:
+    """Read, hash, inspect and store one candidate; None if it duplicates an asset already accepted this run."""
+    files = c.load_files()
+    if c.mesh not in files:
+        raise ItemError("missing_file", f"mesh {c.mesh!r} not among the asset's files")
+    aid = store.asset_id(files, c.attribution)
+    if aid in seen:
+        counters["duplicates"] += 1
+        log.info("%s duplicates %s (asset %s); keeping the first", c.item, seen[aid], aid[:12])
+        return None
+    limits = (cfg.filters.min_faces, cfg.filters.max_faces)
+    final = store.asset_dir(out_dir, aid)
+    if final.is_dir():
+        if aid in cache:
+            counters["reused"] += 1
+            info = cache[aid]
+        else:                                # in the store but not in the previous manifest: inspect in place
+            info = inspect_mesh(final / c.mesh)
+        check_limits(info, *limits)
+        return aid, info
+    # Inspect before committing, so that a failing asset never enters the store (and needs no clean-up).
+    tmp = store.stage_files(out_dir, aid, files)
+    try:
+        info = inspect_mesh(tmp / c.mesh)
+        check_limits(info, *limits)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    store.commit(tmp, final)
+    counters["extracted"] += 1
+    return aid, info
+
+
+def _row(c: AssetCandidate, aid: str, info: MeshInfo, out_dir: Path) -> dict[str, Any]:
+    rel = store.rel_asset_dir(aid)
+    return {
+        "asset_id": aid, "name": c.name, "category": c.category, "label": None, "tags": list(c.tags),
+        "licence": c.licence, "creator": c.creator, "source": c.source, "source_ref": c.source_ref, "split": None,
+        "mesh": f"{rel}/{c.mesh}", "files": [f"{rel}/{f}" for f in store.list_files(store.asset_dir(out_dir, aid))],
+        "rotation": [list(r) for r in c.rotation] if c.rotation is not None else None,
+        "dims_cm": dict(c.dims_cm) if c.dims_cm is not None else None,
+        "n_vertices": info.n_vertices, "n_faces": info.n_faces, "textured": info.textured,
+    }
+
+
+def label_and_split(rows: list[dict], hints: list[str | None], cfg: AcquireParams, seed: int) -> None:
+    """Fill `label` and `split` in place (labels need the whole set: classes below min_per_class are dropped)."""
+    labels = assign_labels([raw_label(r["name"], h, cfg.labels) for r, h in zip(rows, hints)], cfg.labels)
+    for r, lab in zip(rows, labels):
+        r["label"] = lab
+    splits = assign_splits([(r["asset_id"], stratum(r["label"], r["category"])) for r in rows], seed,
+                           cfg.split.heldout_fraction)
+    for r in rows:
+        r["split"] = splits[r["asset_id"]]
+
+
+def _count(rows: Iterable[dict], key) -> dict[str, int]:
+    return dict(sorted(Counter(key(r) for r in rows).items()))
+
+
+def run(cfg: AcquireParams, *, seed: int, out_dir: str | Path, progress: bool = True) -> dict[str, Any]:
+    """Collect assets from `cfg.sources` into `out_dir`; return the stats (also written to stats.json)."""
+    t0 = time.perf_counter()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cache = _load_cache(out_dir)
+    flt = _Filter(cfg)
+    failures: list[dict] = []
+    counters: Counter = Counter()
+    filtered: Counter = Counter()
+
+    cands: list[AssetCandidate] = []
+    n_candidates = Counter()
+    for name in cfg.sources:
+        for c in build_source(name, cfg).candidates():
+            n_candidates[name] += 1
+            if isinstance(c, ItemError):
+                failures.append(_failure(c.item or name, c))
+            elif (why := flt.reason(c)) is not None:
+                filtered[why] += 1
+            else:
+                cands.append(c)
+    t_enum = time.perf_counter()
+
+    rows: list[dict] = []
+    hints: list[str | None] = []
+    seen: dict[str, str] = {}
+    max_assets = cfg.filters.max_assets
+    ordered = _ordered(cands, seed, max_assets)
+    total = len(ordered) if max_assets is None else min(len(ordered), max_assets)
+    for c in tqdm(ordered, desc="acquire", unit="asset", total=total, disable=not progress):
+        if max_assets is not None and len(rows) >= max_assets:
+            break
+        try:
+            done = _process(c, out_dir, cache, seen, cfg, counters)
+        except ItemError as err:
+            failures.append(_failure(c.item, err))
+            continue
+        except OSError as err:  # disk/S3 read errors on one item must not stop the stage
+            failures.append(_failure(c.item, ItemError("io_error", f"{type(err).__name__}: {err}")))
+            continue
+        if done is None:
+            continue
+        aid, info = done
+        seen[aid] = c.item
+        rows.append(_row(c, aid, info, out_dir))
+        hints.append(c.label_hint)
+    t_proc = time.perf_counter()
+
+    label_and_split(rows, hints, cfg, seed)
+    rows.sort(key=lambda r: r["asset_id"])
+    write_jsonl_atomic(out_dir / FAILURES, failures)
+    write_jsonl_atomic(out_dir / MANIFEST, rows)
+    removed = store.garbage_collect(out_dir, {r["asset_id"] for r in rows})
+
+    labelled = [r for r in rows if r["label"] is not None]
+    stats = {
+        "stage": STAGE, "validator_version": VALIDATOR_VERSION, "seed": seed,
+        "n_assets": len(rows), "n_labelled": len(labelled), "n_labels": len({r["label"] for r in labelled}),
+        "n_candidates": dict(n_candidates), "n_filtered": dict(sorted(filtered.items())),
+        "n_failures": len(failures), "failures_by_reason": _count(failures, lambda f: f["error"]),
+        "n_duplicates": counters["duplicates"], "n_extracted": counters["extracted"], "n_reused": counters["reused"],
+        "n_store_removed": removed, "n_textured": sum(r["textured"] for r in rows),
+        "by_source": _count(rows, lambda r: r["source"]), "by_category": _count(rows, lambda r: r["category"]),
+        "by_split": _count(rows, lambda r: r["split"]), "by_split_labelled": _count(labelled, lambda r: r["split"]),
+        "by_label": _count(rows, lambda r: r["label"] or UNLABELLED),
+        "by_label_split": {lab: _count((r for r in rows if (r["label"] or UNLABELLED) == lab), lambda r: r["split"])
+                           for lab in sorted({r["label"] or UNLABELLED for r in rows})},
+        "timings_s": {"enumerate": round(t_enum - t0, 3), "process": round(t_proc - t_enum, 3),
+                      "total": round(time.perf_counter() - t0, 3)},
+    }
+    atomic_write_json(out_dir / STATS, stats)
+    if not rows:
+        raise RuntimeError(f"acquire: no usable asset from {cfg.sources} ({len(failures)} failures, "
+                           f"{sum(filtered.values())} filtered); see {out_dir / FAILURES}")
+    log.info("acquire: %d assets (%d labelled in %d classes), %d failures, %.1f s", len(rows), len(labelled),
+             stats["n_labels"], len(failures), stats["timings_s"]["total"])
+    return stats

@@ -1,0 +1,146 @@
+"""Webdataset shards: planning, content keys, per-object parts (resume), atomic assembly, reading back.
+
+Layout under <out>/shards/:
+  shard-NNNNN.tar   samples `<asset_id>_<view:03d>` with `.png` and `.json`
+  shard-NNNNN.json  completion record, written after the tar: the shard is complete only when this exists and its
+                    `key` equals the expected content key (so a half-written tar is never trusted)
+  .work/shard-NNNNN-<key12>/<asset_id>.tar | <asset_id>.fail.json
+                    per-object results of a shard in progress: a killed run resumes from them, re-rendering only
+                    the objects that have no part yet; removed once the shard is assembled
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import webdataset as wds
+
+from ovt.io import atomic_write_json, atomic_writer, read_jsonl, stable_digest
+from ovt.render.config import RENDER_IMPL_VERSION, RenderParams
+
+# Fields of an acquire manifest row that change rendered bytes or the sample JSON: the id, the digest of the mesh
+# and texture bytes as read now (`bytes_sha256`, added by the stage), the rotation and the names. `split` and
+# `label` are derived downstream and can change without the pixels changing, so they live only in render's
+# manifest.jsonl, not in the shards.
+_KEYED_ASSET_FIELDS = ("asset_id", "bytes_sha256", "rotation", "name", "category")
+
+
+@dataclass(frozen=True)
+class ShardSpec:
+    index: int
+    assets: tuple[dict, ...]  # acquire manifest rows, with `mesh_abs` added
+    key: str
+
+    @property
+    def name(self) -> str:
+        return f"shard-{self.index:05d}"
+
+
+def shard_key(assets, cfg: RenderParams, seed: int, renderer: str) -> str:
+    return stable_digest({"assets": [{k: a.get(k) for k in _KEYED_ASSET_FIELDS} for a in assets],
+                          "params": cfg.output_fields(), "seed": seed, "renderer": renderer,
+                          "impl": RENDER_IMPL_VERSION})
+
+
+def plan_shards(rows: list[dict], cfg: RenderParams, seed: int, renderer: str) -> list[ShardSpec]:
+    n = cfg.objects_per_shard
+    return [ShardSpec(i, tuple(rows[s:s + n]), shard_key(rows[s:s + n], cfg, seed, renderer))
+            for i, s in enumerate(range(0, len(rows), n))]
+
+
+def record_path(shards_dir: Path, spec: ShardSpec) -> Path:
+    return shards_dir / f"{spec.name}.json"
+
+
+def tar_path(shards_dir: Path, spec: ShardSpec) -> Path:
+    return shards_dir / f"{spec.name}.tar"
+
+
+def work_dir(shards_dir: Path, spec: ShardSpec) -> Path:
+    return shards_dir / ".work" / f"{spec.name}-{spec.key[:12]}"
+
+
+def completed_record(shards_dir: Path, spec: ShardSpec) -> dict | None:
+    """The shard's completion record if the shard is complete for exactly this key, else None."""
+    rec_p, tar_p = record_path(shards_dir, spec), tar_path(shards_dir, spec)
+    if not rec_p.exists() or not tar_p.exists():
+        return None
+    try:
+        rec = json.loads(rec_p.read_text())
+    except (json.JSONDecodeError, OSError):
+        return None
+    if rec.get("key") != spec.key or rec.get("tar_bytes") != tar_p.stat().st_size:
+        return None
+    return rec
+
+
+# ---- per-object parts ----
+
+def part_paths(wdir: Path, asset_id: str) -> tuple[Path, Path]:
+    return wdir / f"{asset_id}.tar", wdir / f"{asset_id}.fail.json"
+
+
+def write_object_part(wdir: Path, asset_id: str, samples: list[dict]) -> None:
+    """samples: [{"__key__", "png": bytes, "json": dict}]; written to a temp name and renamed (atomic)."""
+    with atomic_writer(part_paths(wdir, asset_id)[0]) as fh:
+        # mtime fixed: identical inputs give byte-identical tars, whichever worker or runner made them
+        sink = wds.TarWriter(fh, mtime=0)
+        for s in samples:
+            sink.write(s)
+        sink.close()
+
+
+def write_object_failure(wdir: Path, asset_id: str, failure: dict) -> None:
+    atomic_write_json(part_paths(wdir, asset_id)[1], failure)
+
+
+def read_object_part(wdir: Path, asset_id: str) -> tuple[str, object] | None:
+    """("ok", tar path) | ("failed", failure dict) | None when the object has not been done yet."""
+    ok_p, fail_p = part_paths(wdir, asset_id)
+    if ok_p.exists():
+        return "ok", ok_p
+    if fail_p.exists():
+        return "failed", json.loads(fail_p.read_text())
+    return None
+
+
+def assemble_shard(shards_dir: Path, spec: ShardSpec, rows: list[dict], renderer: str, n_views: int) -> dict:
+    """Concatenate the object parts into the shard tar (atomic), then write the completion record."""
+    wdir = work_dir(shards_dir, spec)
+    ok, failures = [], []
+    with atomic_writer(tar_path(shards_dir, spec)) as fh, tarfile.open(fileobj=fh, mode="w") as out:
+        for a in spec.assets:
+            state = read_object_part(wdir, a["asset_id"])
+            if state is None:
+                raise RuntimeError(f"{spec.name}: object {a['asset_id']} has no result; cannot assemble")
+            kind, val = state
+            if kind == "failed":
+                failures.append(val)
+                continue
+            ok.append(a["asset_id"])
+            with tarfile.open(val, mode="r") as part:
+                for member in part.getmembers():
+                    out.addfile(member, part.extractfile(member))
+    tar_bytes = tar_path(shards_dir, spec).stat().st_size
+    ok_set = set(ok)
+    record = {"key": spec.key, "shard": spec.name, "assets": ok, "failures": failures, "n_views": n_views,
+              "renderer": renderer, "impl": RENDER_IMPL_VERSION, "tar_bytes": tar_bytes,
+              "rows": [r for r in rows if r["asset_id"] in ok_set]}
+    atomic_write_json(record_path(shards_dir, spec), record, indent=None)
+    shutil.rmtree(wdir, ignore_errors=True)
+    return record
+
+
+def iter_samples(tar: str | Path):
+    """Yield (key, png bytes, meta dict) from one shard, via webdataset's own reader."""
+    ds = wds.WebDataset(str(tar), shardshuffle=False, empty_check=False)
+    for s in ds:
+        yield s["__key__"], s["png"], json.loads(s["json"])
+
+
+def read_manifest(path: str | Path) -> list[dict]:
+    return read_jsonl(path)

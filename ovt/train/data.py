@@ -1,0 +1,302 @@
+"""Training pairs: multi-view (MVCap-style) pairs from render shards + caption side-cars or an MVCap metadata.json,
+and the "2D" mixing source (canonical views with class-name prompts, an image-text CSV, or a webdataset tar).
+
+Images are addressed by `ImageRef` and decoded on demand: random access into the render tars goes through a
+member index built once per tar (webdataset's streaming reader cannot seek, and the prefix cache and the mining pass
+both need rows in object order).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import tarfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+from PIL import Image
+
+from ovt.io import iter_jsonl
+from ovt.train.config import DataParams
+
+log = logging.getLogger(__name__)
+
+_IMG_EXT = (".png", ".jpg", ".jpeg", ".webp")
+
+
+class DataError(ValueError):
+    """Training inputs are missing or malformed; the message names the file and what is wrong."""
+
+
+@dataclass(frozen=True)
+class ImageRef:
+    path: str  # a tar (then `member` is set) or an image file
+    member: str | None = None
+
+
+@dataclass(frozen=True)
+class Pair:
+    key: str
+    text: str
+    image: ImageRef
+    obj: int = -1  # dense object index for multi-view pairs; -1 for 2D pairs
+    group: str = ""  # positives share a group (multi-positive ITC): "obj:<i>" or "txt:<caption>"
+
+
+@dataclass
+class TrainTable:
+    """All training pairs: rows [0, n_mv) are multi-view pairs sorted by object, the rest are 2D pairs."""
+
+    mv: list[Pair]
+    twod: list[Pair]
+    objects: list[str]  # dense object index -> object id (asset_id or MVCap obj_id)
+    sources: dict = field(default_factory=dict)  # provenance for the content key / model.json
+
+    @property
+    def pairs(self) -> list[Pair]:
+        return self.mv + self.twod
+
+    def rows_of_object(self):
+        import torch
+
+        rows: list[list[int]] = [[] for _ in self.objects]
+        for i, p in enumerate(self.mv):
+            rows[p.obj].append(i)
+        return [torch.tensor(r, dtype=torch.long) for r in rows]
+
+
+class ImageReader:
+    """Decodes `ImageRef`s to RGB PIL images; keeps one open handle and member index per tar."""
+
+    def __init__(self) -> None:
+        self._tars: dict[str, tuple[tarfile.TarFile, dict[str, tarfile.TarInfo]]] = {}
+
+    def __call__(self, ref: ImageRef) -> Image.Image:
+        if ref.member is None:
+            with Image.open(ref.path) as im:
+                return _to_rgb(im)
+        tf, index = self._open(ref.path)
+        info = index.get(ref.member)
+        if info is None:
+            raise DataError(f"{ref.path}: member {ref.member!r} not in the tar")
+        data = tf.extractfile(info).read()
+        with Image.open(io.BytesIO(data)) as im:
+            return _to_rgb(im)
+
+    def _open(self, path: str):
+        if path not in self._tars:
+            tf = tarfile.open(path, "r")
+            self._tars[path] = (tf, {m.name: m for m in tf.getmembers() if m.isfile()})
+        return self._tars[path]
+
+    def close(self) -> None:
+        for tf, _ in self._tars.values():
+            tf.close()
+        self._tars.clear()
+
+    def __getstate__(self):  # DataLoader workers reopen their own handles
+        return {}
+
+    def __setstate__(self, state):
+        self._tars = {}
+
+
+def _to_rgb(im: Image.Image) -> Image.Image:
+    # Transparent renders become black-background RGB, as MVCap's RGBA renders loaded as RGB (ovt-paper.md §1.2).
+    if im.mode in ("RGBA", "LA", "P"):
+        im = im.convert("RGBA")
+        bg = Image.new("RGBA", im.size, (0, 0, 0, 255))
+        return Image.alpha_composite(bg, im).convert("RGB")
+    return im.convert("RGB")
+
+
+def _in_bands(elev: float | None, bands) -> bool:
+    if bands is None:
+        return True
+    if elev is None:
+        return False
+    return any(lo <= elev < hi for lo, hi in bands)
+
+
+def _subsample(rows: list[dict], max_views: int | None) -> list[dict]:
+    """Evenly spaced views of one object (deterministic), so quick runs still see the whole view sphere."""
+    if max_views is None or len(rows) <= max_views:
+        return rows
+    step = len(rows) / max_views
+    return [rows[int(i * step)] for i in range(max_views)]
+
+
+def read_captions(captions_dir: Path) -> dict[str, str]:
+    shard_dir = captions_dir / "shards"
+    files = sorted(shard_dir.glob("captions-*.jsonl"))
+    if not files:
+        raise DataError(f"{shard_dir}: no captions-*.jsonl side-cars (run the caption stage first)")
+    caps: dict[str, str] = {}
+    for f in files:
+        for row in iter_jsonl(f):
+            if "key" not in row or "caption" not in row:
+                raise DataError(f"{f}: caption row without 'key'/'caption': {row!r:.120}")
+            caps[row["key"]] = row["caption"]
+    return caps
+
+
+def read_render_manifest(renders_dir: Path) -> list[dict]:
+    path = renders_dir / "manifest.jsonl"
+    if not path.exists():
+        raise DataError(f"{path}: render manifest missing (run the render stage first)")
+    rows = list(iter_jsonl(path))
+    for need in ("key", "shard", "asset_id", "split"):
+        if rows and need not in rows[0]:
+            raise DataError(f"{path}: rows lack the field {need!r}")
+    return rows
+
+
+def render_pairs(renders_dir: Path, captions_dir: Path, cfg: DataParams) -> tuple[list[Pair], list[str], list[dict]]:
+    """Multi-view pairs of the train split (optionally restricted to elevation bands) with their captions."""
+    renders_dir, captions_dir = Path(renders_dir), Path(captions_dir)
+    manifest = read_render_manifest(renders_dir)
+    caps = read_captions(captions_dir)
+    by_obj: dict[str, list[dict]] = {}
+    missing = 0
+    for row in manifest:
+        if row["split"] != "train" or not _in_bands(row.get("elevation"), cfg.elevation_bands):
+            continue
+        if cfg.labelled_only and not row.get("label"):
+            continue
+        if row["key"] not in caps:
+            missing += 1
+            continue
+        by_obj.setdefault(row["asset_id"], []).append(row)
+    if missing:
+        log.warning("%d training views have no caption (dropped by the caption stage?); skipped", missing)
+    objects = sorted(by_obj)
+    pairs: list[Pair] = []
+    for i, oid in enumerate(objects):
+        for row in _subsample(sorted(by_obj[oid], key=lambda r: r["key"]), cfg.max_views_per_object):
+            pairs.append(Pair(key=row["key"], text=caps[row["key"]], obj=i, group=f"obj:{i}",
+                              image=ImageRef(str(renders_dir / row["shard"]), f"{row['key']}.png")))
+    if not pairs:
+        raise DataError(f"{renders_dir}: no captioned train-split views"
+                        + (f" in elevation bands {cfg.elevation_bands}" if cfg.elevation_bands else ""))
+    return pairs, objects, manifest
+
+
+def _mvcap_records(metadata: Path, root: Path) -> list[dict]:
+    """{path, caption, obj_id, img_id, image_path} rows; the caption stage's reader validates the format."""
+    try:
+        from ovt.caption.mvcap import read_metadata
+    except ImportError:  # the caption package is optional for training from a released metadata.json
+        read_metadata = None
+    if read_metadata is not None:
+        return [{**r.to_row(), "image_path": str(r.image_path)} for r in read_metadata(metadata, root)]
+    with open(metadata, encoding="utf-8") as fh:
+        data = json.load(fh)
+    if not isinstance(data, list):
+        raise DataError(f"{metadata}: MVCap metadata must be a JSON list of {{path, caption, obj_id, img_id}}")
+    for n, rec in enumerate(data):
+        for need in ("path", "caption", "obj_id"):
+            if need not in rec:
+                raise DataError(f"{metadata}: record {n} lacks {need!r}")
+        p = Path(rec["path"])
+        rec["image_path"] = str(p if p.is_absolute() else root / rec["path"].removeprefix("./"))
+    return data
+
+
+def mvcap_pairs(metadata: Path, image_root: Path | None, cfg: DataParams) -> tuple[list[Pair], list[str]]:
+    """Pairs from an MVCap `metadata.json`; `path`s like ./views/<uid>/026.png resolve against `image_root`."""
+    metadata = Path(metadata)
+    root = Path(image_root) if image_root else metadata.parent
+    by_obj: dict[str, list[dict]] = {}
+    for rec in _mvcap_records(metadata, root):
+        by_obj.setdefault(str(rec["obj_id"]), []).append(rec)
+    objects = sorted(by_obj, key=lambda s: (len(s), s))
+    pairs = []
+    for i, oid in enumerate(objects):
+        for rec in _subsample(by_obj[oid], cfg.max_views_per_object):
+            pairs.append(Pair(key=str(rec.get("img_id", rec["path"])), text=rec["caption"], obj=i,
+                              group=f"obj:{i}", image=ImageRef(rec["image_path"])))
+    if not pairs:
+        raise DataError(f"{metadata}: no records")
+    return pairs, objects
+
+
+def canonical_pairs(manifest: Iterable[dict], renders_dir: Path, prompt: str) -> list[Pair]:
+    """The embedded 2D source: canonical views of training objects with class-name prompts (the bootstrap's pairs)."""
+    out = []
+    for row in manifest:
+        if row["split"] != "train" or not row.get("canonical"):
+            continue
+        name = row.get("label") or row.get("name")
+        if not name:
+            continue
+        text = prompt.format(name)
+        out.append(Pair(key=f"2d:{row['key']}", text=text, group=f"txt:{text}",
+                        image=ImageRef(str(Path(renders_dir) / row["shard"]), f"{row['key']}.png")))
+    return out
+
+
+def csv_pairs(path: Path) -> list[Pair]:
+    """FLYP-style CSV with columns `filepath,title` (paths relative to the CSV's folder)."""
+    path = Path(path)
+    with open(path, newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        if not reader.fieldnames or not {"filepath", "title"} <= set(reader.fieldnames):
+            raise DataError(f"{path}: need columns 'filepath' and 'title', got {reader.fieldnames}")
+        rows = list(reader)
+    out = []
+    for r in rows:
+        p = Path(r["filepath"])
+        out.append(Pair(key=f"2d:{r['filepath']}", text=r["title"], group=f"txt:{r['title']}",
+                        image=ImageRef(str(p if p.is_absolute() else path.parent / p))))
+    return out
+
+
+def webdataset_pairs(path: Path) -> list[Pair]:
+    """Image-text webdataset tar(s): members `<key>.{png,jpg,...}` with `<key>.txt` (caption) beside them."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: 2D webdataset not found")
+    tars = sorted(path.glob("*.tar")) if path.is_dir() else [path]
+    if not tars:
+        raise DataError(f"{path}: no .tar files")
+    out = []
+    for t in tars:
+        with tarfile.open(t, "r") as tf:
+            members = {m.name: m for m in tf.getmembers() if m.isfile()}
+            for name, m in sorted(members.items()):
+                stem, ext = name.rsplit(".", 1) if "." in name else (name, "")
+                if f".{ext.lower()}" not in _IMG_EXT or f"{stem}.txt" not in members:
+                    continue
+                text = tf.extractfile(members[f"{stem}.txt"]).read().decode("utf-8").strip()
+                out.append(Pair(key=f"2d:{t.name}/{stem}", text=text, group=f"txt:{text}",
+                                image=ImageRef(str(t), name)))
+    return out
+
+
+def build_table(cfg: DataParams, renders_dir: Path | None, captions_dir: Path | None) -> TrainTable:
+    manifest: list[dict] = []
+    if cfg.mvcap_metadata is not None:
+        mv, objects = mvcap_pairs(cfg.mvcap_metadata, cfg.mvcap_image_root, cfg)
+        src = {"mvcap": str(cfg.mvcap_metadata)}
+    else:
+        if renders_dir is None or captions_dir is None:
+            raise DataError("need renders_dir and captions_dir (or data.mvcap_metadata)")
+        mv, objects, manifest = render_pairs(renders_dir, captions_dir, cfg)
+        src = {"renders": str(renders_dir), "captions": str(captions_dir)}
+    twod: list[Pair] = []
+    if cfg.twod_batch > 0 and cfg.twod_source != "none":
+        if cfg.twod_source == "canonical":
+            if not manifest:
+                raise DataError("data.twod_source='canonical' needs render shards (not an MVCap metadata.json)")
+            twod = canonical_pairs(manifest, renders_dir, cfg.twod_prompt)
+        elif cfg.twod_source == "csv":
+            twod = csv_pairs(cfg.twod_path)
+        else:
+            twod = webdataset_pairs(cfg.twod_path)
+        if not twod:
+            raise DataError(f"data.twod_source={cfg.twod_source!r} yielded no pairs")
+        src["twod"] = cfg.twod_source
+    return TrainTable(mv=mv, twod=twod, objects=objects, sources=src)

@@ -1,0 +1,121 @@
+"""The max step: per-object kNN-weighted viewpoint centres and the K views farthest from them.
+
+Memory contract (issue 5): the accelerator holds O(objects·D) (the centres) plus one batch. Views are embedded and
+reduced object by object; per-view embeddings, when kept (for the `reuse` mode or statistics), live in host memory.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Iterable, Literal
+
+import torch
+import torch.nn.functional as F
+
+Weight = Literal["inv_cos", "inv_dist"]
+
+
+def knn_weighted_centre(z: torch.Tensor, k: int = 5, weight: Weight = "inv_cos",
+                        renormalise: bool = False) -> torch.Tensor:
+    """Centre of one object's L2-normalised view embeddings `z` [n,D].
+
+    inv_cos (official): s_j = mean cosine to the k nearest *other* views, w_j = 1/s_j (0 where s_j == 0), so views
+    whose neighbours are dissimilar (outliers) weigh more. inv_dist (older official code): w_j = 1/Σ of the kNN
+    Euclidean distances, favouring dense views. Weights are normalised to sum to 1. Objects with ≤ k views use
+    all their other views (k_eff = n−1); a single view is its own centre. If the weights cannot be normalised
+    (sum ≤ 0, e.g. mean cosines around zero), the plain mean is used instead of dividing by ~0.
+    """
+    if z.dim() != 2 or z.shape[0] == 0:
+        raise ValueError(f"knn_weighted_centre: need [n>0, D] embeddings, got {tuple(z.shape)}")
+    n = z.shape[0]
+    z = z.float()
+    k_eff = min(k, n - 1)
+    if k_eff == 0:
+        c = z[0].clone()
+    else:
+        sim = z @ z.t()
+        # mask self explicitly instead of dropping "the first of top-(k+1)": duplicate views tie with self.
+        sim.fill_diagonal_(float("-inf"))
+        nn_sim = sim.topk(k_eff, dim=1).values  # [n, k_eff]
+        if weight == "inv_cos":
+            s = nn_sim.mean(1)
+            w = torch.where(s != 0, 1.0 / (s + 1e-8), torch.zeros_like(s))
+        else:
+            # unit vectors: ||a−b|| = sqrt(2 − 2cos)
+            dist = (2.0 - 2.0 * nn_sim).clamp_min(0).sqrt().sum(1)
+            w = 1.0 / (dist + 1e-8)
+        total = w.sum()
+        w = w / total if total > 1e-12 else torch.full_like(w, 1.0 / n)
+        c = (w[:, None] * z).sum(0)
+    return F.normalize(c, dim=0) if renormalise else c
+
+
+def hard_views(z: torch.Tensor, centre: torch.Tensor, k: int) -> torch.Tensor:
+    """Local indices of the k views with the lowest cosine to `centre` (ties broken by lower index)."""
+    cos = F.cosine_similarity(z.float(), centre.float()[None], dim=-1)
+    order = torch.sort(cos, stable=True).indices
+    return order[: min(k, z.shape[0])]
+
+
+@dataclass
+class MinedSet:
+    """Result of one max step over the training views (rows index the multi-view training table)."""
+
+    centres: torch.Tensor  # [n_objects, D] float32
+    hard: torch.Tensor  # [n_rows] bool
+    cos_to_centre: torch.Tensor  # [n_rows] float32 (all views, for statistics)
+
+    def stats(self) -> dict[str, float]:
+        c = self.cos_to_centre
+        h = c[self.hard]
+        return {
+            "mined/hard_views": int(self.hard.sum()),
+            "mined/cos_all_mean": float(c.mean()) if c.numel() else 0.0,
+            "mined/cos_hard_mean": float(h.mean()) if h.numel() else 0.0,
+            "mined/cos_hard_min": float(h.min()) if h.numel() else 0.0,
+        }
+
+
+def mine_from_embeddings(emb_of_object: Iterable[tuple[int, torch.Tensor, torch.Tensor]], n_objects: int,
+                         n_rows: int, dim: int, *, knn: int, hard_k: int, weight: Weight,
+                         renormalise: bool) -> MinedSet:
+    """Reduce a stream of (object index, global row indices [n], embeddings [n,D]) into centres and hard sets.
+
+    Objects not in the stream (another rank's shard) keep zero centres and no hard views, so shards can be
+    combined by summation (`ovt.train.distributed.all_reduce_mined`).
+    """
+    centres = torch.zeros(n_objects, dim)
+    hard = torch.zeros(n_rows, dtype=torch.bool)
+    cos = torch.zeros(n_rows)
+    for obj, rows, z in emb_of_object:
+        z = F.normalize(z.float().cpu(), dim=-1)
+        c = knn_weighted_centre(z, knn, weight, renormalise)
+        centres[obj] = c
+        cos[rows] = F.cosine_similarity(z, c[None], dim=-1)
+        hard[rows[hard_views(z, c, hard_k)]] = True
+    return MinedSet(centres, hard, cos)
+
+
+def stream_objects(rows_of_object: list[torch.Tensor], objects: Iterable[int],
+                   embed: Callable[[torch.Tensor], torch.Tensor], batch_size: int):
+    """Embed each object's views in batches of at most `batch_size` and yield (obj, rows, embeddings on host).
+
+    `embed(rows) -> [len(rows), D]` runs the model (no grad) on the given table rows; only one batch is on the
+    accelerator at a time, and only one object's embeddings are alive on the host.
+    """
+    for obj in objects:
+        rows = rows_of_object[obj]
+        if rows.numel() == 0:
+            continue
+        parts = [embed(rows[i:i + batch_size]).detach().float().cpu() for i in range(0, rows.numel(), batch_size)]
+        yield obj, rows, torch.cat(parts)
+
+
+def nearest_other_centre(centres: torch.Tensor, obj: torch.Tensor) -> torch.Tensor:
+    """For each object index in `obj`, the centre (of another object) most similar to its own: the triplet negative."""
+    c = F.normalize(centres.float(), dim=-1)
+    sim = c[obj] @ c.t()
+    sim[torch.arange(obj.numel()), obj] = float("-inf")
+    empty = centres.abs().sum(1) == 0  # objects with no views in this run
+    sim[:, empty] = float("-inf")
+    return centres[sim.argmax(1)]

@@ -1,0 +1,48 @@
+"""AdamW with decoupled weight-decay groups and a step-based cosine schedule with linear warm-up."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from ovt.train.config import OptimParams
+
+
+def _no_decay(name: str, p: torch.Tensor) -> bool:
+    # gains (norm weights), biases, the logit scale and other 0/1-d tensors: decaying them only shrinks the
+    # model toward a degenerate point (open_clip's trainer excludes them the same way).
+    return p.ndim < 2 or "logit_scale" in name or name.endswith(".bias") or "norm" in name.lower()
+
+
+def param_groups(model: nn.Module, cfg: OptimParams) -> list[dict]:
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (no_decay if (not cfg.wd_on_all and _no_decay(name, p)) else decay).append(p)
+    if not decay and not no_decay:
+        raise ValueError("the model has no trainable parameters")
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}]
+    if no_decay:
+        groups.append({"params": no_decay, "weight_decay": 0.0})
+    return groups
+
+
+def build_optimizer(model: nn.Module, cfg: OptimParams) -> torch.optim.AdamW:
+    return torch.optim.AdamW(param_groups(model, cfg), lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps)
+
+
+def cosine_with_warmup(step: int, total: int, warmup: int, min_ratio: float = 0.0) -> float:
+    """LR multiplier at optimiser step `step` (0-based): linear warm-up to 1, then cosine down to `min_ratio`."""
+    if warmup > 0 and step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def build_scheduler(opt: torch.optim.Optimizer, total_steps: int, cfg: OptimParams):
+    # LambdaLR's state is just the step counter, so a resumed run lands on exactly the same LR.
+    return torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: cosine_with_warmup(s, total_steps, cfg.warmup_steps, cfg.min_lr_ratio))

@@ -1,0 +1,152 @@
+"""Train stage entry: for each listed variant, train (or, for `zeroshot`, just package) the OVT model into
+`models/<variant>/`, idempotently and resumably.
+
+Completion marker: `models/<variant>/train.json` holding the variant's content key (inputs, params, seed,
+implementation version). A rerun with the same key does nothing; a changed key retrains (resuming from a
+checkpoint only when the checkpoint was written under the same key).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from ovt.io import atomic_write_json, sha256_file, stable_digest
+from ovt.train.config import TrainParams
+from ovt.train.data import build_table
+from ovt.train.distributed import DistContext, barrier
+from ovt.train.loop import Trainer
+
+log = logging.getLogger(__name__)
+
+IMPL_VERSION = "ovt-train/1"
+
+
+def input_digest(renders_dir: Path | None, captions_dir: Path | None, base_dir: Path | None,
+                 cfg: TrainParams) -> dict[str, str]:
+    """Digests of everything upstream that changes the training pairs or the starting weights."""
+    out: dict[str, str] = {}
+
+    def files(root: Path | None, patterns: list[str]) -> str | None:
+        if root is None or not Path(root).exists():
+            return None
+        found = sorted(p for pat in patterns for p in Path(root).glob(pat) if p.is_file())
+        return stable_digest([[str(p.relative_to(root)), sha256_file(p)] for p in found])
+
+    out["renders"] = files(renders_dir, ["manifest.jsonl", "shards/*.json"])
+    out["captions"] = files(captions_dir, ["shards/*.jsonl", "shards/*.json"])
+    out["base"] = files(base_dir, ["*.json", "*.safetensors"])
+    for name in ("mvcap_metadata", "twod_path"):
+        p = getattr(cfg.data, name)
+        if p is not None and Path(p).is_file():
+            out[name] = sha256_file(p)
+    return out
+
+
+def variant_key(cfg: TrainParams, variant: str, seed: int, inputs: dict, model_cfg: Any) -> str:
+    # tracking and the variant list do not change a variant's weights; everything else does
+    train = cfg.model_dump(mode="json", exclude={"tracking", "variants"})
+    if variant == "contrastive":  # no L_VC: mining and the alignment loss cannot change its weights
+        train.pop("mining")
+        train["loss"] = {k: v for k, v in train["loss"].items() if k == "multi_positive"}
+    elif variant == "zeroshot":  # no training at all: only the model block and the seed matter
+        train, inputs = {}, {"base": inputs.get("base")}
+    model = model_cfg.model_dump(mode="json") if hasattr(model_cfg, "model_dump") else model_cfg
+    return stable_digest({"impl": IMPL_VERSION, "variant": variant, "seed": seed, "train": train,
+                          "model": model, "inputs": inputs})
+
+
+def _default_builder(model_cfg: Any, base_dir: Path | None) -> Callable[[], torch.nn.Module]:
+    from ovt.model import build_base, build_ovt_model  # the model helper's factory (issue 5, item 1-2)
+
+    def build():
+        return build_ovt_model(model_cfg, build_base(model_cfg, base_dir))
+    return build
+
+
+def run(cfg: TrainParams, *, seed: int, renders_dir: Path | None, captions_dir: Path | None,
+        base_dir: Path | None, out_dir: Path, model_cfg: Any = None,
+        build_model: Callable[[], torch.nn.Module] | None = None, metrics_dir: Path | None = None,
+        resume: bool = True, ctx: DistContext | None = None,
+        on_step: Callable[[int], None] | None = None) -> dict:
+    """Train every variant in `cfg.variants` into `out_dir/<variant>/`; returns per-variant stats.
+
+    `build_model()` must return a fresh OVT model (ovt.model interface); by default it is built from `model_cfg`
+    and the bootstrapped base in `base_dir`. Metrics go to `metrics_dir` (default `out_dir/train_metrics`).
+    """
+    ctx = ctx or DistContext()
+    out_dir = Path(out_dir)
+    metrics_dir = Path(metrics_dir) if metrics_dir else out_dir / "train_metrics"
+    if build_model is None:
+        if model_cfg is None:
+            raise ValueError("train stage: pass model_cfg (the params.yaml model block) or build_model")
+        build_model = _default_builder(model_cfg, base_dir)
+    inputs = input_digest(renders_dir, captions_dir, base_dir, cfg)
+    failures = metrics_dir / "failures.jsonl"
+    # One table per view selection (all views / the held-out-viewpoint bands); the frozen-tower stores inside
+    # `shared` are common to both, so an image or caption is encoded once per run whichever variants use it.
+    tables: dict[bool, Any] = {}
+    stores: dict = {"prefix_store": {}, "text_store": {}}  # frozen-tower outputs by image key / caption
+    shareds: dict[bool, dict] = {False: dict(stores), True: dict(stores)}
+    hv = cfg.heldout_viewpoints
+    hv_cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"elevation_bands": hv.train_bands})})
+    todo = list(cfg.variants) + ([f"{v}_hv" for v in hv.variants] if hv.enabled else [])
+    stats: dict[str, Any] = {}
+    for variant in todo:
+        is_hv = variant.endswith("_hv")
+        kind = variant.removesuffix("_hv")
+        vcfg = hv_cfg if is_hv else cfg
+        dest = out_dir / variant
+        key = variant_key(vcfg, kind, seed, inputs, model_cfg)
+        marker = dest / "train.json"
+        if marker.exists():
+            import json
+
+            done = json.loads(marker.read_text())
+            if done.get("key") == key:
+                log.info("%s: up to date (key %s), skipping", variant, key[:12])
+                stats[variant] = {**done.get("stats", {}), "skipped": True}
+                continue
+        torch.manual_seed(seed)  # every variant starts from identical adapter initialisations
+        model = build_model()
+        t0 = time.perf_counter()
+        if kind == "zeroshot":
+            vstats: dict[str, Any] = {"variant": variant, "steps": 0}
+        else:
+            if is_hv not in tables:
+                tables[is_hv] = build_table(vcfg.data, renders_dir, captions_dir)
+            import copy
+
+            trainer = Trainer(model, copy.deepcopy(tables[is_hv]), vcfg, variant=kind, seed=seed, work_dir=dest,
+                              ctx=ctx, key=key, failures=failures, on_step=on_step, shared_cache=shareds[is_hv])
+            try:
+                vstats = trainer.fit(resume=resume)
+                if ctx.is_main:
+                    trainer.tracker.write(metrics_dir / f"{variant}_steps.csv",
+                                          metrics_dir / f"{variant}_summary.json",
+                                          {**vstats, "mining_events": trainer.tracker.events})
+            finally:
+                trainer.tracker.close()
+        vstats["wall_s"] = round(time.perf_counter() - t0, 2)
+        if ctx.is_main:
+            # zeroshot = the base: adapters present but switched off (LoRA delta and VIFormer residual × 0)
+            record = {"key": key, "variant": variant, "seed": seed,
+                      "adapter_scale": 0.0 if kind == "zeroshot" else cfg.wise_alpha,
+                      "lambda": cfg.loss.lam if kind == "ovt" else 0.0, "impl": IMPL_VERSION,
+                      "elevation_bands": vcfg.data.elevation_bands}
+            # model.save writes adapter/, viformer.safetensors and model.json atomically, leaving checkpoints/
+            model.to("cpu").save(dest, extra={"train": record})
+            atomic_write_json(marker, {**record, "inputs": inputs, "stats": vstats})
+        barrier(ctx)
+        stats[variant] = vstats
+    if ctx.is_main:
+        metrics_dir.mkdir(parents=True, exist_ok=True)
+        flat = {v: {k: s.get(k) for k in ("steps", "final_loss", "final_loss_itc", "final_loss_vc", "mining_s",
+                                          "train_s", "samples_per_s", "wall_s", "skipped") if k in s}
+                for v, s in stats.items()}
+        atomic_write_json(metrics_dir / "metrics.json", flat)
+    return stats

@@ -1,0 +1,57 @@
+"""The pipeline flow against a real (tiny) DVC repo: stage order, skip on rerun, markdown artifact, clear errors."""
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from ovt import pipeline as dvcrun
+
+
+@pytest.fixture()
+def tiny_repo(tmp_path):
+    (tmp_path / "dvc.yaml").write_text(textwrap.dedent("""\
+        stages:
+          first:
+            cmd: python -c "open('a.txt','w').write('A')"
+            outs: [a.txt]
+          second:
+            cmd: python -c "open('b.txt','w').write(open('a.txt').read()+'B')"
+            deps: [a.txt]
+            outs: [b.txt]
+        """))
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], cwd=tmp_path, check=True)
+    return tmp_path
+
+
+def test_stage_order_and_repro_skip(tiny_repo):
+    assert dvcrun.stage_order(tiny_repo / "dvc.yaml") == ["first", "second"]
+    r1 = dvcrun.repro("first", cwd=tiny_repo, on_line=lambda _: None)
+    assert r1.ran_stages == ["first"]
+    r2 = dvcrun.repro("first", cwd=tiny_repo, on_line=lambda _: None)
+    assert r2.ran_stages == [] and r2.skipped_stages == ["first"]
+
+
+def test_failed_stage_raises_with_output(tiny_repo):
+    (tiny_repo / "dvc.yaml").write_text('stages:\n  bad:\n    cmd: python -c "raise SystemExit(\'boom-123\')"\n')
+    with pytest.raises(dvcrun.DvcError, match="boom-123"):
+        dvcrun.repro("bad", cwd=tiny_repo, on_line=lambda _: None)
+
+
+def test_flow_runs_stages_in_order_then_skips(tiny_repo, prefect_harness):
+    from flows.pipeline import pipeline
+
+    out = pipeline(repo=str(tiny_repo), do_push=False, check_services=False)
+    assert [(r["stage"], r["ran"]) for r in out["stages"]] == [("first", True), ("second", True)]
+    assert (tiny_repo / "b.txt").read_text() == "AB"
+    again = pipeline(repo=str(tiny_repo), do_push=False, check_services=False)
+    assert [r["ran"] for r in again["stages"]] == [False, False]
+
+
+def test_flow_rejects_unknown_stage(tiny_repo, prefect_harness):
+    from flows.pipeline import pipeline
+
+    with pytest.raises(ValueError, match="unknown stage"):
+        pipeline(stages=["nope"], repo=str(tiny_repo), do_push=False, check_services=False)

@@ -1,0 +1,137 @@
+"""infra/production: parse each file and check it with the tools' own schemas where they exist offline.
+
+No container engine or cluster here, so: compose is parsed and its required keys checked; the Kubernetes base job
+template is validated by Prefect's own work-pool schema and rendered with Prefect's own templating; the cluster
+prefect.yaml's job variables must exist in the template; every ${VAR} compose uses is documented in the env example.
+"""
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+PROD = Path(__file__).resolve().parents[2] / "infra" / "production"
+REPO = PROD.parents[1]
+
+
+def _yaml(name):
+    return yaml.safe_load((PROD / name).read_text())
+
+
+def _k8s_default_template() -> dict:
+    import prefect
+
+    path = Path(prefect.__file__).parent / "server/api/collections_data/views/aggregate-worker-metadata.json"
+    meta = json.loads(path.read_text())
+    return meta["prefect-kubernetes"]["kubernetes"]["default_base_job_configuration"]
+
+
+def test_compose_has_the_service_trio_with_health_and_pinned_images():
+    doc = _yaml("compose.yaml")
+    svc = doc["services"]
+    assert {"s3", "mlflow", "prefect", "postgres"} <= set(svc)
+    for name in ("s3", "mlflow", "prefect", "postgres"):
+        s = svc[name]
+        assert s.get("image") and ":" in s["image"] and not s["image"].endswith(":latest"), name
+        assert "healthcheck" in s and s["healthcheck"]["test"], name
+    mlflow_cmd = " ".join(svc["mlflow"]["command"])
+    for flag in ("--backend-store-uri=postgresql://", "--artifacts-destination=s3://", "--host=0.0.0.0"):
+        assert flag in mlflow_cmd
+    assert (PROD / svc["mlflow"]["build"]["dockerfile"]).is_file()
+    assert "prefect" in svc["prefect"]["command"] and "4200" in svc["prefect"]["command"]
+    assert svc["mlflow"]["depends_on"]["postgres"]["condition"] == "service_healthy"
+    assert set(doc["volumes"]) >= {"pgdata", "s3data"}
+
+
+def test_every_compose_variable_is_documented_in_the_env_example():
+    text = (PROD / "compose.yaml").read_text()
+    used = set(re.findall(r"\$\{([A-Z0-9_]+)", text))
+    documented = set(re.findall(r"^#?\s*([A-Z0-9_]+)=", (PROD / "production.env.example").read_text(), re.M))
+    assert used and used <= documented, used - documented
+
+
+def test_gpu_job_template_passes_prefects_work_pool_validation():
+    from prefect.client.schemas.actions import WorkPoolCreate
+
+    tmpl = json.loads((PROD / "k8s-gpu-base-job-template.json").read_text())
+    WorkPoolCreate(name="ovt-k8s-gpu", type="kubernetes", base_job_template=tmpl)  # raises on a bad template
+    default = _k8s_default_template()
+    assert set(tmpl) == set(default)
+    # every variable the Prefect Kubernetes worker knows is still there (we only add)
+    assert set(default["variables"]["properties"]) <= set(tmpl["variables"]["properties"])
+    # and every {{ placeholder }} in the job configuration is a declared variable
+    placeholders = set(re.findall(r"\{\{\s*([a-z_]+)\s*\}\}", json.dumps(tmpl["job_configuration"])))
+    assert placeholders <= set(tmpl["variables"]["properties"]), placeholders - set(tmpl["variables"]["properties"])
+
+
+@pytest.mark.parametrize("nnodes, gpus", [(1, 1), (2, 8)])
+def test_gpu_job_template_renders_a_torchrun_indexed_job(nnodes, gpus):
+    from prefect.utilities.templating import apply_values
+
+    tmpl = json.loads((PROD / "k8s-gpu-base-job-template.json").read_text())
+    values = {k: v.get("default") for k, v in tmpl["variables"]["properties"].items() if "default" in v}
+    values.update(nnodes=nnodes, gpus_per_node=gpus, command="prefect flow-run execute", name="ovt-train")
+    job = apply_values(tmpl["job_configuration"], values)["job_manifest"]
+    assert job["kind"] == "Job" and job["spec"]["completionMode"] == "Indexed"
+    assert job["spec"]["completions"] == nnodes and job["spec"]["parallelism"] == nnodes
+    pod = job["spec"]["template"]["spec"]
+    c = pod["containers"][0]
+    assert f"--nnodes={nnodes}" in c["command"] and f"--gpus-per-node={gpus}" in c["command"]
+    assert all(isinstance(a, str) for a in c["command"])  # Kubernetes rejects non-string args
+    assert c["resources"]["limits"]["nvidia.com/gpu"] == gpus
+    assert pod["subdomain"] == "ovt-train"
+    assert (REPO / c["command"][1]).is_file()  # the entry script the command runs ships in the repo
+    svc = _yaml("k8s-train-headless-service.yaml")
+    assert svc["spec"]["clusterIP"] == "None" and svc["metadata"]["name"] == pod["subdomain"]
+    assert svc["spec"]["selector"].items() <= job["spec"]["template"]["metadata"]["labels"].items()
+
+
+def test_torchrun_entry_script_builds_the_launch_line(tmp_path):
+    import subprocess
+
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    for tool in ("torchrun", "python"):
+        (fake / tool).write_text(f"#!/bin/sh\necho {tool} \"$@\"\n")
+        (fake / tool).chmod(0o755)
+    env = {"PATH": f"{fake}:/usr/bin:/bin", "HOSTNAME": "ovt-train-abc12-1", "JOB_COMPLETION_INDEX": "1"}
+    out = subprocess.run(["bash", str(PROD / "torchrun-entry.sh"), "--nnodes=2", "--gpus-per-node=8",
+                          "--master-port=29500", "--subdomain=ovt-train", "--train-module=stages.train", "--",
+                          "prefect", "flow-run", "execute"], env=env, capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    assert "python -m dvc pull train" in out.stdout
+    assert ("torchrun --nnodes=2 --nproc_per_node=8 --node_rank=1 --master_addr=ovt-train-abc12-0.ovt-train "
+            "--master_port=29500 -m stages.train") in out.stdout
+
+
+def test_cluster_deployments_resolve_and_use_declared_job_variables():
+    from prefect.flows import load_flow_from_entrypoint
+
+    doc = _yaml("prefect-cluster.yaml")
+    assert "git_clone" not in json.dumps(doc.get("pull"))
+    gpu_vars = set(json.loads((PROD / "k8s-gpu-base-job-template.json").read_text())["variables"]["properties"])
+    cpu_vars = set(_k8s_default_template()["variables"]["properties"])
+    for dep in doc["deployments"]:
+        path, func = dep["entrypoint"].split(":")
+        flow = load_flow_from_entrypoint(str(REPO / path) + ":" + func)
+        assert set(dep.get("parameters") or {}) <= set(flow.parameters.properties), dep["name"]
+        allowed = gpu_vars if dep["work_pool"]["name"] == "ovt-k8s-gpu" else cpu_vars
+        assert set(dep["work_pool"].get("job_variables") or {}) <= allowed, dep["name"]
+    gpu = next(d for d in doc["deployments"] if d["name"] == "train-gpu")
+    assert gpu["work_pool"]["job_variables"]["nnodes"] >= 2 and gpu["parameters"]["stages"] == ["train"]
+
+
+def test_dask_cluster_manifest_shape():
+    doc = _yaml("dask-cluster.yaml")
+    assert doc["kind"] == "DaskCluster" and doc["apiVersion"].startswith("kubernetes.dask.org/")
+    ports = {p["port"] for p in doc["spec"]["scheduler"]["service"]["ports"]}
+    assert 8786 in ports
+
+
+def test_readme_documents_every_file():
+    readme = (PROD / "README.md").read_text()
+    for f in PROD.iterdir():
+        if f.name != "README.md" and not f.name.startswith("."):
+            assert f.name in readme, f.name

@@ -1,0 +1,72 @@
+"""Registration against a real (sqlite + file artifacts) MLflow store with the real pyfunc and a tiny OVT model."""
+
+import json
+
+import pytest
+
+from ovt.registry import stage
+from ovt.registry.register import COMPLETE, STATE_TAG, register
+
+from .conftest import write_metrics
+
+
+def _reg(cfg, root):
+    return register(cfg, root=root, models_dir=root / "models", eval_dir=root / "data" / "eval")
+
+
+def _versions(cfg):
+    from mlflow import MlflowClient
+
+    return MlflowClient().search_model_versions(f"name = '{cfg.model_name}'")
+
+
+def test_register_is_idempotent_and_new_lineage_makes_a_new_challenger(mlflow_store, workspace, cfg):
+    from mlflow import MlflowClient
+
+    r1 = _reg(cfg, workspace)
+    assert r1.created and r1.version == "1" and r1.aliases == ["challenger"]
+    mv = MlflowClient().get_model_version(cfg.model_name, "1")
+    assert mv.tags[STATE_TAG] == COMPLETE and mv.tags["ovt.lineage_digest"] == r1.lineage_digest
+    assert mv.tags["ovt.dvc.train_outputs"] == "d" * 32 + ".dir" and float(mv.tags["ovt.metric.worst_view"]) == 0.2
+    run = MlflowClient().get_run(mv.run_id)
+    assert run.info.status == "FINISHED" and run.data.metrics["heldout.worst_view"] == pytest.approx(0.2)
+    assert run.data.tags["ovt.lineage_digest"] == r1.lineage_digest
+
+    r2 = _reg(cfg, workspace)  # nothing changed: nothing new
+    assert not r2.created and r2.version == "1" and len(_versions(cfg)) == 1
+
+    write_metrics(workspace / "data" / "eval", worst_view_acc=0.4)  # a retrained model scores differently
+    r3 = _reg(cfg, workspace)
+    assert r3.created and r3.version == "2" and r3.aliases == ["challenger"]
+    assert MlflowClient().get_model_version_by_alias(cfg.model_name, "challenger").version in ("2", 2)
+
+
+def test_half_done_registration_is_resumed_not_duplicated(mlflow_store, workspace, cfg):
+    from mlflow import MlflowClient
+
+    c = MlflowClient()
+    r1 = _reg(cfg, workspace)
+    # simulate a crash between "create version (with tags)" and "set alias / mark complete"
+    c.delete_registered_model_alias(cfg.model_name, "challenger")
+    c.set_model_version_tag(cfg.model_name, r1.version, STATE_TAG, "registering")
+    r2 = _reg(cfg, workspace)
+    assert r2.created and r2.version == r1.version and len(_versions(cfg)) == 1
+    mv = c.get_model_version(cfg.model_name, r1.version)
+    assert mv.tags[STATE_TAG] == COMPLETE and "challenger" in mv.aliases
+
+
+def test_stage_writes_registered_json_atomically(mlflow_store, workspace, cfg, tmp_path):
+    out = tmp_path / "data" / "register"
+    stats = stage.run(cfg, seed=0, models_dir=workspace / "models", eval_dir=workspace / "data" / "eval",
+                      out_dir=out, root=workspace)
+    rec = json.loads((out / "registered.json").read_text())
+    assert rec["name"] == cfg.model_name and rec["version"] == "1" and rec["aliases"] == ["challenger"]
+    assert rec["lineage_digest"] == stats["lineage_digest"] and rec["run_id"]
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temp files left behind
+
+
+def test_stage_without_tracking_server_says_so(workspace, cfg, tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    with pytest.raises(RuntimeError, match="MLFLOW_TRACKING_URI is not set"):
+        stage.run(cfg, seed=0, models_dir=workspace / "models", eval_dir=workspace / "data" / "eval",
+                  out_dir=tmp_path / "o")

@@ -1,0 +1,95 @@
+"""The stage: variants into models/<variant>/, idempotence, λ retrains only ovt, per-item failures."""
+
+import io
+import json
+import shutil
+import tarfile
+
+import torch
+
+from ovt.model import OVTModel
+from ovt.train.stage import run
+from tests.train.fixtures import make_tree, tiny_model_cfg, tiny_train_cfg
+
+
+def _run(cfg, tree, out):
+    return run(cfg, seed=2, renders_dir=tree[0], captions_dir=tree[1], base_dir=None, out_dir=out,
+               model_cfg=tiny_model_cfg())
+
+
+def test_variants_idempotent_and_lambda_retrains(tree, tmp_path):
+    cfg = tiny_train_cfg(epochs=1, variants=["zeroshot", "contrastive", "ovt"])
+    first = _run(cfg, tree, tmp_path)
+    assert first["ovt"]["steps"] == 5 and first["zeroshot"]["steps"] == 0
+    for v in ("zeroshot", "contrastive", "ovt"):
+        assert (tmp_path / v / "adapter" / "adapter_model.safetensors").is_file()
+        meta = json.loads((tmp_path / v / "model.json").read_text())
+        assert meta["train"]["variant"] == v
+    assert json.loads((tmp_path / "zeroshot" / "train.json").read_text())["adapter_scale"] == 0.0
+    metrics = json.loads((tmp_path / "train_metrics" / "metrics.json").read_text())
+    assert metrics["ovt"]["final_loss_vc"] > 0 and metrics["contrastive"]["final_loss_vc"] == 0
+    again = _run(cfg, tree, tmp_path)
+    assert all(s.get("skipped") for s in again.values())
+    changed = _run(tiny_train_cfg(epochs=1, variants=["zeroshot", "contrastive", "ovt"], loss={"lam": 2.0}),
+                   tree, tmp_path)
+    assert changed["contrastive"].get("skipped") and changed["zeroshot"].get("skipped")
+    assert not changed["ovt"].get("skipped") and changed["ovt"]["resumed_from"] is None
+    # the published folder loads through the model interface and reproduces the trained encoder
+    m = OVTModel.load(tmp_path / "ovt")
+    x = torch.rand(2, 3, 32, 32)
+    assert m.encode_image(x).shape == (2, 32)
+
+
+def test_unreadable_image_logged_and_skipped(tmp_path):
+    renders, captions = make_tree(tmp_path / "data")
+    shard = renders / "shards" / "shard-00000.tar"
+    rows = [json.loads(l) for l in (renders / "manifest.jsonl").read_text().splitlines()]
+    bad_key = rows[3]["key"]
+    with tarfile.open(shard) as src, tarfile.open(tmp_path / "new.tar", "w") as dst:
+        for m in src.getmembers():
+            data = b"not a png" if m.name == f"{bad_key}.png" else src.extractfile(m).read()
+            m.size = len(data)
+            dst.addfile(m, io.BytesIO(data))
+    shutil.move(tmp_path / "new.tar", shard)
+    stats = run(tiny_train_cfg(epochs=1, variants=["contrastive"]), seed=2, renders_dir=renders,
+                captions_dir=captions, base_dir=None, out_dir=tmp_path / "models", model_cfg=tiny_model_cfg())
+    assert stats["contrastive"]["mv_pairs"] == 39
+    fail = [json.loads(l) for l in (tmp_path / "models/train_metrics/failures.jsonl").read_text().splitlines()]
+    assert fail[0]["item"] == bad_key and fail[0]["stage"] == "train"
+
+
+def test_torchrun_entry_reads_params_yaml(tree, tmp_path):
+    """`python -m ovt.train.ddp` as a single process: the whole params.yaml is validated, then the stage runs."""
+    import yaml
+
+    from ovt.train.ddp import main
+
+    cfg = tiny_train_cfg(epochs=1, variants=["contrastive"])
+    params = {"base": {"seed": 4}, "model": tiny_model_cfg().model_dump(mode="json"),
+              "train": cfg.model_dump(mode="json")}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    stats = main(["--params", str(tmp_path / "params.yaml"), "--renders", str(tree[0]), "--captions",
+                  str(tree[1]), "--base", str(tmp_path / "nobase"), "--out", str(tmp_path / "models")])
+    assert stats["contrastive"]["steps"] == 5
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump({**params, "train": {"lamda": 1}}))
+    import pytest
+
+    from ovt.params_base import ParamsError
+
+    with pytest.raises(ParamsError, match="train.lamda"):
+        main(["--params", str(tmp_path / "bad.yaml")])
+
+
+def test_heldout_viewpoint_variants_train_on_their_bands_only(tree, tmp_path):
+    cfg = tiny_train_cfg(epochs=1, variants=["ovt"],
+                         heldout_viewpoints={"enabled": True, "variants": ["ovt"], "train_bands": [(-90.0, 10.0)]})
+    stats = _run(cfg, tree, tmp_path)
+    assert set(stats) == {"ovt", "ovt_hv"}
+    rec = json.loads((tmp_path / "ovt_hv" / "train.json").read_text())
+    assert rec["variant"] == "ovt_hv" and rec["elevation_bands"] == [[-90.0, 10.0]]
+    assert rec["lambda"] == cfg.loss.lam  # an `_hv` variant is the same method, trained on fewer viewpoints
+    assert 0 < stats["ovt_hv"]["mv_pairs"] < stats["ovt"]["mv_pairs"]
+    a = OVTModel.load(tmp_path / "ovt").encode_image(torch.rand(2, 3, 32, 32))
+    b = OVTModel.load(tmp_path / "ovt_hv").encode_image(torch.rand(2, 3, 32, 32))
+    assert a.shape == b.shape
+    assert all(s.get("skipped") for s in _run(cfg, tree, tmp_path).values())
