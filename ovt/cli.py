@@ -87,7 +87,7 @@ def promote(params_path: Path = typer.Option(Path("params.yaml"), "--params")) -
     from ovt.config import load_params
     from ovt.registry.promote import promote as run_gate
 
-    typer.echo(run_gate(load_params(params_path).registry).to_json())
+    typer.echo(json.dumps(run_gate(load_params(params_path).registry).to_json(), indent=2, default=str))
 
 
 schedule_app = typer.Typer(help="The scheduled deployment of the full pipeline (flow.serve), stopped by `ovt down`.",

@@ -88,7 +88,7 @@ class RegisterParams(StrictModel):
     lineage_paths: dict[str, str] = Field(default_factory=lambda: {
         "assets_manifest": "data/assets/manifest.jsonl",
         "render_shards": "data/renders/shards",
-        "captions": "data/captions",
+        "captions": "data/captions/shards",
         "train_outputs": "models/{variant}",
         "eval_metrics": "data/eval/metrics.json",
     })

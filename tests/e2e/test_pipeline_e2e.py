@@ -121,10 +121,11 @@ def test_whole_pipeline_end_to_end(project, env, stack):
 
     # 2. the gate: the first version becomes champion; a second call changes nothing
     promote = ("import json; from ovt.config import load_params; from ovt.registry.promote import promote; "
-               "print('DECISION ' + promote(load_params('params.yaml').registry).to_json())")
+               "print('DECISION ' + json.dumps(promote(load_params('params.yaml').registry).to_json()))")
     d1 = json.loads(_run_py(promote, project, env).split("DECISION ", 1)[1])
     d2 = json.loads(_run_py(promote, project, env).split("DECISION ", 1)[1])
-    assert d1["outcome"] == "first-champion" and d2["outcome"] == "already-champion"
+    assert d1["action"] == "first-champion" and d1["champion_after"] == str(registered["version"])
+    assert d2["action"] == "already-champion" and d2["changed"] == []
 
     import mlflow
     from mlflow import MlflowClient
@@ -135,7 +136,8 @@ def test_whole_pipeline_end_to_end(project, env, stack):
     champ = client.get_model_version_by_alias(name, "champion")
     assert champ.version == str(registered["version"])
     for tag in ("ovt.git_commit", "ovt.params_digest", "ovt.dvc.assets_manifest", "ovt.dvc.render_shards",
-                "ovt.dvc.captions", "ovt.dvc.train_outputs", "ovt.metric.worst_view_acc"):
+                "ovt.dvc.captions", "ovt.dvc.train_outputs", "ovt.metric.worst_view", "ovt.metric.off_canonical",
+                "ovt.metric.canonical"):
         assert tag in champ.tags, (tag, sorted(champ.tags))
 
     # 3. nothing changed: a second run reproduces nothing and registers nothing new
