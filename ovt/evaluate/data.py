@@ -18,6 +18,7 @@ import webdataset as wds
 from PIL import Image
 
 from ovt.io import read_jsonl
+from ovt.render.images import to_rgb
 
 log = logging.getLogger(__name__)
 
@@ -42,16 +43,6 @@ class HeldoutViews:
     @property
     def canonical(self) -> np.ndarray:
         return np.array([bool(r["canonical"]) for r in self.rows])
-
-
-def to_rgb(img: Image.Image, background: tuple[int, int, int] = (255, 255, 255)) -> Image.Image:
-    """Composite transparent renders over the renderer's white background; models expect 3 channels."""
-    if img.mode in ("RGBA", "LA") or (img.mode == "P" and "transparency" in img.info):
-        rgba = img.convert("RGBA")
-        out = Image.new("RGB", rgba.size, background)
-        out.paste(rgba, mask=rgba.getchannel("A"))
-        return out
-    return img.convert("RGB")
 
 
 def select_heldout_rows(manifest_rows: list[dict], max_objects: int | None = None) -> list[dict]:

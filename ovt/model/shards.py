@@ -20,6 +20,7 @@ from typing import Iterator
 from PIL import Image
 
 from ovt.io import iter_jsonl, sha256_file
+from ovt.render.images import to_rgb
 
 log = logging.getLogger(__name__)
 
@@ -75,9 +76,4 @@ def load_rgb(png: bytes, background: tuple[int, int, int] = (255, 255, 255)) -> 
     the transparent pixels happen to hold, usually black)."""
     img = Image.open(io.BytesIO(png))
     img.load()
-    if img.mode in ("RGBA", "LA") or (img.mode == "P" and "transparency" in img.info):
-        rgba = img.convert("RGBA")
-        canvas = Image.new("RGB", rgba.size, background)
-        canvas.paste(rgba, mask=rgba.getchannel("A"))
-        return canvas
-    return img.convert("RGB")
+    return to_rgb(img, background)

@@ -20,6 +20,7 @@ from typing import Iterable
 from PIL import Image
 
 from ovt.io import iter_jsonl
+from ovt.render.images import to_rgb
 from ovt.train.config import DataParams
 
 log = logging.getLogger(__name__)
@@ -77,14 +78,14 @@ class ImageReader:
     def __call__(self, ref: ImageRef) -> Image.Image:
         if ref.member is None:
             with Image.open(ref.path) as im:
-                return _to_rgb(im)
+                return to_rgb(im)
         tf, index = self._open(ref.path)
         info = index.get(ref.member)
         if info is None:
             raise DataError(f"{ref.path}: member {ref.member!r} not in the tar")
         data = tf.extractfile(info).read()
         with Image.open(io.BytesIO(data)) as im:
-            return _to_rgb(im)
+            return to_rgb(im)
 
     def _open(self, path: str):
         if path not in self._tars:
@@ -102,15 +103,6 @@ class ImageReader:
 
     def __setstate__(self, state):
         self._tars = {}
-
-
-def _to_rgb(im: Image.Image) -> Image.Image:
-    # Transparent renders become black-background RGB, as MVCap's RGBA renders loaded as RGB (ovt-paper.md §1.2).
-    if im.mode in ("RGBA", "LA", "P"):
-        im = im.convert("RGBA")
-        bg = Image.new("RGBA", im.size, (0, 0, 0, 255))
-        return Image.alpha_composite(bg, im).convert("RGB")
-    return im.convert("RGB")
 
 
 def _in_bands(elev: float | None, bands) -> bool:

@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ovt.evaluate.data import load_heldout_views, select_heldout_rows, to_rgb
+from ovt.evaluate.data import load_heldout_views, select_heldout_rows
+from ovt.render.images import to_rgb
 
 from .fixtures import CLASSES, make_renders
 

@@ -51,6 +51,7 @@ def test_mlflow_logging_only_with_a_tracking_uri(tmp_path, monkeypatch):
 
     import mlflow
 
+    monkeypatch.chdir(tmp_path)  # a sqlite store's default artifact root is ./mlruns: keep it out of the repo
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
     run_id = log_to_mlflow(m, tmp_path, run_id=None, experiment="ovt-test")
