@@ -45,14 +45,14 @@ class DvcResult:
 
 
 def dvc_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    env = dict(os.environ)
+    env = {**os.environ, **(extra or {})}
+    # Prepended after `extra` is merged: callers pass whole environments (`{**os.environ, ...}`) whose PATH would
+    # otherwise replace this one, and the stages would then run on whatever `python` comes first (pyenv's shim).
     bindir = str(Path(sys.executable).parent)
     env["PATH"] = bindir + os.pathsep + env.get("PATH", "")
     env.setdefault("DVC_NO_ANALYTICS", "1")
     env.setdefault("HF_HUB_OFFLINE", "1")
     env.setdefault("PYTHONUNBUFFERED", "1")
-    if extra:
-        env.update(extra)
     return env
 
 

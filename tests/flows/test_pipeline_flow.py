@@ -55,3 +55,12 @@ def test_flow_rejects_unknown_stage(tiny_repo, prefect_harness):
 
     with pytest.raises(ValueError, match="unknown stage"):
         pipeline(stages=["nope"], repo=str(tiny_repo), do_push=False, check_services=False)
+
+
+def test_stages_run_on_this_interpreter_even_when_env_carries_its_own_path(tiny_repo):
+    # Flows pass whole environments ({**os.environ, ...}); their PATH must not put another `python` first.
+    (tiny_repo / "dvc.yaml").write_text(
+        'stages:\n  which:\n    cmd: python -c "import sys; open(\'py.txt\',\'w\').write(sys.executable)"\n'
+        "    outs: [py.txt]\n")
+    dvcrun.repro("which", cwd=tiny_repo, env={"PATH": "/usr/local/bin:/usr/bin:/bin"}, on_line=lambda _: None)
+    assert (tiny_repo / "py.txt").read_text() == sys.executable
