@@ -31,3 +31,16 @@ def prefect_harness():
 
     with prefect_test_harness(server_startup_timeout=120):
         yield
+
+
+@pytest.fixture(autouse=True)
+def _restore_environ():
+    """Every test leaves os.environ as it found it. Code under test exports settings on purpose (`ovt` commands and
+    the promote flow put the services' client settings in os.environ for their own children), and a service URL
+    left behind by a test whose stack has since stopped would send later tests' MLflow calls into minutes of
+    retries against a dead port."""
+    saved = dict(os.environ)
+    yield
+    if os.environ != saved:
+        os.environ.clear()
+        os.environ.update(saved)
