@@ -127,11 +127,10 @@ def test_whole_pipeline_end_to_end(project, env, stack):
     assert d1["action"] == "first-champion" and d1["champion_after"] == str(registered["version"])
     assert d2["action"] == "already-champion" and d2["changed"] == []
 
-    import mlflow
     from mlflow import MlflowClient
 
-    mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
-    client = MlflowClient()
+    # A client of its own, not mlflow.set_tracking_uri(): that global would outlive this module's stack.
+    client = MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"], registry_uri=env["MLFLOW_TRACKING_URI"])
     name = yaml.safe_load((project / "params.yaml").read_text())["registry"]["model_name"]
     champ = client.get_model_version_by_alias(name, "champion")
     assert champ.version == str(registered["version"])

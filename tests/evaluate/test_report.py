@@ -54,15 +54,18 @@ def test_mlflow_logging_only_with_a_tracking_uri(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # a sqlite store's default artifact root is ./mlruns: keep it out of the repo
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    run_id = log_to_mlflow(m, tmp_path, run_id=None, experiment="ovt-test")
-    run = mlflow.get_run(run_id)
-    assert run.data.metrics["ovt-base.worst_view_acc"] == pytest.approx(0.5)
-    assert not any(math.isnan(v) for v in run.data.metrics.values())
-    # a second call logs into the given (training) run rather than a new one
-    assert log_to_mlflow({"extra": {"x": 1.0}}, tmp_path, run_id=run_id, experiment="ignored") == run_id
-    assert mlflow.get_run(run_id).data.metrics["extra.x"] == 1.0
-    arts = [a.path for a in mlflow.MlflowClient().list_artifacts(run_id, "eval")]
-    assert "eval/figures" in arts and "eval/metrics.json" in arts
+    try:
+        run_id = log_to_mlflow(m, tmp_path, run_id=None, experiment="ovt-test")
+        run = mlflow.get_run(run_id)
+        assert run.data.metrics["ovt-base.worst_view_acc"] == pytest.approx(0.5)
+        assert not any(math.isnan(v) for v in run.data.metrics.values())
+        # a second call logs into the given (training) run rather than a new one
+        assert log_to_mlflow({"extra": {"x": 1.0}}, tmp_path, run_id=run_id, experiment="ignored") == run_id
+        assert mlflow.get_run(run_id).data.metrics["extra.x"] == 1.0
+        arts = [a.path for a in mlflow.MlflowClient().list_artifacts(run_id, "eval")]
+        assert "eval/figures" in arts and "eval/metrics.json" in arts
+    finally:
+        mlflow.set_tracking_uri(None)  # the global would outlive this test's store
 
 
 def test_model_names_with_dots_are_refused():

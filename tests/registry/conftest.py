@@ -99,7 +99,10 @@ def mlflow_store(_sqlite_store, tmp_path, monkeypatch):
     mlflow.set_tracking_uri(_sqlite_store)
     mlflow.set_registry_uri(_sqlite_store)
     yield _sqlite_store
+    # Both globals: a registry URI left behind sends later tests' in-process registrations to this sqlite store
+    # while their subprocesses (environment restored by tests/conftest.py) talk to a server.
     mlflow.set_tracking_uri(None)
+    mlflow.set_registry_uri(None)
 
 
 @pytest.fixture
