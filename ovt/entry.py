@@ -1,0 +1,33 @@
+"""The one shape of every DVC stage entry (`stages/<name>.py`): load params.yaml, call one library function.
+
+    # stages/acquire.py
+    from ovt.entry import stage_main
+    if __name__ == "__main__":
+        stage_main(lambda p: __import__("ovt.acquire").acquire.run(p.acquire, seed=p.base.seed))
+
+Every stage library exposes `ovt.<stage>.run(params_block, *, seed, paths=<Stage>Paths()) -> summary dict`, where
+`<Stage>Paths` is a frozen dataclass whose defaults are the paths dvc.yaml declares for that stage. A bad
+params.yaml is one clear line per bad key on stderr and exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def stage_main(run: Callable[[Any], object], *, params_path: str | Path = "params.yaml") -> None:
+    """Validate the whole params file (a typo anywhere fails here, named), then `run(params)`."""
+    from ovt.config import ParamsError, load_params
+
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+    try:
+        params = load_params(params_path)
+    except ParamsError as err:
+        print(str(err), file=sys.stderr)
+        sys.exit(2)
+    run(params)
