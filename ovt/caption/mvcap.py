@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import io
 import json
-import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
 
 from PIL import Image
 
+from ovt import shards
 from ovt.io import atomic_write_text, read_jsonl
 
 FIELDS = ("path", "caption", "obj_id", "img_id")
@@ -48,13 +48,10 @@ class MVCapRecord:
                 im.load()
                 return im
         if self.shard is not None and self.key is not None:
-            with tarfile.open(self.shard) as tar:
-                member = tar.extractfile(f"{self.key}.png")
-                if member is None:
-                    raise FileNotFoundError(f"{self.key}.png not in {self.shard}")
-                im = Image.open(io.BytesIO(member.read()))
-                im.load()
-                return im
+            for _, members in shards.iter_samples(self.shard, keys={self.key}):
+                if "png" in members:
+                    return _open_png(members["png"])
+            raise FileNotFoundError(f"{self.key}.png not in {self.shard}")
         raise FileNotFoundError(f"record {self.path!r} has no image location (no root given when reading)")
 
 
@@ -143,10 +140,13 @@ def iter_images(records: Iterable[MVCapRecord]) -> Iterator[tuple[MVCapRecord, I
         else:
             yield rec, rec.load_image()
     for tar_path, wanted in by_shard.items():
-        with tarfile.open(tar_path) as tar:
-            for member in tar:
-                rec = wanted.get(member.name)
-                if rec is not None:
-                    im = Image.open(io.BytesIO(tar.extractfile(member).read()))
-                    im.load()
-                    yield rec, im
+        for key, members in shards.iter_samples(tar_path, keys={k.removesuffix(".png") for k in wanted}):
+            rec = wanted.get(f"{key}.png")
+            if rec is not None and "png" in members:
+                yield rec, _open_png(members["png"])
+
+
+def _open_png(data: bytes) -> Image.Image:
+    im = Image.open(io.BytesIO(data))
+    im.load()
+    return im

@@ -9,59 +9,21 @@ the tar); incomplete shards are skipped here and picked up by the next run. Per 
 from __future__ import annotations
 
 import io
-import json
 import logging
-import re
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
-import webdataset as wds
 from PIL import Image
 
 from ovt.caption.base import View
 from ovt.io import read_jsonl
+from ovt.shards import Shard, list_shards
 
 log = logging.getLogger(__name__)
 
-_SHARD_RE = re.compile(r"^shard-(\d+)\.tar$")
-
-
-@dataclass(frozen=True)
-class RenderShard:
-    tar: Path
-    index: int            # NNNNN of shard-NNNNN.tar; the side-car files reuse it
-    key: str              # the render stage's content key for this shard
-    record: dict          # its completion JSON
-
-    @property
-    def stem(self) -> str:
-        return f"{self.index:05d}"
-
-
-def list_render_shards(renders_dir: Path) -> tuple[list[RenderShard], list[Path]]:
-    """(complete shards sorted by index, tars without a valid completion record)."""
-    shard_dir = Path(renders_dir) / "shards"
-    if not shard_dir.is_dir():
-        raise FileNotFoundError(f"render shards folder not found: {shard_dir} (run the render stage first)")
-    complete, incomplete = [], []
-    for tar in sorted(shard_dir.glob("shard-*.tar")):
-        m = _SHARD_RE.match(tar.name)
-        if not m:
-            continue
-        rec_path = tar.with_suffix(".json")
-        try:
-            record = json.loads(rec_path.read_text(encoding="utf-8"))
-            key = record["key"]
-        except (FileNotFoundError, json.JSONDecodeError, KeyError, TypeError):
-            incomplete.append(tar)
-            continue
-        # the render stage records the tar's size: a tar rewritten after its record is not the recorded shard
-        if "tar_bytes" in record and record["tar_bytes"] != tar.stat().st_size:
-            incomplete.append(tar)
-            continue
-        complete.append(RenderShard(tar=tar, index=int(m.group(1)), key=str(key), record=record))
-    return complete, incomplete
+def list_render_shards(renders_dir: Path) -> tuple[list[Shard], list[Path]]:
+    """(complete shards sorted by index, tars that fail the shard integrity check)."""
+    return list_shards(Path(renders_dir) / "shards")
 
 
 def load_manifest(path: Path, key_field: str) -> dict[str, dict]:
@@ -102,10 +64,3 @@ def view_from_sample(key: str, png: bytes, meta: dict[str, Any], render_row: dic
                 azimuth=float(r["azimuth"]), elevation=float(r["elevation"]),
                 name=a.get("name"), category=a.get("category"), label=a.get("label"), tags=tags,
                 dims_cm=a.get("dims_cm"), obj_id=r.get("obj_id"), img_id=r.get("img_id"), path=r.get("path"))
-
-
-def iter_samples(tar: Path) -> Iterator[tuple[str, dict[str, bytes]]]:
-    """Raw (key, {ext: bytes}) samples of a shard, in tar order (no decoding: decode errors are per-view failures)."""
-    ds = wds.WebDataset(str(tar), shardshuffle=False, empty_check=False)
-    for sample in ds:
-        yield sample["__key__"], {k: v for k, v in sample.items() if not k.startswith("__")}

@@ -29,7 +29,8 @@ from ovt.caption.base import Caption, Captioner, View
 from ovt.caption.cleaning import Cleaner
 from ovt.caption.config import CaptionParams
 from ovt.caption.mvcap import MVCapRecord, write_metadata
-from ovt.caption.shards import RenderShard, iter_samples, list_render_shards, load_manifest, view_from_sample
+from ovt.caption.shards import list_render_shards, load_manifest, view_from_sample
+from ovt.shards import Shard, iter_samples
 from ovt.io import atomic_write_bytes, atomic_write_json, read_jsonl, stable_digest, write_jsonl_atomic
 
 log = logging.getLogger(__name__)
@@ -66,7 +67,12 @@ def vocabulary(cfg: CaptionParams, assets: dict[str, dict], render_rows: dict[st
                    if r.get(cfg.cleaning.consistency_field)})
 
 
-def shard_content_key(shard: RenderShard, cfg: CaptionParams, seed: int, vocab: list[str],
+def _stem(shard: Shard) -> str:
+    """NNNNN of the render shard: its caption side-cars reuse the number."""
+    return f"{shard.index:05d}"
+
+
+def shard_content_key(shard: Shard, cfg: CaptionParams, seed: int, vocab: list[str],
                       asset_rows: list[dict]) -> str:
     return stable_digest({"impl": IMPL_VERSION, "render_shard_key": shard.key, "captioner": captioner_config(cfg),
                           "cleaning": cfg.cleaning.model_dump(), "seed": seed,
@@ -95,7 +101,7 @@ def _fail(sink: list[dict], item: str, error: str, detail: str) -> None:
     sink.append({"stage": STAGE, "item": item, "error": error, "detail": detail})
 
 
-def _load_views(shard: RenderShard, render_rows: dict, assets: dict, failures: list[dict]) -> list[View]:
+def _load_views(shard: Shard, render_rows: dict, assets: dict, failures: list[dict]) -> list[View]:
     views = []
     for key, members in iter_samples(shard.tar):
         try:
@@ -136,7 +142,7 @@ def _caption_views(views: list[View], captioner: Captioner, seed: int,
     return captions, failed
 
 
-def caption_shard(shard: RenderShard, views: list[View], captioner: Captioner, cleaner: Cleaner, cfg: CaptionParams,
+def caption_shard(shard: Shard, views: list[View], captioner: Captioner, cleaner: Cleaner, cfg: CaptionParams,
                   seed: int, out_dir: Path, content_key: str, progress: Callable[[int], None],
                   failures: list[dict]) -> dict[str, Any]:
     """Caption, clean and write one shard's side-car (atomic files; the completion record last).
@@ -149,7 +155,7 @@ def caption_shard(shard: RenderShard, views: list[View], captioner: Captioner, c
     field = cfg.cleaning.consistency_field
     result = cleaner.clean(captions, [view_by_key[c.key].field_value(field) for c in captions],
                            [view_by_key[c.key].asset_id for c in captions])
-    paths = _paths(out_dir, shard.stem)
+    paths = _paths(out_dir, _stem(shard))
     if cfg.export_images:
         for c in result.kept:
             v = view_by_key[c.key]
@@ -157,7 +163,7 @@ def caption_shard(shard: RenderShard, views: list[View], captioner: Captioner, c
             v.image.save(buf, format="PNG")
             atomic_write_bytes(out_dir / "mvcap" / _rel(v), buf.getvalue())
     write_jsonl_atomic(paths["jsonl"], [c.to_row() for c in result.kept])
-    write_jsonl_atomic(paths["dropped"], [{**d, "shard": shard.stem} for d in result.dropped])
+    write_jsonl_atomic(paths["dropped"], [{**d, "shard": _stem(shard)} for d in result.dropped])
     write_jsonl_atomic(paths["failures"], failures)
     record = {"key": content_key, "render_shard": shard.tar.name, "render_shard_key": shard.key,
               "n_views": len(views), "n_unreadable": n_unreadable, "n_captioned": len(captions), "n_failed": failed,
@@ -185,6 +191,9 @@ def run(cfg: CaptionParams, *, seed: int, renders_dir: str | Path, assets_dir: s
     renders_dir, assets_dir, out_dir = Path(renders_dir), Path(assets_dir), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     shards, incomplete = list_render_shards(renders_dir)
+    if incomplete and not shards:
+        raise RuntimeError(f"caption: no captions possible: none of the {len(incomplete)} render shard(s) under "
+                           f"{renders_dir / 'shards'} passes the shard integrity check (re-run the render stage)")
     run_failures: list[dict] = []   # not tied to a captioned shard: rebuilt from scratch each run
     for tar in incomplete:
         _fail(run_failures, tar.name, "IncompleteShard", "no valid completion record beside the tar; skipped")
@@ -193,11 +202,11 @@ def run(cfg: CaptionParams, *, seed: int, renders_dir: str | Path, assets_dir: s
     vocab = vocabulary(cfg, assets, render_rows)
 
     keys: dict[int, str] = {}
-    todo: list[RenderShard] = []
+    todo: list[Shard] = []
     for shard in shards:
         shard_assets = sorted(set(shard.record.get("assets") or []))
         keys[shard.index] = shard_content_key(shard, cfg, seed, vocab, [assets.get(a) for a in shard_assets])
-        if not _is_done(_paths(out_dir, shard.stem), keys[shard.index]):
+        if not _is_done(_paths(out_dir, _stem(shard)), keys[shard.index]):
             todo.append(shard)
     log.info("caption: %d shards complete upstream, %d to caption, %d up to date", len(shards), len(todo),
              len(shards) - len(todo))
@@ -227,10 +236,10 @@ def run(cfg: CaptionParams, *, seed: int, renders_dir: str | Path, assets_dir: s
     return stats
 
 
-def _finalise(out_dir: Path, shards: list[RenderShard], keys: dict[int, str], render_rows: dict, vocab: list[str],
+def _finalise(out_dir: Path, shards: list[Shard], keys: dict[int, str], render_rows: dict, vocab: list[str],
               cfg: CaptionParams, run_failures: list[dict]) -> dict[str, Any]:
     """Rebuild the stage-wide outputs from the up-to-date side-cars (cheap; always consistent with them)."""
-    live = {s.stem for s in shards}
+    live = {_stem(s) for s in shards}
     for stale in (out_dir / "shards").glob("*-*.json*") if (out_dir / "shards").exists() else []:
         if stale.stem.split("-", 1)[-1] not in live:   # its render shard is gone: so must its captions be
             stale.unlink()
@@ -240,7 +249,7 @@ def _finalise(out_dir: Path, shards: list[RenderShard], keys: dict[int, str], re
     counts: Counter = Counter()
     n_views = 0
     for shard in shards:
-        paths = _paths(out_dir, shard.stem)
+        paths = _paths(out_dir, _stem(shard))
         if not _is_done(paths, keys[shard.index]):
             counts["shards_failed"] += 1
             continue

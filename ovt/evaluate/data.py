@@ -7,18 +7,16 @@ bootstrap relies on.
 
 from __future__ import annotations
 
-import io
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
-import webdataset as wds
 from PIL import Image
 
+from ovt import shards
 from ovt.io import read_jsonl
-from ovt.render.images import to_rgb
 
 log = logging.getLogger(__name__)
 
@@ -79,21 +77,17 @@ def read_shard_images(renders_dir: Path, rows: list[dict],
     bad: set[str] = set()
     for shard, keys in sorted(by_shard.items()):
         path = renders_dir / shard
-        if not path.is_file():
+        if shards.check(path) is None:
             for k in sorted(keys):
-                on_failure({"key": k}, "missing_shard", str(path))
+                on_failure({"key": k}, "incomplete_shard", str(path))
             continue
-        # select_files filters tar members by name before their bytes are read, so train views cost nothing.
-        ds = wds.WebDataset(str(path), shardshuffle=False, empty_check=False,
-                            select_files=lambda name, keys=keys: name.split(".", 1)[0] in keys)
-        for sample in ds:
-            key = sample["__key__"]
-            data = sample.get("png")
-            if key not in keys or data is None:
+        # only the wanted members are read: train views cost nothing
+        for key, members in shards.iter_samples(path, keys):
+            data = members.get("png")
+            if data is None:
                 continue
             try:
-                with Image.open(io.BytesIO(data)) as im:
-                    images[key] = to_rgb(im)
+                images[key] = shards.decode_rgb(data)
             except (OSError, ValueError) as err:
                 bad.add(key)
                 on_failure({"key": key}, "bad_image", f"{type(err).__name__}: {err}")

@@ -14,7 +14,7 @@ from tqdm import tqdm
 from ovt.evaluate.adversarial import SearchSpace, search_worst_view
 from ovt.evaluate.config import AdversarialParams
 from ovt.evaluate.data import HeldoutViews
-from ovt.render.images import to_rgb
+from ovt.shards import to_rgb
 from ovt.evaluate.scoring import embed_images
 from ovt.evaluate.zeroshot import ZeroShotClassifier
 from ovt.io import stable_digest

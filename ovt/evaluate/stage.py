@@ -277,7 +277,7 @@ def _write_outputs(out_dir: Path, cfg: EvaluateParams, views: HeldoutViews, resu
                 break
         report.gallery_figure(items, f"{n}: worst held-out views", figures / f"worst_views_{n}.png")
     if render_view is not None and attacks:
-        from ovt.render.images import to_rgb
+        from ovt.shards import to_rgb
 
         for n in names:
             found = sorted((a for a in attacks if a["model"] == n), key=lambda a: a["best_prob"])

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import io
-import tarfile
+
 from collections import defaultdict
 from pathlib import Path
 
 from PIL import Image, ImageDraw
 
 from ovt.io import atomic_writer
+from ovt.shards import SampleReader
 
 _LABEL_W = 120
 
@@ -42,22 +43,19 @@ def make_contact_sheet(out_dir: Path, manifest: list[dict], dest: Path, *, max_o
     ncols = max(len(v) for v in cells.values())
     sheet = Image.new("RGB", (_LABEL_W + ncols * thumb, len(picks) * thumb), "white")
     draw = ImageDraw.Draw(sheet)
-    tars: dict[str, tarfile.TarFile] = {}
+    reader = SampleReader()
     try:
         for row, aid in enumerate(picks):
             label = f"{by_asset[aid][0].get('name') or ''}\n{aid[:10]}"
             draw.multiline_text((4, row * thumb + 4), label, fill="black")
             for col, v in enumerate(cells[aid]):
-                tf = tars.get(v["shard"]) or tars.setdefault(v["shard"], tarfile.open(out_dir / v["shard"]))
-                data = tf.extractfile(f"{v['key']}.png").read()
-                with Image.open(io.BytesIO(data)) as im:
+                with Image.open(io.BytesIO(reader.read(out_dir / v["shard"], f"{v['key']}.png"))) as im:
                     tile = im.convert("RGBA")
                     tile.thumbnail((thumb, thumb))
                     bg = Image.new("RGBA", tile.size, (255, 255, 255, 255))  # transparent renders on white
                     sheet.paste(Image.alpha_composite(bg, tile).convert("RGB"), (_LABEL_W + col * thumb, row * thumb))
     finally:
-        for tf in tars.values():
-            tf.close()
+        reader.close()
     with atomic_writer(dest) as fh:
         sheet.save(fh, format="PNG")
     return len(picks)

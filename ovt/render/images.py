@@ -27,19 +27,6 @@ def encode_png(rgba: np.ndarray, *, transparent: bool, background: tuple[float, 
     return buf.getvalue()
 
 
-def to_rgb(img: Image.Image, background: tuple[int, int, int] = (255, 255, 255)) -> Image.Image:
-    """A decoded render as 3-channel RGB for a model: transparent pixels composited onto `background` (the render
-    stage's default white). Every consumer (bootstrap, train, evaluate) uses this one rule, so a transparent shard
-    is seen the same way in training and in evaluation; a bare convert('RGB') would expose whatever colour the
-    transparent pixels hold, usually black."""
-    if img.mode in ("RGBA", "LA") or (img.mode == "P" and "transparency" in img.info):
-        rgba = img.convert("RGBA")
-        out = Image.new("RGB", rgba.size, background)
-        out.paste(rgba, mask=rgba.getchannel("A"))
-        return out
-    return img.convert("RGB")
-
-
 def decode_png(data: bytes) -> np.ndarray:
     with Image.open(io.BytesIO(data)) as im:
         return np.asarray(im).copy()

@@ -17,8 +17,7 @@ import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import webdataset as wds
-
+from ovt import shards
 from ovt.io import atomic_write_json, atomic_writer, read_jsonl, stable_digest
 from ovt.render.config import RENDER_IMPL_VERSION, RenderParams
 
@@ -37,7 +36,7 @@ class ShardSpec:
 
     @property
     def name(self) -> str:
-        return f"shard-{self.index:05d}"
+        return shards.shard_name(self.index)
 
 
 def shard_key(assets, cfg: RenderParams, seed: int, renderer: str) -> str:
@@ -52,10 +51,6 @@ def plan_shards(rows: list[dict], cfg: RenderParams, seed: int, renderer: str) -
             for i, s in enumerate(range(0, len(rows), n))]
 
 
-def record_path(shards_dir: Path, spec: ShardSpec) -> Path:
-    return shards_dir / f"{spec.name}.json"
-
-
 def tar_path(shards_dir: Path, spec: ShardSpec) -> Path:
     return shards_dir / f"{spec.name}.tar"
 
@@ -66,16 +61,7 @@ def work_dir(shards_dir: Path, spec: ShardSpec) -> Path:
 
 def completed_record(shards_dir: Path, spec: ShardSpec) -> dict | None:
     """The shard's completion record if the shard is complete for exactly this key, else None."""
-    rec_p, tar_p = record_path(shards_dir, spec), tar_path(shards_dir, spec)
-    if not rec_p.exists() or not tar_p.exists():
-        return None
-    try:
-        rec = json.loads(rec_p.read_text())
-    except (json.JSONDecodeError, OSError):
-        return None
-    if rec.get("key") != spec.key or rec.get("tar_bytes") != tar_p.stat().st_size:
-        return None
-    return rec
+    return shards.check(tar_path(shards_dir, spec), expected_key=spec.key)
 
 
 # ---- per-object parts ----
@@ -87,11 +73,7 @@ def part_paths(wdir: Path, asset_id: str) -> tuple[Path, Path]:
 def write_object_part(wdir: Path, asset_id: str, samples: list[dict]) -> None:
     """samples: [{"__key__", "png": bytes, "json": dict}]; written to a temp name and renamed (atomic)."""
     with atomic_writer(part_paths(wdir, asset_id)[0]) as fh:
-        # mtime fixed: identical inputs give byte-identical tars, whichever worker or runner made them
-        sink = wds.TarWriter(fh, mtime=0)
-        for s in samples:
-            sink.write(s)
-        sink.close()
+        shards.write_samples(fh, samples)
 
 
 def write_object_failure(wdir: Path, asset_id: str, failure: dict) -> None:
@@ -125,21 +107,12 @@ def assemble_shard(shards_dir: Path, spec: ShardSpec, rows: list[dict], renderer
             with tarfile.open(val, mode="r") as part:
                 for member in part.getmembers():
                     out.addfile(member, part.extractfile(member))
-    tar_bytes = tar_path(shards_dir, spec).stat().st_size
     ok_set = set(ok)
-    record = {"key": spec.key, "shard": spec.name, "assets": ok, "failures": failures, "n_views": n_views,
-              "renderer": renderer, "impl": RENDER_IMPL_VERSION, "tar_bytes": tar_bytes,
-              "rows": [r for r in rows if r["asset_id"] in ok_set]}
-    atomic_write_json(record_path(shards_dir, spec), record, indent=None)
+    record = shards.write_record(tar_path(shards_dir, spec), {
+        "key": spec.key, "shard": spec.name, "assets": ok, "failures": failures, "n_views": n_views,
+        "renderer": renderer, "impl": RENDER_IMPL_VERSION, "rows": [r for r in rows if r["asset_id"] in ok_set]})
     shutil.rmtree(wdir, ignore_errors=True)
     return record
-
-
-def iter_samples(tar: str | Path):
-    """Yield (key, png bytes, meta dict) from one shard, via webdataset's own reader."""
-    ds = wds.WebDataset(str(tar), shardshuffle=False, empty_check=False)
-    for s in ds:
-        yield s["__key__"], s["png"], json.loads(s["json"])
 
 
 def read_manifest(path: str | Path) -> list[dict]:

@@ -9,10 +9,8 @@ both need rows in object order).
 from __future__ import annotations
 
 import csv
-import io
 import json
 import logging
-import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
@@ -20,7 +18,7 @@ from typing import Iterable
 from PIL import Image
 
 from ovt.io import iter_jsonl
-from ovt.render.images import to_rgb
+from ovt.shards import SampleReader, decode_rgb, iter_samples, to_rgb
 from ovt.train.config import DataParams
 
 log = logging.getLogger(__name__)
@@ -70,39 +68,22 @@ class TrainTable:
 
 
 class ImageReader:
-    """Decodes `ImageRef`s to RGB PIL images; keeps one open handle and member index per tar."""
+    """Decodes `ImageRef`s to RGB PIL images: files directly, shard members through the shard module's index."""
 
     def __init__(self) -> None:
-        self._tars: dict[str, tuple[tarfile.TarFile, dict[str, tarfile.TarInfo]]] = {}
+        self._shards = SampleReader()
 
     def __call__(self, ref: ImageRef) -> Image.Image:
         if ref.member is None:
             with Image.open(ref.path) as im:
                 return to_rgb(im)
-        tf, index = self._open(ref.path)
-        info = index.get(ref.member)
-        if info is None:
-            raise DataError(f"{ref.path}: member {ref.member!r} not in the tar")
-        data = tf.extractfile(info).read()
-        with Image.open(io.BytesIO(data)) as im:
-            return to_rgb(im)
-
-    def _open(self, path: str):
-        if path not in self._tars:
-            tf = tarfile.open(path, "r")
-            self._tars[path] = (tf, {m.name: m for m in tf.getmembers() if m.isfile()})
-        return self._tars[path]
+        try:
+            return decode_rgb(self._shards.read(ref.path, ref.member))
+        except KeyError as err:
+            raise DataError(str(err.args[0])) from None
 
     def close(self) -> None:
-        for tf, _ in self._tars.values():
-            tf.close()
-        self._tars.clear()
-
-    def __getstate__(self):  # DataLoader workers reopen their own handles
-        return {}
-
-    def __setstate__(self, state):
-        self._tars = {}
+        self._shards.close()
 
 
 def _in_bands(elev: float | None, bands) -> bool:
@@ -256,15 +237,13 @@ def webdataset_pairs(path: Path) -> list[Pair]:
         raise DataError(f"{path}: no .tar files")
     out = []
     for t in tars:
-        with tarfile.open(t, "r") as tf:
-            members = {m.name: m for m in tf.getmembers() if m.isfile()}
-            for name, m in sorted(members.items()):
-                stem, ext = name.rsplit(".", 1) if "." in name else (name, "")
-                if f".{ext.lower()}" not in _IMG_EXT or f"{stem}.txt" not in members:
-                    continue
-                text = tf.extractfile(members[f"{stem}.txt"]).read().decode("utf-8").strip()
-                out.append(Pair(key=f"2d:{t.name}/{stem}", text=text, group=f"txt:{text}",
-                                image=ImageRef(str(t), name)))
+        for stem, members in iter_samples(t):
+            img_ext = next((e for e in members if f".{e.lower()}" in _IMG_EXT), None)
+            if img_ext is None or "txt" not in members:
+                continue
+            text = members["txt"].decode("utf-8").strip()
+            out.append(Pair(key=f"2d:{t.name}/{stem}", text=text, group=f"txt:{text}",
+                            image=ImageRef(str(t), f"{stem}.{img_ext}")))
     return out
 
 

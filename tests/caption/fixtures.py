@@ -10,6 +10,7 @@ import webdataset as wds
 from PIL import Image, ImageDraw
 
 from ovt.io import stable_digest
+from ovt.shards import write_record
 
 # (asset_id, name, category, label, tags, dims_cm, foreground colour)
 ASSETS = [
@@ -69,8 +70,7 @@ def write_fixture(root: Path, assets=ASSETS, cameras=CAMERAS, objects_per_shard:
                                      "azimuth": az, "elevation": el, "distance": 2.8, "fov": 40.0,
                                      "canonical": v == 0, "split": "train", "label": rows[obj_id]["label"],
                                      "name": rows[obj_id]["name"], "category": rows[obj_id]["category"]})
-        tar.with_suffix(".json").write_text(json.dumps(
-            {"key": stable_digest([render_salt, ids]), "assets": ids, "n_views": len(cameras),
-             "renderer": "fixture"}))
+        write_record(tar, {"key": stable_digest([render_salt, ids]), "assets": ids, "n_views": len(cameras),
+                           "renderer": "fixture"})
     (renders_dir / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in manifest))
     return assets_dir, renders_dir

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import webdataset as wds
 from PIL import Image, ImageDraw
+from ovt.shards import write_record
 
 CLASSES = ("chair", "lamp", "table")
 SIZE = 32
@@ -64,7 +65,7 @@ def make_renders(root: Path, n_per_class: int = 2, azimuths=(0.0, 90.0, 180.0), 
                 buf = io.BytesIO()
                 draw_view(r["label"], r["azimuth"], r["elevation"], rgba=r["view"] % 2 == 1).save(buf, "PNG")
                 sink.write({"__key__": r["key"], "png": buf.getvalue(), "json": json.dumps(r).encode()})
-        (renders / shard.replace(".tar", ".json")).write_text(json.dumps({"key": "k", "n_views": len(rows)}))
+        write_record(renders / shard, {"key": "k", "n_views": len(rows)})
     (renders / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in view_rows))
     (assets / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in asset_rows))
     return renders, assets

@@ -3,7 +3,7 @@ import pytest
 from PIL import Image
 
 from ovt.evaluate.data import load_heldout_views, select_heldout_rows
-from ovt.render.images import to_rgb
+from ovt.shards import to_rgb
 
 from .fixtures import CLASSES, make_renders
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import webdataset as wds
 from PIL import Image, ImageDraw
+from ovt.shards import write_record
 
 CLASSES = {"chair": (200, 30, 30), "lamp": (30, 30, 200), "table": (30, 160, 30)}
 
@@ -61,5 +62,5 @@ def write_render_fixture(renders_dir: Path, objects_per_class: int = 4, views: i
                     counts["heldout"] += split == "heldout"
     if labels_in_manifest:
         (Path(renders_dir) / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in manifest))
-    (shard_dir / "shard-00000.json").write_text(json.dumps({"key": f"fixture-{seed}-{objects_per_class}"}))
+    write_record(shard_dir / "shard-00000.tar", {"key": f"fixture-{seed}-{objects_per_class}"})
     return counts

@@ -18,7 +18,7 @@ from ovt.io import read_jsonl
 from ovt.render import stage
 from ovt.render.config import RenderParams
 from ovt.render.images import decode_png
-from ovt.render.shards import iter_samples
+from ovt.shards import iter_samples, sample_json
 
 from .conftest import (asset_row, write_broken, write_hanging, write_icosphere, write_manifest, write_marker_obj,
                        write_sliver)
@@ -45,8 +45,8 @@ def test_shards_round_trip_and_manifest(assets, tmp_path):
         assert m["split"] == "train" and m["label"] in {"marker", "box", "ico"}
     samples = {}
     for tar in sorted((out / "shards").glob("shard-*.tar")):
-        for key, png, meta in iter_samples(tar):
-            samples[key] = (png, meta)
+        for key, members in iter_samples(tar):
+            samples[key] = (members["png"], sample_json(key, members))
     assert set(samples) == {m["key"] for m in manifest}
     for m in manifest:
         png, meta = samples[m["key"]]
@@ -81,7 +81,7 @@ def test_second_run_does_nothing_and_param_change_rerenders(assets, tmp_path):
                         if box_id in json.loads(p.read_text())["assets"])
     assert edited["shards_rendered"] == 1 and edited["objects_rendered"] == len(shard_of_box["assets"])
     front = next(m for m in read_jsonl(out / "manifest.jsonl") if m["asset_id"] == box_id and m["view"] == 0)
-    png = dict((k, p) for k, p, _ in iter_samples(out / front["shard"]))[front["key"]]
+    png = dict((k, m["png"]) for k, m in iter_samples(out / front["shard"]))[front["key"]]
     centre = decode_png(png)[24, 24]
     assert centre[0] > 100 and centre[1] < 40  # the new red texture, not the old green one
     reseeded = stage.run(cfg(background=(0.0, 0.0, 0.0)), seed=1, assets_dir=assets, out_dir=out, progress=False)
@@ -175,5 +175,5 @@ def test_resume_after_kill_mid_shard(tmp_path):
                       progress=False)
     assert stats["objects_resumed"] == 2 and stats["objects_rendered"] == 0 and stats["objects_failed"] == 1
     assert stats["views"] == 12
-    keys = [k for k, _, _ in iter_samples(shards / "shard-00000.tar")]
+    keys = [k for k, _ in iter_samples(shards / "shard-00000.tar")]
     assert len(keys) == 12 and not work.exists()

@@ -10,6 +10,7 @@ from pathlib import Path
 from PIL import Image, ImageDraw
 
 from ovt.train.config import TrainParams
+from ovt.shards import write_record
 
 LABELS = ["chair", "lamp", "table"]
 COLOURS = [(220, 40, 40), (40, 200, 60), (50, 80, 230), (230, 200, 40), (200, 60, 200), (40, 200, 200)]
@@ -57,7 +58,7 @@ def make_tree(root: Path, n_objects: int = 6, heldout: tuple[int, ...] = (5,)) -
                     tf.addfile(info, io.BytesIO(data))
                 manifest.append(row)
                 caps.append({"key": key, "caption": f"a 3D render of a {label}, view {v % 4}", "backend": "template"})
-    (renders / "shards" / "shard-00000.json").write_text(json.dumps({"key": "k0", "n_views": len(manifest)}))
+    write_record(renders / "shards" / "shard-00000.tar", {"key": "k0", "n_views": len(manifest)})
     (renders / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in manifest))
     (captions / "shards" / "captions-00000.jsonl").write_text("".join(json.dumps(c) + "\n" for c in caps))
     return renders, captions
