@@ -14,6 +14,7 @@ from pydantic import Field
 from ovt.acquire.config import AcquireParams
 from ovt.caption.config import CaptionParams
 from ovt.evaluate.config import EvaluateParams
+from ovt.features.config import FeatureParams
 from ovt.model.config import BootstrapParams, ModelParams
 from ovt.params_base import ParamsError, StrictModel, validate_block
 from ovt.registry.config import RegisterParams
@@ -33,6 +34,7 @@ class Params(StrictModel):
     render: RenderParams = RenderParams()
     caption: CaptionParams = CaptionParams()
     model: ModelParams = ModelParams()
+    features: FeatureParams = FeatureParams()
     bootstrap: BootstrapParams = BootstrapParams()
     train: TrainParams = TrainParams()
     evaluate: EvaluateParams = EvaluateParams()

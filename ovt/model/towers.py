@@ -1,6 +1,7 @@
 """Image towers seen as `stem -> blocks[0..n) -> head`, so the OVT model can split them at the first adapted block.
 
-`prefix(x, k)` runs the stem and blocks[:k]; `tail(h, k)` runs blocks[k:] and the head (pool + projection);
+`prefix(x, k)` runs the stem and blocks[:k]; `pooled(h, k)` runs blocks[k:] and the pooling (the tower's output
+before its projection); `project(p)` is the projection, and `tail(h, k) = project(pooled(h, k))`, so
 `tail(prefix(x, k), k) == tower(x)` exactly. Training on CPU caches `prefix` once, since everything below the first
 adapted block is frozen. Supported towers: open_clip's VisionTransformer and open_clip's TimmModel over a timm
 EfficientNet (the embedded base). `k = -1` means the stem itself is adapted: the prefix is the raw image.
@@ -23,6 +24,10 @@ class TowerSplit:
     @property
     def visual(self) -> nn.Module:
         return self.clip.visual
+
+    def tail(self, h: torch.Tensor, k: int) -> torch.Tensor:
+        """blocks[k:] + pooling + projection on a prefix output (the raw image when k < 0)."""
+        return self.project(self.pooled(h, k))
 
     def first_block_of(self, module_names: list[str]) -> int:
         """Index of the first block holding any of `module_names`; len(blocks) if none (only head modules)."""
@@ -57,15 +62,20 @@ class ViTSplit(TowerSplit):
             x = blk(x, attn_mask=None)
         return x
 
-    def tail(self, h: torch.Tensor, k: int) -> torch.Tensor:
+    def pooled(self, h: torch.Tensor, k: int) -> torch.Tensor:
         v = self.visual
         if k < 0:
-            return v(h)
+            h = self.prefix(h, 0)
+            k = 0
         for blk in v.transformer.resblocks[k:]:
             h = blk(h, attn_mask=None)
         if not v.transformer.batch_first:
             h = h.transpose(0, 1)
         pooled, _ = v._pool(h)
+        return pooled
+
+    def project(self, pooled: torch.Tensor) -> torch.Tensor:
+        v = self.visual
         return pooled @ v.proj if v.proj is not None else pooled
 
 
@@ -89,15 +99,17 @@ class EfficientNetSplit(TowerSplit):
             x = blk(x)
         return x
 
-    def tail(self, h: torch.Tensor, k: int) -> torch.Tensor:
-        v = self.visual
+    def pooled(self, h: torch.Tensor, k: int) -> torch.Tensor:
+        trunk = self.visual.trunk
         if k < 0:
-            return v(h)
+            h = trunk.bn1(trunk.conv_stem(h))
+            k = 0
         for blk in self.blocks[k:]:
             h = blk(h)
-        trunk = v.trunk
-        h = trunk.forward_head(trunk.bn2(trunk.conv_head(h)))
-        return v.head(h)
+        return trunk.forward_head(trunk.bn2(trunk.conv_head(h)))
+
+    def project(self, pooled: torch.Tensor) -> torch.Tensor:
+        return self.visual.head(pooled)
 
 
 def tower_split(clip: nn.Module) -> TowerSplit:
