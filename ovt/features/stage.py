@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 class FeaturePaths:
     renders_dir: Path = Path("data/renders")
     out_dir: Path = Path("data/features")
+    stats: Path | None = Path("metrics/features.json")  # outside out_dir: DVC forbids a metric inside an output
 
 
 @dataclass
@@ -169,7 +170,8 @@ def run(cfg: FeatureParams, *, model: Any, seed: int, paths: FeaturePaths = Feat
              "views_failed": failed, "incomplete_render_shards": len(incomplete), "n_images": n_images,
              **{k: v for k, v in info.items() if k.startswith("prefix") or k == "first_adapted"},
              "seconds": round(time.perf_counter() - t0, 2)}
-    atomic_write_json(Path(paths.out_dir) / "stats.json", stats)
+    if paths.stats is not None:
+        atomic_write_json(paths.stats, stats)
     log.info("features: %d shards computed, %d reused in %.1fs (tower %s)", computed, done, stats["seconds"], name)
     return stats
 
