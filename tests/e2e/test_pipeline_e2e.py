@@ -109,7 +109,7 @@ def test_whole_pipeline_end_to_end(project, env, stack):
     # 1. the Prefect flow on the real server: every stage, then dvc push to the local S3
     first = _summary(_run_py(FLOW, project, env))
     stages = [s["stage"] for s in first["stages"]]
-    assert stages == ["acquire", "render", "caption", "bootstrap", "train", "evaluate", "register"]
+    assert stages == ["acquire", "render", "caption", "features", "bootstrap", "train", "evaluate", "register"]
     assert all(s["ran"] for s in first["stages"]), first
     assert "pushed" in first["push"]["output"]
 
