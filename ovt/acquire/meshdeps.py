@@ -1,14 +1,25 @@
-"""Which files a mesh needs besides itself: OBJ -> MTL libraries -> texture maps; glTF -> buffers and images.
+"""Which files a mesh needs besides itself (OBJ -> MTL -> texture maps; glTF -> buffers and images; Collada ->
+images), and what to do when a reference is broken.
 
-Used for sources that hand us a single mesh path (the local CSV). References must stay inside the mesh's folder
-(no "..", no absolute paths): the asset is stored as one self-contained folder, and a reference that climbs out of it
-is either a broken asset or an attempt to read files we were not given.
+Two steps:
+- `collect_files(mesh, read)` (sources that hand us one mesh path: the local CSV) reads the mesh and everything it
+  references. A reference may climb into a sibling folder (`../textures/x.png`) as long as it stays under the
+  source root; the files are then keyed relative to their deepest common folder, so the stored asset keeps the
+  same relative layout. A reference that leaves the root is refused (`unsafe_path`): it is either a broken asset or
+  an attempt to read files we were not given. A reference that does not exist, or an absolute one (exporters
+  write `C:/textures/wood.jpg` or `/home/me/...` into MTLs), is not an error: the mesh is still drawable untextured.
+- `sanitize(mesh, files)` (every source) lists those missing references and rewrites absolute ones out of OBJ/MTL/
+  Collada files, so that the renderer, which resolves references relative to the mesh's folder, can never open a
+  path outside the stored asset.
+
+Only a missing glTF *buffer* is fatal (`missing_file`): it holds the geometry itself.
 """
 
 from __future__ import annotations
 
 import json
 import posixpath
+import re
 from typing import Callable
 from urllib.parse import unquote
 
@@ -19,22 +30,24 @@ Reader = Callable[[str], bytes]   # relative path -> bytes; raises FileNotFoundE
 
 _MTL_MAPS = ("map_kd", "map_ka", "map_ks", "map_ns", "map_d", "map_bump", "bump", "disp", "decal", "refl", "norm",
              "map_pr", "map_pm", "map_ps", "map_ke")
-SELF_CONTAINED = (".glb", ".ply", ".stl", ".off", ".3mf", ".dae")
+# The mesh formats the stage reads (trimesh loaders available in the environment); docs/architecture.md lists them.
+SUPPORTED = (".obj", ".gltf", ".glb", ".ply", ".stl", ".off", ".dae")
+_DAE_IMAGE = re.compile(rb"(<image\b[^>]*>\s*<init_from>\s*(?:<ref>)?)([^<]*)((?:</ref>)?\s*</init_from>)", re.S)
+
+_BLANK_PNG = ("data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAIAAACQd1PeAAAADElEQVR4nGP4//8/AAX+Av4N70a4"
+              "AAAAAElFTkSuQmCC")
 
 
-def _ref(base_dir: str, ref: str, owner: str) -> str:
+class LoadedFiles(dict):
+    """An asset's files (relative name -> bytes) plus the key of the mesh among them when it is not the name the
+    source announced (references into sibling folders move the mesh one folder down)."""
+
+    mesh: str | None = None
+
+
+def is_absolute(ref: str) -> bool:
     ref = ref.strip().replace("\\", "/")
-    try:
-        return str(check_member_name(posixpath.normpath(posixpath.join(base_dir, ref)) if ref else ""))
-    except ItemError:
-        raise ItemError("unsafe_path", f"{owner} references {ref!r}, outside the mesh folder") from None
-
-
-def _read(read: Reader, rel: str, owner: str) -> bytes:
-    try:
-        return read(rel)
-    except FileNotFoundError:
-        raise ItemError("missing_file", f"{owner} references {rel!r}, which does not exist") from None
+    return ref.startswith("/") or ref.lower().startswith("file:") or bool(re.match(r"^[A-Za-z]:", ref))
 
 
 def _lines(data: bytes):
@@ -44,35 +57,158 @@ def _lines(data: bytes):
             yield line
 
 
-def collect_files(mesh: str, read: Reader) -> dict[str, bytes]:
-    """Read `mesh` (a relative path) and everything it references; keys are relative to the mesh's folder."""
-    mesh_dir, mesh_name = posixpath.split(mesh)
-    files: dict[str, bytes] = {mesh_name: _read(read, mesh, "csv")}
+def _mtl_refs(data: bytes) -> list[str]:
+    out = []
+    for line in _lines(data):
+        key, _, rest = line.partition(" ")
+        if key.lower() in _MTL_MAPS and rest.strip():
+            out.append(rest.split()[-1])   # options ("-s 1 1 1 file.png") come first; the file name is last
+    return out
 
-    def add(rel_to_dir: str, owner: str) -> bytes:
-        if rel_to_dir not in files:
-            files[rel_to_dir] = _read(read, posixpath.join(mesh_dir, rel_to_dir) if mesh_dir else rel_to_dir, owner)
-        return files[rel_to_dir]
 
-    ext = posixpath.splitext(mesh_name)[1].lower()
+def _obj_mtllibs(data: bytes) -> list[str]:
+    return [lib for line in _lines(data) if line.lower().startswith("mtllib") for lib in line.split()[1:]]
+
+
+def _dae_images(data: bytes) -> list[str]:
+    return [unquote(m.group(2).decode("utf-8", errors="replace").strip()) for m in _DAE_IMAGE.finditer(data)]
+
+
+def _gltf_uris(data: bytes, name: str) -> tuple[list[str], list[str]]:
+    try:
+        doc = json.loads(data)
+    except ValueError as err:
+        raise ItemError("unparseable", f"{name}: not JSON ({err})") from None
+    if not isinstance(doc, dict):
+        raise ItemError("unparseable", f"{name}: not a glTF document")
+
+    def uris(key: str) -> list[str]:
+        return [unquote(e["uri"]) for e in doc.get(key, []) or []
+                if isinstance(e, dict) and isinstance(e.get("uri"), str) and not e["uri"].startswith("data:")]
+    return uris("buffers"), uris("images")
+
+
+def _join(base_dir: str, ref: str, owner: str) -> str:
+    """`ref` (relative to `base_dir`, both under the root) as a root-relative path; unsafe_path if it leaves it."""
+    ref = ref.strip().replace("\\", "/")
+    joined = posixpath.normpath(posixpath.join(base_dir, ref))
+    try:
+        return str(check_member_name(joined))
+    except ItemError:
+        raise ItemError("unsafe_path", f"{owner} references {ref!r}, outside the asset root") from None
+
+
+def collect_files(mesh: str, read: Reader) -> LoadedFiles:
+    """Read `mesh` (root-relative) and everything it references that exists; keys relative to their common folder."""
+    try:
+        found: dict[str, bytes] = {mesh: read(mesh)}
+    except FileNotFoundError:
+        raise ItemError("missing_file", f"mesh {mesh!r} does not exist") from None
+
+    def add(base_dir: str, ref: str, owner: str, required: bool = False) -> bytes | None:
+        if is_absolute(ref):
+            return None                                  # listed as missing (and rewritten out) by sanitize()
+        rel = _join(base_dir, ref, owner)
+        if rel not in found:
+            try:
+                found[rel] = read(rel)
+            except FileNotFoundError:
+                if required:
+                    raise ItemError("missing_file", f"{owner} references {rel!r}, which does not exist") from None
+                return None
+        return found[rel]
+
+    mesh_dir = posixpath.dirname(mesh)
+    ext = posixpath.splitext(mesh)[1].lower()
     if ext == ".obj":
-        for line in _lines(files[mesh_name]):
-            if line.lower().startswith("mtllib"):
-                for lib in line.split()[1:]:
-                    mtl = _ref("", lib, mesh_name)
-                    mtl_data = add(mtl, mesh_name)
-                    for mline in _lines(mtl_data):
-                        key, _, rest = mline.partition(" ")
-                        if key.lower() in _MTL_MAPS and rest.strip():
-                            # options ("-s 1 1 1 file.png") come first; the file name is the last token
-                            add(_ref(posixpath.dirname(mtl), rest.split()[-1], mtl), mtl)
+        for lib in _obj_mtllibs(found[mesh]):
+            mtl_data = add(mesh_dir, lib, mesh)
+            if mtl_data is not None:
+                mtl_dir = posixpath.dirname(_join(mesh_dir, lib, mesh))
+                for tex in _mtl_refs(mtl_data):
+                    add(mtl_dir, tex, lib)
     elif ext == ".gltf":
+        buffers, images = _gltf_uris(found[mesh], mesh)
+        for uri in buffers:
+            if is_absolute(uri):
+                raise ItemError("unsafe_path", f"{mesh} buffer {uri!r} is an absolute path")
+            add(mesh_dir, uri, mesh, required=True)
+        for uri in images:
+            add(mesh_dir, uri, mesh)
+    elif ext == ".dae":
+        for uri in _dae_images(found[mesh]):
+            add(mesh_dir, uri, mesh)
+    # Key everything relative to the deepest folder holding all files, so "../x" references keep working.
+    base = posixpath.commonpath([posixpath.dirname(p) for p in found]) if len(found) > 1 else mesh_dir
+    out = LoadedFiles({posixpath.relpath(p, base or "."): b for p, b in found.items()})
+    out.mesh = posixpath.relpath(mesh, base or ".")
+    return out
+
+
+def _drop_lines(data: bytes, keyword_ok: Callable[[str], bool], bad: set[str]) -> bytes:
+    """Comment out lines whose keyword passes `keyword_ok` and whose last token is in `bad`."""
+    out = []
+    for raw in data.split(b"\n"):
+        toks = raw.decode("utf-8", errors="replace").split()
+        if len(toks) > 1 and keyword_ok(toks[0].lower()) and any(t in bad for t in toks[1:]):
+            raw = b"# reference dropped (absolute path): " + raw.strip()
+        out.append(raw)
+    return b"\n".join(out)
+
+
+def sanitize(mesh: str, files: dict[str, bytes]) -> tuple[dict[str, bytes], list[str]]:
+    """Return (files with absolute references removed, sorted missing reference names) for the asset's `mesh`."""
+    files = dict(files)
+    missing: set[str] = set()
+    mesh_dir = posixpath.dirname(mesh)
+
+    def resolve(base_dir: str, ref: str) -> str | None:
+        """The file key `ref` points at, or None (recorded as missing) if absolute or absent."""
+        if is_absolute(ref):
+            missing.add(ref.strip())
+            return None
         try:
-            doc = json.loads(files[mesh_name])
-        except ValueError as err:
-            raise ItemError("unreadable", f"{mesh_name}: not JSON ({err})") from None
-        for entry in list(doc.get("buffers", [])) + list(doc.get("images", [])):
-            uri = entry.get("uri") if isinstance(entry, dict) else None
-            if uri and not uri.startswith("data:"):
-                add(_ref("", unquote(uri), mesh_name), mesh_name)
-    return files
+            rel = str(check_member_name(posixpath.normpath(posixpath.join(base_dir, ref.strip().replace("\\", "/")))))
+        except ItemError:
+            missing.add(ref.strip())        # climbs out of the stored folder: the renderer will not follow it
+            return None
+        if rel not in files:
+            missing.add(ref.strip())
+            return None
+        return rel
+
+    ext = posixpath.splitext(mesh)[1].lower()
+    if ext == ".obj":
+        libs = _obj_mtllibs(files[mesh])
+        absolute = {lib for lib in libs if is_absolute(lib)}
+        for lib in libs:
+            mtl = resolve(mesh_dir, lib)
+            if mtl is None:
+                continue
+            refs = _mtl_refs(files[mtl])
+            for tex in refs:
+                resolve(posixpath.dirname(mtl), tex)
+            bad = {t for t in refs if is_absolute(t)}
+            if bad:
+                files[mtl] = _drop_lines(files[mtl], lambda k: k in _MTL_MAPS, bad)
+        if absolute:
+            files[mesh] = _drop_lines(files[mesh], lambda k: k == "mtllib", absolute)
+    elif ext == ".dae":
+        refs = _dae_images(files[mesh])
+        for uri in refs:
+            resolve(mesh_dir, uri)
+        if any(is_absolute(u) for u in refs):
+            files[mesh] = _DAE_IMAGE.sub(
+                lambda m: m.group(0) if not is_absolute(unquote(m.group(2).decode("utf-8", "replace")))
+                else m.group(1) + m.group(3), files[mesh])
+    elif ext == ".gltf":
+        _, images = _gltf_uris(files[mesh], mesh)
+        for uri in images:
+            resolve(mesh_dir, uri)
+        if any(is_absolute(u) for u in images):
+            doc = json.loads(files[mesh])
+            for img in doc.get("images", []):
+                if isinstance(img, dict) and isinstance(img.get("uri"), str) and is_absolute(unquote(img["uri"])):
+                    img["uri"] = _BLANK_PNG      # keeps texture indices valid; draws as plain white
+            files[mesh] = json.dumps(doc, sort_keys=True).encode()
+    return files, sorted(missing)
