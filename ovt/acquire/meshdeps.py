@@ -4,9 +4,10 @@ images), and what to do when a reference is broken.
 Two steps:
 - `collect_files(mesh, read)` (sources that hand us one mesh path: the local CSV) reads the mesh and everything it
   references. A reference may climb into a sibling folder (`../textures/x.png`) as long as it stays under the
-  source root; the files are then keyed relative to their deepest common folder, so the stored asset keeps the
-  same relative layout. A reference that leaves the root is refused (`unsafe_path`): it is either a broken asset or
-  an attempt to read files we were not given. A reference that does not exist, or an absolute one (exporters
+  source root; such a file is stored under `_ext/<root-relative path>` inside the asset and the reference is
+  rewritten to it, because the renderer (trimesh's resolver) never leaves the mesh's folder. A reference that
+  leaves the root is refused (`unsafe_path`): it is either a broken asset or an attempt to read files we were not
+  given. A reference that does not exist, or an absolute one (exporters
   write `C:/textures/wood.jpg` or `/home/me/...` into MTLs), is not an error: the mesh is still drawable untextured.
 - `sanitize(mesh, files)` (every source) lists those missing references and rewrites absolute ones out of OBJ/MTL/
   Collada files, so that the renderer, which resolves references relative to the mesh's folder, can never open a
@@ -36,13 +37,6 @@ _DAE_IMAGE = re.compile(rb"(<image\b[^>]*>\s*<init_from>\s*(?:<ref>)?)([^<]*)((?
 
 _BLANK_PNG = ("data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAIAAACQd1PeAAAADElEQVR4nGP4//8/AAX+Av4N70a4"
               "AAAAAElFTkSuQmCC")
-
-
-class LoadedFiles(dict):
-    """An asset's files (relative name -> bytes) plus the key of the mesh among them when it is not the name the
-    source announced (references into sibling folders move the mesh one folder down)."""
-
-    mesh: str | None = None
 
 
 def is_absolute(ref: str) -> bool:
@@ -98,17 +92,25 @@ def _join(base_dir: str, ref: str, owner: str) -> str:
         raise ItemError("unsafe_path", f"{owner} references {ref!r}, outside the asset root") from None
 
 
-def collect_files(mesh: str, read: Reader) -> LoadedFiles:
-    """Read `mesh` (root-relative) and everything it references that exists; keys relative to their common folder."""
+EXT = "_ext"   # where files from outside the mesh's folder go inside the stored asset
+
+
+def collect_files(mesh: str, read: Reader) -> dict[str, bytes]:
+    """Read `mesh` (root-relative) and everything it references that exists; keys relative to the mesh's folder.
+
+    The renderer resolves references inside the mesh's folder only, so a file from a sibling folder
+    (`../textures/x.png`) is stored under `_ext/<its root-relative path>` and the reference to it is rewritten.
+    """
     try:
         found: dict[str, bytes] = {mesh: read(mesh)}
     except FileNotFoundError:
         raise ItemError("missing_file", f"mesh {mesh!r} does not exist") from None
+    refs: list[tuple[str, str, str]] = []          # (owner, reference as written, target), root-relative
 
-    def add(base_dir: str, ref: str, owner: str, required: bool = False) -> bytes | None:
+    def add(owner: str, ref: str, required: bool = False) -> bytes | None:
         if is_absolute(ref):
             return None                                  # listed as missing (and rewritten out) by sanitize()
-        rel = _join(base_dir, ref, owner)
+        rel = _join(posixpath.dirname(owner), ref, owner)
         if rel not in found:
             try:
                 found[rel] = read(rel)
@@ -116,33 +118,63 @@ def collect_files(mesh: str, read: Reader) -> LoadedFiles:
                 if required:
                     raise ItemError("missing_file", f"{owner} references {rel!r}, which does not exist") from None
                 return None
+        refs.append((owner, ref, rel))
         return found[rel]
 
-    mesh_dir = posixpath.dirname(mesh)
     ext = posixpath.splitext(mesh)[1].lower()
     if ext == ".obj":
         for lib in _obj_mtllibs(found[mesh]):
-            mtl_data = add(mesh_dir, lib, mesh)
+            mtl_data = add(mesh, lib)
             if mtl_data is not None:
-                mtl_dir = posixpath.dirname(_join(mesh_dir, lib, mesh))
+                mtl = refs[-1][2]
                 for tex in _mtl_refs(mtl_data):
-                    add(mtl_dir, tex, lib)
+                    add(mtl, tex)
     elif ext == ".gltf":
         buffers, images = _gltf_uris(found[mesh], mesh)
         for uri in buffers:
             if is_absolute(uri):
                 raise ItemError("unsafe_path", f"{mesh} buffer {uri!r} is an absolute path")
-            add(mesh_dir, uri, mesh, required=True)
+            add(mesh, uri, required=True)
         for uri in images:
-            add(mesh_dir, uri, mesh)
+            add(mesh, uri)
     elif ext == ".dae":
         for uri in _dae_images(found[mesh]):
-            add(mesh_dir, uri, mesh)
-    # Key everything relative to the deepest folder holding all files, so "../x" references keep working.
-    base = posixpath.commonpath([posixpath.dirname(p) for p in found]) if len(found) > 1 else mesh_dir
-    out = LoadedFiles({posixpath.relpath(p, base or "."): b for p, b in found.items()})
-    out.mesh = posixpath.relpath(mesh, base or ".")
+            add(mesh, uri)
+
+    mesh_dir = posixpath.dirname(mesh)
+
+    def key(p: str) -> str:
+        inside = not mesh_dir or p.startswith(mesh_dir + "/")
+        return posixpath.relpath(p, mesh_dir or ".") if inside else f"{EXT}/{p}"
+
+    out = {key(p): b for p, b in found.items()}
+    for owner, ref, target in refs:
+        new = posixpath.relpath(key(target), posixpath.dirname(key(owner)) or ".")
+        if new != posixpath.normpath(ref.strip().replace("\\", "/")):
+            out[key(owner)] = _rewrite_ref(key(owner), out[key(owner)], ref, new)
     return out
+
+
+def _rewrite_ref(owner: str, data: bytes, old: str, new: str) -> bytes:
+    """Replace reference `old` by `new` where `owner` (OBJ mtllib, MTL maps, Collada image, glTF uri) names it."""
+    ext = posixpath.splitext(owner)[1].lower()
+    if ext == ".gltf":
+        doc = json.loads(data)
+        for entry in list(doc.get("buffers", []) or []) + list(doc.get("images", []) or []):
+            if isinstance(entry, dict) and isinstance(entry.get("uri"), str) and unquote(entry["uri"]) == old:
+                entry["uri"] = new
+        return json.dumps(doc, sort_keys=True).encode()
+    if ext == ".dae":
+        return _DAE_IMAGE.sub(lambda m: m.group(1) + new.encode() + m.group(3)
+                              if unquote(m.group(2).decode("utf-8", "replace").strip()) == old else m.group(0), data)
+    keywords = ("mtllib",) if ext == ".obj" else _MTL_MAPS
+    lines = []
+    for raw in data.split(b"\n"):
+        toks = raw.decode("utf-8", errors="replace").split()
+        if len(toks) > 1 and toks[0].lower() in keywords and old in toks[1:]:
+            raw = " ".join(new if t == old else t for t in toks).encode()
+        lines.append(raw)
+    return b"\n".join(lines)
 
 
 def _drop_lines(data: bytes, keyword_ok: Callable[[str], bool], bad: set[str]) -> bytes:

@@ -100,7 +100,7 @@ def _process(c: AssetCandidate, out_dir: Path, cache: dict[str, MeshInfo], seen:
              cfg: AcquireParams, counters: Counter) -> _Accepted | None:
     """Read, hash, inspect and store one candidate; None if it duplicates an asset already accepted this run."""
     loaded = c.load_files()
-    mesh = getattr(loaded, "mesh", None) or c.mesh
+    mesh = c.mesh
     if mesh not in loaded:
         raise ItemError("missing_file", f"mesh {mesh!r} not among the asset's files")
     # Refuse what the header/first pass already condemns before anything is written or parsed.

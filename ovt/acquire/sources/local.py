@@ -148,7 +148,7 @@ class _Loader:
         self.read, self.path, self.max_bytes = read, path, max_bytes
 
     def __call__(self) -> dict[str, bytes]:
-        files = collect_files(self.path, self.read)     # LoadedFiles: knows the mesh's key among the files
+        files = collect_files(self.path, self.read)
         total = sum(len(b) for b in files.values())
         if total > self.max_bytes:
             raise ItemError("too_large", f"{total} bytes > max_asset_bytes {self.max_bytes}")
