@@ -33,7 +33,7 @@ _MTL_MAPS = ("map_kd", "map_ka", "map_ks", "map_ns", "map_d", "map_bump", "bump"
              "map_pr", "map_pm", "map_ps", "map_ke")
 # The mesh formats the stage reads (trimesh loaders available in the environment); docs/architecture.md lists them.
 SUPPORTED = (".obj", ".gltf", ".glb", ".ply", ".stl", ".off", ".dae")
-_DAE_IMAGE = re.compile(rb"(<image\b[^>]*>\s*<init_from>\s*(?:<ref>)?)([^<]*)((?:</ref>)?\s*</init_from>)", re.S)
+_DAE_IMAGE = re.compile(rb"(<image\b[^>]*>\s*<init_from>\s*(?:<ref>)?)([^<]*)((?:</ref>)?\s*</init_from>)", re.DOTALL)
 
 _BLANK_PNG = ("data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAIAAACQd1PeAAAADElEQVR4nGP4//8/AAX+Av4N70a4"
               "AAAAAElFTkSuQmCC")

@@ -29,8 +29,8 @@ from ovt.acquire import store
 from ovt.acquire.candidate import AssetCandidate, ItemError
 from ovt.acquire.config import AcquireParams
 from ovt.acquire.labels import assign_labels, raw_label
-from ovt.acquire.sources import build_source
 from ovt.acquire.meshdeps import sanitize
+from ovt.acquire.sources import build_source
 from ovt.acquire.split import SPLITS, assign_groups, assign_splits, split_object
 from ovt.acquire.validate import VALIDATOR_VERSION, MeshInfo, check_declared, check_limits, inspect_mesh
 from ovt.io import atomic_write_json, iter_jsonl, stable_digest, write_jsonl_atomic

@@ -110,7 +110,7 @@ def test_fractions_hold_roughly_with_groups():
 
 def test_unlabelled_go_to_train_unless_grouped_with_labelled():
     objs = _singletons("chair", 10) + [_obj(f"u{i}", None) for i in range(20)]
-    groups, splits = _split(objs, test=0.5, val=0.3)
+    _, splits = _split(objs, test=0.5, val=0.3)
     assert all(splits[f"u{i}"] == TRAIN for i in range(20))
     test_chair = next(o for o in objs if o.label == "chair" and splits[o.asset_id] == TEST)
     twin = _obj("zz-twin", None, fp=test_chair.fingerprint)

@@ -43,8 +43,8 @@ def test_glb_roundtrip(tmp_path):
     ("points.obj", b"v 0 0 0\nv 1 0 0\nv 0 1 0\n", "no_faces"),       # vertices but no faces
     ("nan.obj", b"v nan 0 0\nv 1 0 0\nv 0 1 0\nv 0 0 1\nf 1 2 3\nf 2 3 4\n", "nan_vertices"),
     ("inf.obj", b"v 0 0 0\nv 1 0 0\nv 0 1 0\nv 0 0 -inf\nf 1 2 3\nf 2 3 4\n", "nan_vertices"),
-    ("noface.ply", b"ply\nformat ascii 1.0\nelement vertex 1\nproperty float x\nproperty float y\n"
-                   b"property float z\nelement face 0\nproperty list uchar int vertex_indices\nend_header\n0 0 0\n",
+    ("noface.ply", (b"ply\nformat ascii 1.0\nelement vertex 1\nproperty float x\nproperty float y\n"
+                    b"property float z\nelement face 0\nproperty list uchar int vertex_indices\nend_header\n0 0 0\n"),
      "no_faces"),
     ("collinear.obj", b"v 0 0 0\nv 1 0 0\nv 2 0 0\nf 1 2 3\n", "degenerate"),
     ("point.obj", b"v 1 1 1\nv 1 1 1\nv 1 1 1\nf 1 2 3\n", "degenerate"),
