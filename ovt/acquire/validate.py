@@ -56,7 +56,8 @@ def _obj(data: bytes) -> int:
     if b"\x00" in data[:1 << 16]:
         raise ItemError("unparseable", "binary bytes in an OBJ (a text format)")
     n_faces = _count_lines(data, b"f")
-    if _OBJ_NONFINITE.search(data):
+    low = data.lower()          # a plain substring scan first: the line regex is slow on 100 MB files
+    if (b"nan" in low or b"inf" in low) and _OBJ_NONFINITE.search(data):
         raise ItemError("nan_vertices", "a vertex line has a NaN/inf coordinate")
     if n_faces == 0:
         content = [ln for ln in data.splitlines()[:1000] if ln.strip() and not ln.lstrip().startswith(b"#")]
