@@ -4,8 +4,9 @@ images), and what to do when a reference is broken.
 Two steps:
 - `collect_files(mesh, read)` (sources that hand us one mesh path: the local CSV) reads the mesh and everything it
   references. A reference may climb into a sibling folder (`../textures/x.png`) as long as it stays under the
-  source root; such a file is stored under `_ext/<root-relative path>` inside the asset and the reference is
-  rewritten to it, because the renderer (trimesh's resolver) never leaves the mesh's folder. A reference that
+  source root; such a file is stored under `_ext/<root-relative path>` inside the asset (an MTL beside the mesh, as
+  `_ext_<root-relative path with _ for />`) and the reference is rewritten to it, because the renderer (trimesh's
+  resolver) never leaves the mesh's folder. A reference that
   leaves the root is refused (`unsafe_path`): it is either a broken asset or an attempt to read files we were not
   given. A reference that does not exist, or an absolute one (exporters
   write `C:/textures/wood.jpg` or `/home/me/...` into MTLs), is not an error: the mesh is still drawable untextured.
@@ -145,7 +146,13 @@ def collect_files(mesh: str, read: Reader) -> dict[str, bytes]:
 
     def key(p: str) -> str:
         inside = not mesh_dir or p.startswith(mesh_dir + "/")
-        return posixpath.relpath(p, mesh_dir or ".") if inside else f"{EXT}/{p}"
+        if inside:
+            return posixpath.relpath(p, mesh_dir or ".")
+        if p.lower().endswith(".mtl"):
+            # beside the mesh: trimesh resolves an MTL's textures from the mesh's folder, Blender from the MTL's;
+            # with the MTL in the mesh's folder both read the same (rewritten) paths
+            return f"{EXT}_{p.replace('/', '_')}"
+        return f"{EXT}/{p}"
 
     out = {key(p): b for p, b in found.items()}
     for owner, ref, target in refs:

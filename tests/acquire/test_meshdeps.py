@@ -33,10 +33,21 @@ def test_sibling_folder_files_move_under_ext_and_references_are_rewritten():
     files = {"a/m.obj": b"mtllib ../mats/m.mtl\nv 0 0 0\n", "mats/m.mtl": b"newmtl x\nmap_Kd -s 1 1 1 ../tex/t.png\n",
              "tex/t.png": b"png"}
     got = collect_files("a/m.obj", _reader(files))
-    assert sorted(got) == ["_ext/mats/m.mtl", "_ext/tex/t.png", "m.obj"]
-    assert got["m.obj"].startswith(b"mtllib _ext/mats/m.mtl\n")
-    assert b"map_Kd -s 1 1 1 ../tex/t.png" in got["_ext/mats/m.mtl"]      # relative to the moved MTL: unchanged
+    assert sorted(got) == ["_ext/tex/t.png", "_ext_mats_m.mtl", "m.obj"]
+    assert got["m.obj"].startswith(b"mtllib _ext_mats_m.mtl\n")
+    assert b"map_Kd -s 1 1 1 _ext/tex/t.png" in got["_ext_mats_m.mtl"]
     assert sanitize("m.obj", got)[1] == []
+
+
+def test_a_sibling_mtl_and_texture_render_textured(tmp_path):
+    from ovt.render.normalize import load_normalised
+
+    files = {"a/m.obj": cube_obj(mtl="../mats/m.mtl", textured=True).encode(),
+             "mats/m.mtl": b"newmtl m\nKd 1 1 1\nmap_Kd ../tex/t.png\n", "tex/t.png": png_bytes()}
+    for rel, data in collect_files("a/m.obj", _reader(files)).items():
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(data)
+    assert any(p.texture is not None for p in load_normalised(tmp_path / "m.obj").parts)
 
 
 def test_gltf_sibling_buffer_is_rewritten_and_a_missing_buffer_is_fatal():
