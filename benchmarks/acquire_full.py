@@ -50,7 +50,8 @@ def main() -> None:
         "manifest_identical_on_rerun": digest_cold == digest_warm,
         "store_mib": round(store_bytes / 2**20, 1),
         **{k: cold[k] for k in ("n_assets", "n_labelled", "n_labels", "n_candidates", "n_filtered", "n_failures",
-                                "failures_by_reason", "n_duplicates", "n_textured", "by_source", "by_category",
+                                "failures_by_reason", "n_duplicates", "n_textured", "n_with_missing_files", "groups",
+                                "by_source", "by_category",
                                 "by_split", "by_split_labelled", "by_label", "by_label_split")},
     }
     print(json.dumps(result, indent=2))

@@ -42,10 +42,10 @@ def test_bad_params_name_the_key(tmp_path, mutate, fragments):
 
 
 def test_cli_params_exits_2_with_the_message(tmp_path):
-    path = _write(tmp_path, lambda r: r["acquire"]["split"].update(heldout_fraction="lots"))
+    path = _write(tmp_path, lambda r: r["acquire"]["split"].update(test_fraction="lots"))
     res = CliRunner().invoke(app, ["params", "--path", str(path)])
     assert res.exit_code == 2
-    assert "acquire.split.heldout_fraction" in res.output
+    assert "acquire.split.test_fraction" in res.output
 
 
 def test_missing_file_and_non_mapping(tmp_path):

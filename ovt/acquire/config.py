@@ -90,7 +90,23 @@ class LabelParams(StrictModel):
 
 
 class SplitParams(StrictModel):
-    heldout_fraction: float = Field(default=0.2, ge=0.0, lt=1.0)
+    """Train / validation / test by group of near-duplicates, stratified by label (ovt.acquire.split)."""
+
+    validation_fraction: float = Field(default=0.15, ge=0.0, lt=1.0)
+    test_fraction: float = Field(default=0.2, ge=0.0, lt=1.0)
+    # What joins objects into one group that is never split: equal geometry fingerprints, equal name families.
+    group_by: list[Literal["geometry", "name_family"]] = Field(default_factory=lambda: ["geometry", "name_family"])
+    # A name family larger than this is refined (by the numbers in the stem) or, if it cannot be, ignored.
+    max_family_size: int = Field(default=10, ge=2)
+
+    @model_validator(mode="after")
+    def _fractions(self) -> "SplitParams":
+        if self.validation_fraction + self.test_fraction >= 1.0:
+            raise ValueError(f"validation_fraction + test_fraction = "
+                             f"{self.validation_fraction + self.test_fraction} leaves no training objects (need < 1)")
+        if len(set(self.group_by)) != len(self.group_by):
+            raise ValueError(f"group_by lists an entry twice: {self.group_by}")
+        return self
 
 
 class AcquireParams(StrictModel):

@@ -19,6 +19,7 @@ import re
 import shutil
 import time
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -28,9 +29,10 @@ from ovt.acquire import store
 from ovt.acquire.candidate import AssetCandidate, ItemError
 from ovt.acquire.config import AcquireParams
 from ovt.acquire.labels import assign_labels, raw_label
+from ovt.acquire.meshdeps import sanitize
 from ovt.acquire.sources import build_source
-from ovt.acquire.split import assign_splits, stratum
-from ovt.acquire.validate import VALIDATOR_VERSION, MeshInfo, check_limits, inspect_mesh
+from ovt.acquire.split import SPLITS, assign_groups, assign_splits, split_object
+from ovt.acquire.validate import VALIDATOR_VERSION, MeshInfo, check_declared, check_limits, inspect_mesh
 from ovt.io import atomic_write_json, iter_jsonl, stable_digest, write_jsonl_atomic
 
 log = logging.getLogger(__name__)
@@ -53,7 +55,8 @@ def _load_cache(out_dir: Path) -> dict[str, MeshInfo]:
     try:
         if json.loads(stats_path.read_text()).get("validator_version") != VALIDATOR_VERSION:
             return {}
-        return {r["asset_id"]: MeshInfo(int(r["n_vertices"]), int(r["n_faces"]), bool(r["textured"]))
+        return {r["asset_id"]: MeshInfo(int(r["n_vertices"]), int(r["n_faces"]), bool(r["textured_mesh"]),
+                                        tuple(float(x) for x in r["extents"]))
                 for r in iter_jsonl(manifest_path)}
     except (ValueError, KeyError, TypeError) as err:  # a damaged previous output is just not a cache
         log.warning("ignoring unreadable previous manifest/stats: %s", err)
@@ -85,12 +88,26 @@ def _ordered(cands: list[AssetCandidate], seed: int, max_assets: int | None) -> 
     return sorted(cands, key=lambda c: (stable_digest([seed, "pick", c.item]), c.item))
 
 
+@dataclass(frozen=True)
+class _Accepted:
+    aid: str
+    mesh: str                 # the mesh's path inside the asset folder
+    info: MeshInfo
+    missing: list[str]        # references (MTL, textures) that are absent or absolute: drawn untextured
+
+
 def _process(c: AssetCandidate, out_dir: Path, cache: dict[str, MeshInfo], seen: dict[str, str],
-             cfg: AcquireParams, counters: Counter) -> tuple[str, MeshInfo] | None:
+             cfg: AcquireParams, counters: Counter) -> _Accepted | None:
     """Read, hash, inspect and store one candidate; None if it duplicates an asset already accepted this run."""
-    files = c.load_files()
-    if c.mesh not in files:
-        raise ItemError("missing_file", f"mesh {c.mesh!r} not among the asset's files")
+    loaded = c.load_files()
+    mesh = c.mesh
+    if mesh not in loaded:
+        raise ItemError("missing_file", f"mesh {mesh!r} not among the asset's files")
+    # Refuse what the header/first pass already condemns before anything is written or parsed.
+    check_declared(mesh, loaded[mesh], cfg.filters.max_faces)
+    files, missing = sanitize(mesh, loaded)
+    if missing:
+        log.warning("%s: drawn untextured, references missing or absolute: %s", c.item, ", ".join(missing))
     aid = store.asset_id(files, c.attribution)
     if aid in seen:
         counters["duplicates"] += 1
@@ -103,43 +120,58 @@ def _process(c: AssetCandidate, out_dir: Path, cache: dict[str, MeshInfo], seen:
             counters["reused"] += 1
             info = cache[aid]
         else:                                # in the store but not in the previous manifest: inspect in place
-            info = inspect_mesh(final / c.mesh)
+            info = inspect_mesh(final / mesh)
         check_limits(info, *limits)
-        return aid, info
+        return _Accepted(aid, mesh, info, missing)
     # Inspect before committing, so that a failing asset never enters the store (and needs no clean-up).
     tmp = store.stage_files(out_dir, aid, files)
     try:
-        info = inspect_mesh(tmp / c.mesh)
+        info = inspect_mesh(tmp / mesh)
         check_limits(info, *limits)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     store.commit(tmp, final)
     counters["extracted"] += 1
-    return aid, info
+    return _Accepted(aid, mesh, info, missing)
 
 
-def _row(c: AssetCandidate, aid: str, info: MeshInfo, out_dir: Path) -> dict[str, Any]:
-    rel = store.rel_asset_dir(aid)
+def _row(c: AssetCandidate, a: _Accepted, out_dir: Path) -> dict[str, Any]:
+    rel = store.rel_asset_dir(a.aid)
+    info = a.info
     return {
-        "asset_id": aid, "name": c.name, "category": c.category, "label": None, "tags": list(c.tags),
+        "asset_id": a.aid, "name": c.name, "category": c.category, "label": None, "tags": list(c.tags),
         "licence": c.licence, "creator": c.creator, "source": c.source, "source_ref": c.source_ref, "split": None,
-        "mesh": f"{rel}/{c.mesh}", "files": [f"{rel}/{f}" for f in store.list_files(store.asset_dir(out_dir, aid))],
+        "group": None, "mesh": f"{rel}/{a.mesh}",
+        "files": [f"{rel}/{f}" for f in store.list_files(store.asset_dir(out_dir, a.aid))],
         "rotation": [list(r) for r in c.rotation] if c.rotation is not None else None,
         "dims_cm": dict(c.dims_cm) if c.dims_cm is not None else None,
-        "n_vertices": info.n_vertices, "n_faces": info.n_faces, "textured": info.textured,
+        "n_vertices": info.n_vertices, "n_faces": info.n_faces, "extents": [round(x, 6) for x in info.extents],
+        # `textured`: what the renderer will draw; `textured_mesh`: what the loaded mesh has (trimesh puts a
+        # placeholder image on an OBJ whose MTL is missing), kept so a rerun's cache reproduces `textured`.
+        "textured": info.textured and not a.missing, "textured_mesh": info.textured,
+        "missing_files": list(a.missing),
     }
 
 
 def label_and_split(rows: list[dict], hints: list[str | None], cfg: AcquireParams, seed: int) -> None:
-    """Fill `label` and `split` in place (labels need the whole set: classes below min_per_class are dropped)."""
+    """Fill `label`, `group` and `split` in place (labels need the whole set: small classes are dropped)."""
     labels = assign_labels([raw_label(r["name"], h, cfg.labels) for r, h in zip(rows, hints)], cfg.labels)
     for r, lab in zip(rows, labels):
         r["label"] = lab
-    splits = assign_splits([(r["asset_id"], stratum(r["label"], r["category"])) for r in rows], seed,
-                           cfg.split.heldout_fraction)
+    objects = [split_object(r) for r in rows]
+    groups = assign_groups(objects, cfg.split.group_by, cfg.split.max_family_size)
+    splits = assign_splits(objects, groups, seed, cfg.split.validation_fraction, cfg.split.test_fraction)
     for r in rows:
+        r["group"] = groups[r["asset_id"]][:16]
         r["split"] = splits[r["asset_id"]]
+
+
+def _group_stats(rows: list[dict]) -> dict[str, int]:
+    sizes = Counter(r["group"] for r in rows)
+    merged = [s for s in sizes.values() if s > 1]
+    return {"n_groups": len(sizes), "n_merged_groups": len(merged), "n_objects_in_merged_groups": sum(merged),
+            "largest_group": max(sizes.values(), default=0)}
 
 
 def _count(rows: Iterable[dict], key) -> dict[str, int]:
@@ -189,9 +221,8 @@ def run(cfg: AcquireParams, *, seed: int, out_dir: str | Path, progress: bool = 
             continue
         if done is None:
             continue
-        aid, info = done
-        seen[aid] = c.item
-        rows.append(_row(c, aid, info, out_dir))
+        seen[done.aid] = c.item
+        rows.append(_row(c, done, out_dir))
         hints.append(c.label_hint)
     t_proc = time.perf_counter()
 
@@ -210,7 +241,10 @@ def run(cfg: AcquireParams, *, seed: int, out_dir: str | Path, progress: bool = 
         "n_duplicates": counters["duplicates"], "n_extracted": counters["extracted"], "n_reused": counters["reused"],
         "n_store_removed": removed, "n_textured": sum(r["textured"] for r in rows),
         "by_source": _count(rows, lambda r: r["source"]), "by_category": _count(rows, lambda r: r["category"]),
-        "by_split": _count(rows, lambda r: r["split"]), "by_split_labelled": _count(labelled, lambda r: r["split"]),
+        "n_with_missing_files": sum(bool(r["missing_files"]) for r in rows),
+        "by_split": {s: sum(r["split"] == s for r in rows) for s in SPLITS},
+        "by_split_labelled": {s: sum(r["split"] == s for r in labelled) for s in SPLITS},
+        "groups": _group_stats(rows),
         "by_label": _count(rows, lambda r: r["label"] or UNLABELLED),
         "by_label_split": {lab: _count((r for r in rows if (r["label"] or UNLABELLED) == lab), lambda r: r["split"])
                            for lab in sorted({r["label"] or UNLABELLED for r in rows})},

@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 TINY = {
     "acquire": {"filters": {"include_names": ["(?i)(^| )(chair|table|lamp)$"], "max_assets": 18},
-                "labels": {"min_per_class": 3}, "split": {"heldout_fraction": 0.3}},
+                "labels": {"min_per_class": 3}, "split": {"validation_fraction": 0.15, "test_fraction": 0.3}},
     "render": {"rings": [{"elevation": 10.0, "n_azimuth": 4, "azimuth_offset": 0.0},
                          {"elevation": 60.0, "n_azimuth": 4, "azimuth_offset": 45.0}],
                "image_size": 96, "objects_per_shard": 6, "workers": 1},

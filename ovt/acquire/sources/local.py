@@ -1,8 +1,12 @@
-"""A folder (or an S3 prefix) of meshes plus a CSV `path,category[,name]` naming them.
+"""A folder (or an S3 prefix) of meshes plus a CSV `path,category[,name][,up][,front][,rotation]` naming them.
 
-`path` is relative to the root; the mesh's MTL/texture/buffer references are collected from the files themselves
-(`ovt.acquire.meshdeps`). An `s3://bucket/prefix` root is read with boto3 (credentials and endpoint from the usual
-AWS environment variables, or `local.s3_endpoint_url`).
+`path` is relative to the root and ends in one of `meshdeps.SUPPORTED` (.obj .gltf .glb .ply .stl .off .dae); the
+mesh's MTL/texture/buffer/image references are collected from the files themselves (`ovt.acquire.meshdeps`: a
+missing or absolute texture or MTL is a warning, a reference leaving the root is refused). Orientation, optional:
+`up` (x|y|z|-x|-y|-z, default y) and `front` (default +z, or the tilt's front for another `up`), or `rotation`
+(9 numbers, raw -> canonical, row-major); it becomes the manifest's `rotation` (`ovt.acquire.axes`).
+An `s3://bucket/prefix` root is read with boto3 (credentials and endpoint from the usual AWS environment variables,
+or `local.s3_endpoint_url`).
 """
 
 from __future__ import annotations
@@ -13,13 +17,14 @@ import posixpath
 from pathlib import Path
 from typing import Callable, Iterator
 
+from ovt.acquire.axes import axes_rotation, parse_rotation
 from ovt.acquire.candidate import AssetCandidate, ItemError, SourceError
 from ovt.acquire.config import LocalParams
-from ovt.acquire.meshdeps import collect_files
+from ovt.acquire.meshdeps import SUPPORTED, collect_files
 from ovt.acquire.safezip import check_member_name, safe_target
 
 REQUIRED = ("path", "category")
-OPTIONAL = ("name",)
+OPTIONAL = ("name", "up", "front", "rotation")
 
 
 class FolderReader:
@@ -71,7 +76,8 @@ def parse_csv(text: str, where: str) -> list[dict[str, str]]:
     missing = [c for c in REQUIRED if c not in cols]
     unknown = [c for c in cols if c not in REQUIRED + OPTIONAL]
     if missing or unknown:
-        raise SourceError(f"{where}: header must be path,category[,name]; missing {missing}, unknown {unknown}")
+        raise SourceError(f"{where}: header must be path,category[,name][,up][,front][,rotation]; "
+                          f"missing {missing}, unknown {unknown}")
     return [{k.strip(): (v or "").strip() for k, v in row.items() if k} for row in reader]
 
 
@@ -104,6 +110,9 @@ class LocalSource:
                 if not path or not category:
                     raise ItemError("bad_csv", f"line {line_no}: path and category are required")
                 path = str(check_member_name(path))
+                if posixpath.splitext(path)[1].lower() not in SUPPORTED:
+                    raise ItemError("unsupported_format", f"line {line_no}: {path!r} is not one of {SUPPORTED}")
+                rotation = _orientation(row, line_no)
             except ItemError as err:
                 err.item = f"{self.name}:{ref}"
                 yield err
@@ -116,7 +125,22 @@ class LocalSource:
                 source=self.name, source_ref=path, name=row.get("name") or stem.replace("_", " "),
                 category=category, mesh=posixpath.basename(path), licence=self.cfg.licence,
                 creator=self.cfg.creator, load_files=_Loader(self.read, path, self.cfg.max_asset_bytes),
+                rotation=rotation,
             )
+
+
+def _orientation(row: dict[str, str], line_no: int):
+    up, front, rot = row.get("up", ""), row.get("front", ""), row.get("rotation", "")
+    try:
+        if rot and (up or front):
+            raise ItemError("bad_csv", "give either rotation or up/front, not both")
+        if rot:
+            return parse_rotation(rot)
+        if up or front:
+            return axes_rotation(up or "y", front or None)
+        return None
+    except ItemError as err:
+        raise ItemError(err.reason, f"line {line_no}: {err.detail}") from None
 
 
 class _Loader:
