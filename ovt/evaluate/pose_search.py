@@ -1,6 +1,6 @@
-"""Worst-case viewpoint search: a budgeted black-box optimiser over (azimuth, elevation, distance).
+"""The pose search: a budgeted black-box optimiser over camera poses (azimuth, elevation, distance).
 
-The objective (true-class probability of the rendered view) is non-smooth and only available through the
+The objective (true-class margin of the rendered view) is non-smooth and only available through the
 renderer, so the search is derivative-free: a global phase of scrambled-Sobol samples (even coverage of the
 camera space for few samples), then local refinement around the best point so far with Gaussian steps that shrink
 after every generation without improvement. Each generation is one batch (one render batch + one encode).
@@ -15,7 +15,7 @@ from typing import Callable, Sequence
 import numpy as np
 from scipy.stats import qmc
 
-# Poses [P, 3] (azimuth deg, elevation deg, distance) -> objective [P] (lower = more adversarial).
+# Poses [P, 3] (azimuth deg, elevation deg, distance) -> objective [P] (lower = worse for the model).
 Objective = Callable[[np.ndarray], np.ndarray]
 
 
@@ -51,17 +51,22 @@ class SearchResult:
 
 def search_worst_view(objective: Objective, space: SearchSpace, *, budget: int, n_random: int,
                       population: int = 6, init_sigma: float = 0.1, shrink: float = 0.5, seed: int = 0,
-                      seed_poses: Sequence[Sequence[float]] = ()) -> SearchResult:
+                      seed_poses: Sequence[Sequence[float]] = (),
+                      known: Sequence[tuple[Sequence[float], float]] = ()) -> SearchResult:
     """Minimise `objective` over camera poses with at most `budget` evaluations.
 
-    `seed_poses` (e.g. the rendered views already known to be hard) are evaluated first and count against the
-    budget, so the search never does worse than the best of them.
+    `seed_poses` are evaluated first and count against the budget. `known` are (pose, value) pairs already
+    measured elsewhere (e.g. the rendered views' worst): they cost nothing, and local refinement starts from the
+    best of them and of the global samples, so the result is never worse than the best known value.
     """
     if budget < 1 or n_random < 0:
         raise ValueError(f"search_worst_view: budget must be >= 1 and n_random >= 0 (got {budget}, {n_random})")
     rng = np.random.default_rng(seed)
     history: list[tuple[float, float, float, float]] = []
     best_pose, best_val = None, np.inf
+    for pose, value in known:
+        if float(value) < best_val:
+            best_pose, best_val = space.project(np.asarray(pose, float).reshape(1, 3))[0], float(value)
 
     def evaluate(poses: np.ndarray) -> None:
         nonlocal best_pose, best_val
