@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from ovt.evaluate.config import SearchParams
 from ovt.evaluate.metrics import true_margin
-from ovt.evaluate.pose_search import SearchSpace, search_worst_view
+from ovt.evaluate.pose_search import PoseSearch, SearchSpace
 from ovt.evaluate.views import EvalViews
 from ovt.evaluate.zeroshot import ZeroShotClassifier
 from ovt.io import stable_digest
@@ -83,21 +83,25 @@ class PrefixCache:
         return stable_digest([tower_fields(model.cfg), int(model.first_adapted)])
 
     @torch.no_grad()
-    def encode(self, model, asset: dict, poses: np.ndarray, render_view: RenderView) -> torch.Tensor:
-        """[P, D] normalised embeddings of the rendered poses."""
+    def encode(self, model, items: list[tuple[dict, np.ndarray]], render_view: RenderView,
+               batch_size: int = 64) -> torch.Tensor:
+        """[P, D] normalised embeddings of (asset row, pose) items, rendering and encoding in batches."""
         tower = self.tower_id(model)
-        keys = [(tower, asset["asset_id"], *(round(float(x), 4) for x in p)) for p in poses]
-        if tower is None:
-            imgs = [to_rgb(render_view(asset, float(a), float(e), float(d))) for a, e, d in poses]
-            return model.encode_image(torch.stack([model.preprocess(im) for im in imgs]))
-        todo = [i for i, k in enumerate(keys) if k not in self._store]
-        if todo:
-            imgs = [to_rgb(render_view(asset, *(float(x) for x in poses[i]))) for i in todo]
+        if tower is None:  # a model without a prefix/tail split: full forward
+            imgs = [to_rgb(render_view(a, *(float(x) for x in p))) for a, p in items]
+            return torch.cat([model.encode_image(torch.stack([model.preprocess(im) for im in imgs[i:i + batch_size]]))
+                              for i in range(0, len(imgs), batch_size)])
+        keys = [(tower, a["asset_id"], *(round(float(x), 4) for x in p)) for a, p in items]
+        todo = list(dict.fromkeys(k for k in keys if k not in self._store))
+        first = {k: i for i, k in reversed(list(enumerate(keys)))}
+        for start in range(0, len(todo), batch_size):
+            chunk = todo[start:start + batch_size]
+            imgs = [to_rgb(render_view(items[first[k]][0], *(float(x) for x in items[first[k]][1]))) for k in chunk]
             batch = torch.stack([model.preprocess(im) for im in imgs]).to(model.device)
-            for i, h in zip(todo, model.image_prefix(batch).cpu()):
-                self._store[keys[i]] = h
-        prefix = torch.stack([self._store[k] for k in keys]).to(model.device)
-        return model.image_tail(prefix)
+            for k, h in zip(chunk, model.image_prefix(batch).cpu()):
+                self._store[k] = h
+        return torch.cat([model.image_tail(torch.stack([self._store[k] for k in keys[i:i + batch_size]])
+                                           .to(model.device)) for i in range(0, len(keys), batch_size)])
 
     def __len__(self) -> int:
         return len(self._store)
@@ -106,17 +110,18 @@ class PrefixCache:
 def search_model(model, classifier: ZeroShotClassifier, views: EvalViews, margins: np.ndarray,
                  asset_rows: Mapping[str, dict], render_view: RenderView, p: SearchParams, *, seed: int,
                  name: str, on_failure: Callable[[dict, str, str], None], cache: PrefixCache | None = None,
-                 progress: bool = True) -> list[ObjectSearch]:
-    """Search the first `p.max_objects` objects for this model; `margins` are its [N] rendered-view margins."""
+                 batch_size: int = 64, progress: bool = True) -> list[ObjectSearch]:
+    """Search the first `p.max_objects` objects for this model; `margins` are its [N] rendered-view margins.
+
+    The objects' searches advance in lockstep: each generation renders and encodes every object's candidate poses
+    in shared batches (one small batch per object would cost several times more on a CPU)."""
     space = SearchSpace(tuple(p.elevation_range), tuple(p.distance_range))
     cache = cache if cache is not None else PrefixCache()
     n_obj = len(views.object_ids)
-    found: list[ObjectSearch] = []
-    objects = range(n_obj if p.max_objects is None else min(n_obj, p.max_objects))
-    for o in tqdm(objects, desc=f"worst-view search {name}", disable=not progress, unit="obj"):
+    live: dict[int, dict] = {}
+    for o in range(n_obj if p.max_objects is None else min(n_obj, p.max_objects)):
         asset_id = views.object_ids[o]
         rows_o = np.flatnonzero(views.object_index == o)
-        target = int(views.target[rows_o[0]])
         asset = asset_rows.get(asset_id)
         if asset is None:
             on_failure({"model": name, "asset_id": asset_id}, "asset_not_in_manifest", "no acquire manifest row")
@@ -125,31 +130,58 @@ def search_model(model, classifier: ZeroShotClassifier, views: EvalViews, margin
         r = views.rows[hardest]
         grid_pose = (float(r["azimuth"]), float(r["elevation"]),
                      float(r.get("distance", np.mean(p.distance_range))))
-        grid_margin = float(margins[hardest])
-        state: dict = {"n": 0, "first_error": None, "best": (np.inf, None)}
-
-        def objective(poses: np.ndarray) -> np.ndarray:
-            z = cache.encode(model, asset, poses, render_view)
-            logits = classifier.logits(z.float().cpu()).numpy()
-            m = true_margin(logits, np.full(len(poses), target)) / classifier.scale
-            for i in range(len(poses)):
-                state["n"] += 1
-                if m[i] < 0 and state["first_error"] is None:
-                    state["first_error"] = state["n"]
-                if m[i] < state["best"][0]:
-                    state["best"] = (float(m[i]), classifier.classnames[int(logits[i].argmax())])
-            return m
-
+        live[o] = {"asset": asset, "target": int(views.target[rows_o[0]]), "grid_pose": grid_pose,
+                   "grid_margin": float(margins[hardest]), "n": 0, "first_error": None, "best": (np.inf, None),
+                   "search": PoseSearch(space, budget=p.budget, n_random=p.n_random, population=p.population,
+                                        init_sigma=p.init_sigma, shrink=p.shrink, seed=object_seed(seed, asset_id),
+                                        known=[(grid_pose, float(margins[hardest]))])}
+    bar = tqdm(total=len(live) * p.budget, desc=f"worst-view search {name}", disable=not progress, unit="render")
+    asks = {o: st["search"].ask() for o, st in live.items()}
+    while any(a is not None for a in asks.values()):
+        todo = [(o, a) for o, a in asks.items() if a is not None]
+        items = [(live[o]["asset"], pose) for o, a in todo for pose in a]
         try:
-            res = search_worst_view(objective, space, budget=p.budget, n_random=p.n_random,
-                                    population=p.population, init_sigma=p.init_sigma, shrink=p.shrink,
-                                    seed=object_seed(seed, asset_id), known=[(grid_pose, grid_margin)])
-        except Exception as err:  # one broken mesh or render must not stop the stage
-            on_failure({"model": name, "asset_id": asset_id}, "search_failed", f"{type(err).__name__}: {err}")
+            z = cache.encode(model, items, render_view, batch_size)
+        except Exception as err:  # a broken mesh or render: find it object by object, drop only that object
+            z = None
+            log.warning("evaluate: batched search step failed (%s): retrying per object", err)
+        logits_all = None if z is None else classifier.logits(z.float().cpu()).numpy()
+        start = 0
+        for o, poses in todo:
+            st = live[o]
+            if logits_all is not None:
+                logits = logits_all[start:start + len(poses)]
+            else:
+                try:
+                    logits = classifier.logits(cache.encode(model, [(st["asset"], q) for q in poses], render_view)
+                                               .float().cpu()).numpy()
+                except Exception as err:
+                    on_failure({"model": name, "asset_id": st["asset"]["asset_id"]}, "search_failed",
+                               f"{type(err).__name__}: {err}")
+                    asks[o], st["failed"] = None, True
+                    start += len(poses)
+                    continue
+            start += len(poses)
+            m = true_margin(logits, np.full(len(poses), st["target"])) / classifier.scale
+            for i in range(len(poses)):
+                st["n"] += 1
+                if m[i] < 0 and st["first_error"] is None:
+                    st["first_error"] = st["n"]
+                if m[i] < st["best"][0]:
+                    st["best"] = (float(m[i]), classifier.classnames[int(logits[i].argmax())])
+            st["search"].tell(m)
+            bar.update(len(poses))
+            asks[o] = st["search"].ask()
+    bar.close()
+    found: list[ObjectSearch] = []
+    for o, st in live.items():
+        if st.get("failed"):
             continue
-        searched_better = state["best"][0] < grid_margin
+        res = st["search"].result()
+        better = st["best"][0] < st["grid_margin"]
         found.append(ObjectSearch(
-            asset_id, views.classnames[target], grid_margin, grid_pose, float(min(res.best_value, grid_margin)),
-            tuple(float(x) for x in res.best_pose) if searched_better else grid_pose,
-            state["best"][1] if searched_better else None, res.n_evals, state["first_error"]))
+            views.object_ids[o], views.classnames[st["target"]], st["grid_margin"], st["grid_pose"],
+            float(min(res.best_value, st["grid_margin"])),
+            tuple(float(x) for x in res.best_pose) if better else st["grid_pose"],
+            st["best"][1] if better else None, res.n_evals, st["first_error"]))
     return found
