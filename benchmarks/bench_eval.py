@@ -125,7 +125,9 @@ def main() -> None:
                 "search_prefixes_per_object": round(len(cache) / args.objects, 1),
                 "search_s_per_object_all_models": round(per_obj, 2),
                 "search_default_objects": n_default,
-                "search_default_s": round(per_obj * n_default, 1)})
+                "search_default_s": round(per_obj * n_default, 1),
+                # the same cost in full-tower image passes measured in this run: comparable across machine loads
+                "search_default_in_full_tower_passes": round(per_obj * n_default / (full / args.images))})
     for k, v in out.items():
         print(f"{k:36s} {v}")
     atomic_write_json(RESULTS, out)

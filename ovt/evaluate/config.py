@@ -51,7 +51,7 @@ class SearchParams(StrictModel):
     distance_range: tuple[float, float] = (3.0, 4.0)  # render.distance is 3.0; nearer crops at fov 40
     # The search costs ~(n_random + models x (budget - n_random)) frozen-tower passes per object: the cap keeps it
     # near two minutes on two cores (benchmarks/bench_eval.py measures it).
-    max_objects: int | None = Field(24, ge=1, description="cap on test objects searched (null = all)")
+    max_objects: int | None = Field(40, ge=1, description="cap on test objects searched (null = all)")
     models: list[str] | None = Field(None, description="models searched (null = every model); the search "
                                                        "costs budget x objects renders per model")
     gallery_size: int = Field(8, ge=0)
