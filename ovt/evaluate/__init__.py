@@ -24,7 +24,8 @@ _EXPORTS = {
     "topk_correct": "ovt.evaluate.zeroshot",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = ["EvaluateParams", "EvaluatePaths", "ViewResults", "ZeroShotClassifier", "build_classifier",
+           "imagenet_templates", "object_stats", "point_metrics", "run", "topk_correct"]
 
 
 def __getattr__(name: str) -> Any:  # lazy: `import ovt.evaluate.config` (params loading) must not pull in torch

@@ -84,8 +84,9 @@ def worst_views_figure(res, views, size: int, title: str, path: Path) -> None:
             continue
         seen.add(o)
         r = views.rows[i]
-        items.append((views.images[i], f"{r['label']} -> {views.classnames[int(pred[i])]}\n"
-                                       f"az {r['azimuth']:.0f} el {r['elevation']:.0f} m={margin[i]:+.3f}"))
+        caption = (f"{r['label']} -> {views.classnames[int(pred[i])]}\n"
+                   f"az {r['azimuth']:.0f} el {r['elevation']:.0f} m={margin[i]:+.3f}")
+        items.append((views.images[i], caption))
         if len(items) >= size:
             break
     gallery_figure(items, title, path)

@@ -25,7 +25,7 @@ def _found(res) -> bool:
 
 
 # The optimiser's own settings for these toys (the stage's default budget is sized by its cost, not here).
-P = dict(budget=48, n_random=16, population=6, init_sigma=0.1, shrink=0.5)
+P = {"budget": 48, "n_random": 16, "population": 6, "init_sigma": 0.1, "shrink": 0.5}
 
 
 def test_finds_the_planted_worst_view_within_the_budget():
