@@ -1,16 +1,17 @@
-"""Cost of the evaluate stage's parts on this machine: scoring throughput, bootstrap, worst-view search.
+"""Cost of the evaluate stage's parts on this machine: scoring (full tower vs tail on a stored prefix), intervals,
+and the worst-case viewpoint search at the default `evaluate.search` params.
 
-    python benchmarks/bench_eval.py [--arch embedded|tiny-test] [--images 128] [--objects 2] [--budget 48]
+    python benchmarks/bench_eval.py [--arch embedded|tiny-test] [--images 64] [--objects 4]
 
-Prints the numbers and writes benchmarks/results/bench_eval.json. The model is built through ovt.model with its
-untrained projections (the cost does not depend on the weights' values); the search renders a procedural mesh
-with the real GL renderer.
+Prints the numbers and writes benchmarks/results/bench_eval.json. The models are built through ovt.model with
+untrained adapters (the cost does not depend on the weights' values): the base (adapters off) and two tuned
+variants sharing its frozen tower, as in the default run. The search renders procedural meshes with the real GL
+renderer; its cost per object is measured on `--objects` objects and scaled to `evaluate.search.max_objects`.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import tempfile
@@ -24,65 +25,75 @@ import torch
 import trimesh
 from PIL import Image
 
-from ovt.evaluate.bootstrap import paired_bootstrap
-from ovt.evaluate.config import AdversarialParams, EvaluateParams
-from ovt.evaluate.data import HeldoutViews
+from ovt.config import load_params
+from ovt.evaluate.intervals import paired_bootstrap
 from ovt.evaluate.metrics import COLUMNS
-from ovt.evaluate.scoring import score_images
-from ovt.evaluate.search import attack_model
+from ovt.evaluate.scoring import embed_images
+from ovt.evaluate.views import EvalViews
+from ovt.evaluate.worst_case import PrefixCache, search_model
 from ovt.evaluate.zeroshot import build_classifier
 from ovt.io import atomic_write_json
 
 RESULTS = Path(__file__).parent / "results" / "bench_eval.json"
 
 
-def build_model(arch: str):
-    from ovt.model import ModelParams, VIFormerParams, build_base, build_ovt_model
+def build_models(model_cfg, n: int) -> list:
+    """The base (every adapter off) and n - 1 tuned variants on one frozen tower."""
+    from ovt.model import build_base, build_ovt_model
 
-    cfg = ModelParams(arch=arch) if arch != "tiny-test" else ModelParams(
-        arch=arch, lora={"placement": "qkv", "last_blocks": None}, viformer=VIFormerParams(heads=4, ffn=64))
-    return build_ovt_model(cfg, build_base(cfg)).eval()
+    models = [build_ovt_model(model_cfg, build_base(model_cfg, None)).eval() for _ in range(n)]
+    models[0].set_adapter_scale(0.0)
+    return models
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--arch", default="embedded")
-    ap.add_argument("--images", type=int, default=128)
-    ap.add_argument("--batch", type=int, default=64)
-    ap.add_argument("--objects", type=int, default=2)
-    ap.add_argument("--budget", type=int, default=48)
+    ap.add_argument("--arch", default=None, help="model arch (default: params.yaml model.arch)")
+    ap.add_argument("--images", type=int, default=64)
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--objects", type=int, default=4, help="objects searched for the per-object cost")
     args = ap.parse_args()
+    p = load_params()
+    model_cfg = p.model if args.arch is None else p.model.model_copy(update={"arch": args.arch})
+    search = p.evaluate.search
+    n_models = len(search.models) if search.models else 3
     torch.manual_seed(0)
-    out: dict = {"arch": args.arch, "torch_threads": torch.get_num_threads(), "machine": platform.machine(),
-                 "cpus": os.cpu_count()}
+    out: dict = {"arch": model_cfg.arch, "torch_threads": torch.get_num_threads(), "machine": platform.machine(),
+                 "cpus": os.cpu_count(), "loadavg_1m": round(os.getloadavg()[0], 2)}
 
     t = time.perf_counter()
-    model = build_model(args.arch)
-    out["model_build_s"] = round(time.perf_counter() - t, 2)
-    cfg = EvaluateParams()
+    models = build_models(model_cfg, n_models)
+    out["model_build_s"] = round((time.perf_counter() - t) / n_models, 2)
+    model = models[1]
     classes = ["chair", "table", "lamp", "sofa", "bed", "door", "window", "plant"]
     t = time.perf_counter()
-    clf = build_classifier(model.encode_text, classes, cfg.templates, rename=cfg.prompt_names)
+    clf = build_classifier(model.encode_text, classes, p.evaluate.templates, rename=p.evaluate.prompt_names)
     out["classifier_s"] = round(time.perf_counter() - t, 3)
 
+    # scoring: the full tower (the fallback) against the tail on a stored prefix (what evaluate does per model)
     rng = np.random.default_rng(0)
     imgs = [Image.fromarray(rng.integers(0, 255, (192, 192, 3), dtype=np.uint8)) for _ in range(args.images)]
-    score_images(model, clf, imgs[: min(8, len(imgs))], batch_size=8, progress=False)  # warm-up
+    embed_images(model, imgs[:8], batch_size=8, progress=False)  # warm-up
     t = time.perf_counter()
-    score_images(model, clf, imgs, batch_size=args.batch, progress=False)
-    dt = time.perf_counter() - t
-    out["score_images_per_s"] = round(args.images / dt, 1)
-    out["score_ms_per_image"] = round(1000 * dt / args.images, 2)
+    embed_images(model, imgs, batch_size=args.batch, progress=False)
+    full = time.perf_counter() - t
+    with torch.no_grad():
+        prefix = model.image_prefix(torch.stack([model.preprocess(im) for im in imgs]))
+        t = time.perf_counter()
+        for i in range(0, len(prefix), args.batch):
+            model.image_tail(prefix[i:i + args.batch])
+        tail = time.perf_counter() - t
+    out["full_tower_ms_per_image"] = round(1000 * full / args.images, 2)
+    out["tail_on_prefix_ms_per_image"] = round(1000 * tail / args.images, 2)
 
-    # bootstrap: 66 objects (the embedded default's held-out set), 5 models, 1000 resamples
+    # intervals: 66 objects (the embedded default's test set), 5 models, 1000 resamples
     stats = {f"m{i}": np.abs(rng.normal(size=(66, len(COLUMNS)))) + 1 for i in range(5)}
     t = time.perf_counter()
     paired_bootstrap(stats, n_resamples=1000, seed=0)
-    out["bootstrap_66obj_5models_1000_s"] = round(time.perf_counter() - t, 3)
+    out["intervals_66obj_5models_1000_s"] = round(time.perf_counter() - t, 3)
 
-    # worst-view search with the real GL renderer on procedural meshes
+    # worst-case search at the default params, with the real GL renderer on procedural meshes
     from ovt.evaluate.renderer import GLViewRenderer
-    from ovt.render.config import RenderParams
 
     with tempfile.TemporaryDirectory() as tmp:
         rows, vrows = {}, []
@@ -93,22 +104,30 @@ def main() -> None:
             rows[aid] = {"asset_id": aid, "mesh": f"m{o}.obj", "rotation": None, "label": "table"}
             vrows.append({"key": f"{aid}_000", "asset_id": aid, "azimuth": 0.0, "elevation": 10.0,
                           "distance": 3.0, "canonical": True, "label": "table"})
-        renderer = GLViewRenderer(RenderParams(image_size=192), Path(tmp), seed=0)
+        renderer = GLViewRenderer(p.render, Path(tmp), seed=0)
         t = time.perf_counter()
         for _ in range(20):
             renderer(rows[vrows[0]["asset_id"]], 30.0, 20.0, 3.2)
         out["gl_render_ms_per_view"] = round(1000 * (time.perf_counter() - t) / 20, 2)
-        views = HeldoutViews(vrows, [renderer(rows[r["asset_id"]], 0.0, 10.0, 3.0) for r in vrows],
-                             tuple(classes), tuple(rows), np.arange(args.objects), np.ones(args.objects, int))
-        p = AdversarialParams(budget=args.budget)
+        views = EvalViews(vrows, [], tuple(classes), tuple(rows), np.arange(args.objects),
+                          np.ones(args.objects, int))
+        cache = PrefixCache()
         t = time.perf_counter()
-        attack_model(model, clf, views, np.full(args.objects, 0.5), rows, renderer, p, seed=0, name="bench",
-                     on_failure=lambda *a: print("failure", a), progress=False)
+        for i, m in enumerate(models):
+            search_model(m, clf, views, np.full(args.objects, 0.05), rows, renderer,
+                         search.model_copy(update={"max_objects": None}), seed=0, name=f"m{i}",
+                         on_failure=lambda *a: print("failure", a), cache=cache, progress=False)
         dt = time.perf_counter() - t
         renderer.close()
-    out["search_budget"] = args.budget
-    out["search_s_per_object"] = round(dt / args.objects, 2)
-    out["search_ms_per_query"] = round(1000 * dt / (args.objects * args.budget), 2)
+    per_obj = dt / args.objects
+    n_default = search.max_objects or 66
+    out.update({"search_budget": search.budget, "search_n_random": search.n_random, "search_models": n_models,
+                "search_prefixes_per_object": round(len(cache) / args.objects, 1),
+                "search_s_per_object_all_models": round(per_obj, 2),
+                "search_default_objects": n_default,
+                "search_default_s": round(per_obj * n_default, 1),
+                # the same cost in full-tower image passes measured in this run: comparable across machine loads
+                "search_default_in_full_tower_passes": round(per_obj * n_default / (full / args.images))})
     for k, v in out.items():
         print(f"{k:36s} {v}")
     atomic_write_json(RESULTS, out)

@@ -1,4 +1,4 @@
-"""Benchmark folders in the layout the paper's evaluation uses (ovt-paper.md §5).
+"""Benchmark folders in the layout the paper's evaluation uses.
 
 A benchmark is a triple (image folder, vocabulary file, gt file): the vocabulary file lists the classifier's class
 names one per line; line k of the gt file names the class of the k-th *sorted* sub-folder of the image folder.

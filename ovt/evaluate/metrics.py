@@ -2,7 +2,9 @@
 
 Everything is reduced first to a small per-object table of counts (`object_stats`); every metric is then a ratio
 of weighted column sums. The point estimate uses weight 1 per object and a bootstrap resample uses the number of
-times each object was drawn, so the bootstrap (bootstrap.py) is one matrix product and pairs models exactly.
+times each object was drawn, so the bootstrap (intervals.py) is one matrix product and pairs models exactly. The
+one metric that is not a ratio, the Kaplan-Meier median of renders to the search's first error, is computed from
+the same weighted sums (per render count), so it resamples the same way.
 """
 
 from __future__ import annotations
@@ -27,12 +29,15 @@ COLUMNS = (
     "all_top1",     # 1 if every view is correct (worst-view accuracy)
     "one",          # 1 (object count)
     "consistency",  # mean cosine of the object's views to their normalised centre
-    "n_hv",         # views in the held-out elevation bands
-    "top1_hv",
-    "all_hv",       # 1 if the object has held-out-band views and all are correct
-    "has_hv",       # 1 if the object has any held-out-band view
-    "adv_top1",     # 1 if the object survived the worst-case viewpoint search (every queried pose correct)
-    "has_adv",      # 1 if the object was searched
+    "n_band",       # views in the elevation band(s) the *_hv variants never saw in training
+    "top1_band",
+    "all_band",     # 1 if the object has band views and all are correct
+    "has_band",     # 1 if the object has any band view
+    "worst_margin",  # true-class margin of the object's worst rendered view (cosine units; < 0 = misclassified)
+    "search_margin",  # worst margin over the rendered views and the search's renders (0 where not searched)
+    "search_fooled",  # 1 if some render of the search was misclassified (the event of the time-to-error)
+    "search_time",  # renders until the first error, or the renders spent when none was found (censored)
+    "has_search",   # 1 if the object was searched
 )
 COL = {c: i for i, c in enumerate(COLUMNS)}
 
@@ -44,18 +49,26 @@ RATIOS: dict[str, tuple[str, str]] = {
     "canonical_acc": ("top1_can", "n_can"),
     "off_canonical_acc": ("top1_off", "n_off"),
     "consistency": ("consistency", "one"),
-    "heldout_view_acc": ("top1_hv", "n_hv"),
-    "heldout_view_worst_acc": ("all_hv", "has_hv"),
-    "adversarial_acc": ("adv_top1", "has_adv"),
+    "band_acc": ("top1_band", "n_band"),
+    "band_worst_acc": ("all_band", "has_band"),
+}
+# Means over objects (not fractions): margins in cosine units, in [-2, 2].
+MEANS: dict[str, tuple[str, str]] = {
+    "worst_view_margin": ("worst_margin", "one"),
+    "search_worst_margin": ("search_margin", "has_search"),
+    "search_fooled_rate": ("search_fooled", "has_search"),
 }
 # Derived as differences of ratios: the canonical/off-canonical gap (positive = canonical bias).
 DERIVED: dict[str, tuple[str, str]] = {"canonical_gap": ("canonical_acc", "off_canonical_acc")}
-METRICS: tuple[str, ...] = tuple(RATIOS) + tuple(DERIVED)
+# Kaplan-Meier median of renders to the search's first error over the searched objects, censored where the budget
+# ran out first; a value above the budget means the median was not reached within it.
+SURVIVAL = ("search_median_renders",)
+METRICS: tuple[str, ...] = tuple(RATIOS) + tuple(DERIVED) + tuple(MEANS) + SURVIVAL
 
 
 @dataclass
 class ViewResults:
-    """One model's predictions on the held-out views (row i = view i, identical row order for every model)."""
+    """One model's predictions on the scored views (row i = view i, identical row order for every model)."""
 
     object_index: np.ndarray   # [N] int, 0..n_objects-1
     target: np.ndarray         # [N] int class index
@@ -65,6 +78,7 @@ class ViewResults:
     azimuth: np.ndarray        # [N] degrees
     canonical: np.ndarray      # [N] bool
     top_k: int = 5
+    logit_scale: float = 100.0  # the classifier's fixed scale: margins are reported in cosine units
     _cache: dict = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
@@ -88,9 +102,25 @@ class ViewResults:
         return topk_correct(self.logits, self.target, self.top_k)
 
     @property
+    def margin(self) -> np.ndarray:
+        """[N] true-class margin: true logit minus the best other logit, over the scale (cosine units)."""
+        return true_margin(self.logits, self.target) / self.logit_scale
+
+    @property
     def true_prob(self) -> np.ndarray:
         p = torch.as_tensor(self.logits, dtype=torch.float64).softmax(dim=1).numpy()
         return p[np.arange(len(self.target)), self.target]
+
+
+def true_margin(logits: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """[N] logit of the true class minus the highest other logit (< 0 exactly when the view is misclassified,
+    ties aside)."""
+    logits = np.asarray(logits, dtype=np.float64)
+    idx = np.arange(len(logits))
+    true = logits[idx, target]
+    other = logits.copy()
+    other[idx, target] = -np.inf
+    return true - other.max(axis=1)
 
 
 def in_bands(elevation: np.ndarray, bands: list[tuple[float, float]]) -> np.ndarray:
@@ -114,11 +144,12 @@ def consistency_per_object(embeddings: np.ndarray, object_index: np.ndarray, n_o
     return (sums / counts.clamp(min=1)).numpy()
 
 
-def object_stats(res: ViewResults, heldout_bands: list[tuple[float, float]] | None = None,
-                 adversarial_correct: np.ndarray | None = None) -> np.ndarray:
+def object_stats(res: ViewResults, bands: list[tuple[float, float]] | None = None,
+                 search: np.ndarray | None = None) -> np.ndarray:
     """[n_objects, len(COLUMNS)] table of per-object counts (see COLUMNS).
 
-    `adversarial_correct`: per object 1/0 from the worst-case search, NaN where the object was not searched.
+    `search`: [n_objects, 3] per object (worst margin found by the search, renders to first error or spent,
+    1/0 error found), NaN rows where the object was not searched (`worst_case.search_table`).
     """
     obj = np.asarray(res.object_index, dtype=np.int64)
     n_obj = int(obj.max()) + 1
@@ -126,7 +157,7 @@ def object_stats(res: ViewResults, heldout_bands: list[tuple[float, float]] | No
         raise ValueError("object_index must cover 0..n_objects-1 without gaps")
     correct = res.correct.astype(float)
     can = np.asarray(res.canonical, dtype=bool)
-    hv = in_bands(res.elevation, heldout_bands or [])
+    hv = in_bands(res.elevation, bands or [])
 
     def per_obj(values: np.ndarray) -> np.ndarray:
         return np.bincount(obj, weights=values.astype(float), minlength=n_obj)
@@ -142,17 +173,48 @@ def object_stats(res: ViewResults, heldout_bands: list[tuple[float, float]] | No
     s[:, COL["all_top1"]] = s[:, COL["top1"]] == s[:, COL["n"]]
     s[:, COL["one"]] = 1.0
     s[:, COL["consistency"]] = consistency_per_object(res.embeddings, obj, n_obj)
-    s[:, COL["n_hv"]] = per_obj(hv)
-    s[:, COL["top1_hv"]] = per_obj(correct * hv)
-    s[:, COL["has_hv"]] = s[:, COL["n_hv"]] > 0
-    s[:, COL["all_hv"]] = (s[:, COL["has_hv"]] > 0) & (s[:, COL["top1_hv"]] == s[:, COL["n_hv"]])
-    if adversarial_correct is not None:
-        adv = np.asarray(adversarial_correct, dtype=float)
-        if adv.shape != (n_obj,):
-            raise ValueError(f"adversarial_correct has shape {adv.shape}, expected ({n_obj},)")
-        s[:, COL["has_adv"]] = np.isfinite(adv)
-        s[:, COL["adv_top1"]] = np.nan_to_num(adv, nan=0.0)
+    s[:, COL["n_band"]] = per_obj(hv)
+    s[:, COL["top1_band"]] = per_obj(correct * hv)
+    s[:, COL["has_band"]] = s[:, COL["n_band"]] > 0
+    s[:, COL["all_band"]] = (s[:, COL["has_band"]] > 0) & (s[:, COL["top1_band"]] == s[:, COL["n_band"]])
+    worst = np.full(n_obj, np.inf)
+    np.minimum.at(worst, obj, res.margin)
+    s[:, COL["worst_margin"]] = worst
+    if search is not None:
+        found = np.asarray(search, dtype=float)
+        if found.shape != (n_obj, 3):
+            raise ValueError(f"search table has shape {found.shape}, expected ({n_obj}, 3)")
+        has = np.isfinite(found[:, 0])
+        s[:, COL["has_search"]] = has
+        # the search starts from the rendered views' worst: never report a weaker worst case than the grid's
+        s[:, COL["search_margin"]] = np.where(has, np.minimum(np.nan_to_num(found[:, 0]), worst), 0.0)
+        s[:, COL["search_time"]] = np.where(has, np.nan_to_num(found[:, 1]), 0.0)
+        s[:, COL["search_fooled"]] = np.where(has, np.nan_to_num(found[:, 2]), 0.0)
     return s
+
+
+def km_median(time: np.ndarray, event: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Kaplan-Meier median of integer times (>= 1) per row of `weights` ([R, n] object draw counts) -> [R].
+
+    Objects with weight 0 in a row are absent from it; censored objects (event 0) leave the risk set after their
+    time. The median is the first time where survival drops to 1/2 or below; `max(time) + 1` where it never does
+    (not reached within the budget), NaN where a row has no object."""
+    time = np.asarray(time, dtype=np.int64)
+    event = np.asarray(event, dtype=bool)
+    weights = np.atleast_2d(weights)
+    if time.size == 0:
+        return np.full(weights.shape[0], np.nan)
+    t_max = int(time.max())
+    grid = np.arange(1, t_max + 1)
+    at_risk = (time[:, None] >= grid[None, :]).astype(float)          # [n, T]
+    dies = ((time[:, None] == grid[None, :]) & event[:, None]).astype(float)
+    n = weights @ at_risk                                              # [R, T]
+    d = weights @ dies
+    with np.errstate(invalid="ignore", divide="ignore"):
+        surv = np.cumprod(np.where(n > 0, 1.0 - d / np.where(n > 0, n, 1.0), 1.0), axis=1)
+    below = surv <= 0.5
+    out = np.where(below.any(axis=1), grid[np.argmax(below, axis=1)], t_max + 1).astype(float)
+    return np.where(weights.sum(axis=1) > 0, out, np.nan)
 
 
 def weighted_metrics(stats: np.ndarray, weights: np.ndarray) -> dict[str, np.ndarray]:
@@ -164,13 +226,20 @@ def weighted_metrics(stats: np.ndarray, weights: np.ndarray) -> dict[str, np.nda
         for name, (num, den) in RATIOS.items():
             d = sums[:, COL[den]]
             out[name] = np.where(d > 0, sums[:, COL[num]] / np.where(d > 0, d, 1), np.nan)
+    for name, (num, den) in MEANS.items():
+        d = sums[:, COL[den]]
+        out[name] = np.where(d > 0, sums[:, COL[num]] / np.where(d > 0, d, 1), np.nan)
     for name, (a, b) in DERIVED.items():
         out[name] = out[a] - out[b]
+    searched = stats[:, COL["has_search"]] > 0
+    out["search_median_renders"] = (
+        km_median(stats[searched, COL["search_time"]], stats[searched, COL["search_fooled"]] > 0,
+                  weights[:, searched]) if searched.any() else np.full(weights.shape[0], np.nan))
     return out
 
 
 def point_metrics(stats: np.ndarray) -> dict[str, float]:
-    """Metrics on the held-out set itself (every object once)."""
+    """Metrics on the scored set itself (every object once)."""
     return {k: float(v[0]) for k, v in weighted_metrics(stats, np.ones((1, stats.shape[0]))).items()}
 
 

@@ -14,7 +14,7 @@ from PIL import Image
 
 
 class GLViewRenderer:
-    """Callable `(asset_row, azimuth, elevation, distance) -> PIL.Image` for `ovt.evaluate.search`."""
+    """Callable `(asset_row, azimuth, elevation, distance) -> PIL.Image` for `ovt.evaluate.worst_case`."""
 
     def __init__(self, render_cfg, assets_dir: Path, seed: int):
         from ovt.render.gl import GLRenderer
@@ -57,7 +57,7 @@ class GLViewRenderer:
 
 def make_render_view(render_cfg, assets_dir: Path, seed: int) -> GLViewRenderer | None:
     """The search's renderer, or None (logged) where no GL context can be made: the stage then skips the search
-    instead of failing, and says so in stats.json (`adversarial_search: false`)."""
+    instead of failing, and says so in stats.json (`search: false`)."""
     import logging
 
     try:

@@ -1,4 +1,4 @@
-"""Outputs of the evaluate stage: flat metrics.json, plot data for DVC, PNG figures, summary table, MLflow.
+"""Outputs of the evaluate stage: metrics.json, plot data for DVC, the summary table, MLflow (figures: figures.py).
 
 metrics.json is a tree whose dotted paths (`ovt.worst_view_acc`, `ovt.worst_view_acc_lo`,
 `ovt-contrastive.mean_acc`) are what `dvc metrics diff` prints, so base and tuned values and their differences line
@@ -16,15 +16,17 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
-from PIL import Image
 
-from ovt.io import atomic_write_json, atomic_write_text, atomic_writer
+from ovt.io import atomic_write_text
 
 log = logging.getLogger(__name__)
 
 # Metrics shown in the summary table, in reading order.
 TABLE_METRICS = ("mean_acc", "worst_view_acc", "canonical_acc", "off_canonical_acc", "canonical_gap",
-                 "heldout_view_acc", "adversarial_acc", "consistency")
+                 "band_acc", "worst_view_margin", "search_worst_margin", "search_fooled_rate",
+                 "search_median_renders", "consistency")
+# Shown as they are (cosine margins, render counts); every other metric is a fraction shown in %.
+UNSCALED = ("worst_view_margin", "search_worst_margin", "search_median_renders")
 
 
 def metrics_doc(boot: Mapping[str, Mapping], extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -93,92 +95,35 @@ def grid_rows(model: str, acc: np.ndarray, counts: np.ndarray, edges: Sequence[f
     return rows
 
 
-def _savefig(fig, path: Path) -> None:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    with atomic_writer(path, "wb") as fh:
-        fh.write(buf.getvalue())
-
-
-def heatmap_figure(grids: Mapping[str, tuple[np.ndarray, np.ndarray]], edges: Sequence[float], path: Path) -> None:
-    """Accuracy by elevation band x azimuth bin, one panel per model, shared colour scale (base vs tuned)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    names = list(grids)
-    fig, axes = plt.subplots(1, len(names), figsize=(3.6 * len(names) + 0.8, 3.4), squeeze=False)
-    im = None
-    for ax, name in zip(axes[0], names):
-        acc, counts = grids[name]
-        n_az = acc.shape[1]
-        im = ax.imshow(np.ma.masked_invalid(acc), origin="lower", vmin=0, vmax=1, cmap="viridis", aspect="auto")
-        for (b, a), v in np.ndenumerate(acc):
-            if counts[b, a]:
-                ax.text(a, b, f"{100 * v:.0f}", ha="center", va="center", fontsize=7,
-                        color="white" if v < 0.6 else "black")
-        ax.set_title(name)
-        ax.set_xticks(range(n_az), [f"{(a * 360 / n_az + 180) % 360 - 180:g}" for a in range(n_az)], fontsize=7)
-        ax.set_yticks(range(len(edges) - 1), [f"{edges[b]:g}..{edges[b + 1]:g}" for b in range(len(edges) - 1)],
-                      fontsize=7)
-        ax.set_xlabel("azimuth bin centre (deg)")
-    axes[0][0].set_ylabel("elevation band (deg)")
-    fig.colorbar(im, ax=axes[0].tolist(), label="top-1 accuracy", shrink=0.85)
-    _savefig(fig, path)
-    plt.close(fig)
-
-
-def gallery_figure(items: Sequence[tuple[Image.Image, str]], title: str, path: Path, cols: int = 4) -> None:
-    """A grid of images with captions (true/predicted class, pose, true-class probability)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    if not items:
-        return
-    rows = math.ceil(len(items) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(2.4 * cols, 2.7 * rows), squeeze=False)
-    for ax in axes.ravel():
-        ax.axis("off")
-    for ax, (img, caption) in zip(axes.ravel(), items):
-        ax.imshow(img)
-        ax.set_title(caption, fontsize=7)
-    fig.suptitle(title, fontsize=9)
-    _savefig(fig, path)
-    plt.close(fig)
-
-
 def summary_table(boot: Mapping[str, Mapping], style: str = "rich") -> str:
-    """Per-model metrics (%) with 95% intervals, then pairwise differences (pp); printed and returned as text."""
+    """Per-model metrics with 95% intervals, then pairwise differences; printed and returned as text.
+
+    Fractions in % (differences in pp); margins in cosine units; median renders as counts."""
     metrics = [m for m in TABLE_METRICS
                if any(math.isfinite(r[m]["value"]) for r in boot["models"].values())]
 
-    def cell(r: Mapping[str, float], scale: float = 100.0) -> str:
+    def cell(r: Mapping[str, float], metric: str) -> str:
         if not math.isfinite(r["value"]):
             return "-"
+        scale, digits = (1.0, 3) if metric.endswith("margin") else (1.0, 1) if metric in UNSCALED else (100.0, 1)
         # "+ 0.0" turns IEEE -0.0 into 0.0, so a null difference never prints as "-0.0"
-        v, lo, hi = (round(scale * r[k], 1) + 0.0 for k in ("value", "lo", "hi"))
-        return f"{v:.1f} [{lo:.1f}, {hi:.1f}]"
+        v, lo, hi = (round(scale * r[k], digits) + 0.0 if math.isfinite(r[k]) else math.nan
+                     for k in ("value", "lo", "hi"))
+        return f"{v:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
 
     header = ["model"] + metrics
-    body = [[name] + [cell(r[m]) for m in metrics] for name, r in boot["models"].items()]
-    body += [[f"Δ {name}"] + [cell(r[m]) for m in metrics] for name, r in boot["diffs"].items()]
+    body = [[name] + [cell(r[m], m) for m in metrics] for name, r in boot["models"].items()]
+    body += [[f"Δ {name}"] + [cell(r[m], m) for m in metrics] for name, r in boot["diffs"].items()]
     if style == "rich":
-        try:
-            from rich.console import Console
-            from rich.table import Table
+        from rich.console import Console
+        from rich.table import Table
 
-            table = Table(title="held-out objects: % (95% bootstrap CI); Δ rows in pp")
-            for h in header:
-                table.add_column(h, no_wrap=(h == "model"))
-            for row in body:
-                table.add_row(*row)
-            console = Console(stderr=True, width=220)
-            console.print(table)
-        except ImportError:  # rich is optional for the library; fall back to plain text
-            style = "plain"
+        table = Table(title="test objects: % (95% paired bootstrap CI), margins in cosine units; Δ rows in pp")
+        for h in header:
+            table.add_column(h, no_wrap=(h == "model"))
+        for row in body:
+            table.add_row(*row)
+        Console(stderr=True, width=260).print(table)
     widths = [max(len(str(r[i])) for r in [header] + body) for i in range(len(header))]
     text = "\n".join("  ".join(str(c).ljust(w) for c, w in zip(r, widths)) for r in [header] + body)
     if style == "plain":

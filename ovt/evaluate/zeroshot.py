@@ -1,4 +1,4 @@
-"""Zero-shot classifier as in CLIP and the OVT paper (ovt-paper.md §5).
+"""Zero-shot classifier as in CLIP and the OVT paper.
 
 A class's weight is the mean of its L2-normalised prompt embeddings over all templates, re-normalised; logits are
 `scale * z_img @ W` with a fixed scale (100 in the paper), so accuracy never depends on a model's learned temperature.

@@ -28,8 +28,9 @@ def draw_view(label: str, azimuth: float, elevation: float, distance: float = 2.
 
 
 def make_renders(root: Path, n_per_class: int = 2, azimuths=(0.0, 90.0, 180.0), elevations=(10.0, 60.0),
-                 drop_key: str | None = None) -> tuple[Path, Path]:
-    """data/renders-like and data/assets-like folders; returns (renders_dir, assets_dir)."""
+                 drop_key: str | None = None, test_split: str = "test") -> tuple[Path, Path]:
+    """data/renders-like and data/assets-like folders; returns (renders_dir, assets_dir). `test_split` names the
+    scored objects' split ("heldout" in older manifests)."""
     renders, assets = root / "renders", root / "assets"
     (renders / "shards").mkdir(parents=True)
     assets.mkdir(parents=True)
@@ -37,7 +38,7 @@ def make_renders(root: Path, n_per_class: int = 2, azimuths=(0.0, 90.0, 180.0), 
     i = 0
     for label in CLASSES:
         for k in range(n_per_class + 1):  # one extra object per class goes to the train split
-            split = "train" if k == n_per_class else "heldout"
+            split = "train" if k == n_per_class else test_split
             asset_id = f"{i:02x}" + "ab" * 31
             asset_rows.append({"asset_id": asset_id, "name": f"{label} {k}", "label": label, "split": split,
                                "category": "furniture", "mesh": f"store/{asset_id}/m.obj"})
@@ -75,14 +76,29 @@ def toy_render_view(asset_row: dict, azimuth: float, elevation: float, distance:
     return draw_view(asset_row["label"], azimuth, elevation, distance)
 
 
+def tiny_model_cfg():
+    """The tiny-test CLIP with LoRA on its last block only: a frozen block below it, so the prefix is stored."""
+    from ovt.model import LoraParams, ModelParams, VIFormerParams
+
+    return ModelParams(arch="tiny-test", lora=LoraParams(placement="qkv", last_blocks=1),
+                       viformer=VIFormerParams(heads=4, ffn=64))
+
+
+def make_features(renders: Path, out: Path, dtype: str = "float16") -> dict:
+    """The features stage over the fixture renders, for the tiny models' frozen tower."""
+    from ovt.features import FeatureParams, FeaturePaths, run
+
+    return run(FeatureParams(dtype=dtype, batch_size=16), model=tiny_model_cfg(), seed=0,
+               paths=FeaturePaths(renders_dir=renders, out_dir=out, stats=None), progress=False)
+
+
 def save_tiny_models(models_dir: Path, variants=("contrastive", "ovt")) -> None:
     """Saved OVT models on the tiny-test CLIP, LoRA weights randomised per variant (untrained, but distinct)."""
     import torch
 
-    from ovt.model import LoraParams, ModelParams, VIFormerParams, build_base, build_ovt_model
+    from ovt.model import build_base, build_ovt_model
 
-    cfg = ModelParams(arch="tiny-test", lora=LoraParams(placement="qkv", last_blocks=None),
-                      viformer=VIFormerParams(heads=4, ffn=64))
+    cfg = tiny_model_cfg()
     for s, v in enumerate(variants):
         model = build_ovt_model(cfg, build_base(cfg))
         g = torch.Generator().manual_seed(s)

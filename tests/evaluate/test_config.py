@@ -1,22 +1,23 @@
 import pytest
 
-from ovt.evaluate.config import AdversarialParams, EvaluateParams
+from ovt.evaluate.config import EvaluateParams, SearchParams
 from ovt.params_base import ParamsError, validate_block
 
 
 def test_defaults_validate_and_are_the_embedded_default():
     cfg = EvaluateParams()
     assert cfg.templates[0] == "a 3D render of a {}." and cfg.prompt_names["plug"] == "wall power outlet"
-    assert cfg.logit_scale == 100.0 and cfg.adversarial.budget == 48
+    assert cfg.logit_scale == 100.0 and cfg.split == "test" and cfg.search.n_random <= cfg.search.budget
 
 
 @pytest.mark.parametrize("block, needle", [
     ({"templates": ["no slot"]}, "templates"),
     ({"elevation_edges": [0, 0, 10]}, "elevation_edges"),
     ({"wise_alphas": [1.5]}, "wise_alphas"),
-    ({"adversarial": {"budget": 4, "n_random": 8}}, "adversarial"),
-    ({"adversarial": {"elevation_range": [10, -10]}}, "elevation_range"),
-    ({"bootstrap": {"ci": 1.5}}, "bootstrap.ci"),
+    ({"search": {"budget": 4, "n_random": 8}}, "search"),
+    ({"search": {"elevation_range": [10, -10]}}, "elevation_range"),
+    ({"intervals": {"ci": 1.5}}, "intervals.ci"),
+    ({"split": "heldout"}, "split"),
     ({"typo_key": 1}, "typo_key"),
 ])
 def test_bad_params_name_the_bad_key(block, needle):
@@ -24,6 +25,6 @@ def test_bad_params_name_the_bad_key(block, needle):
         validate_block(EvaluateParams, block, name="evaluate")
 
 
-def test_adversarial_block_is_frozen():
+def test_search_block_is_frozen():
     with pytest.raises(Exception):
-        AdversarialParams().budget = 3
+        SearchParams().budget = 3

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from ovt.evaluate.metrics import (ViewResults, accuracy_grid, azimuth_bin, consistency_per_object, elevation_band,
-                                  object_stats, point_metrics)
+                                  km_median, object_stats, point_metrics, true_margin)
 
 
 def _onehot_logits(preds, n_classes=3):
@@ -35,7 +35,7 @@ def test_mean_worst_view_canonical_gap_on_hand_made_predictions():
     assert m["canonical_acc"] == pytest.approx(2 / 3)
     assert m["off_canonical_acc"] == pytest.approx(5 / 6)
     assert m["canonical_gap"] == pytest.approx(2 / 3 - 5 / 6)
-    assert np.isnan(m["adversarial_acc"])  # no search was run
+    assert np.isnan(m["search_worst_margin"]) and np.isnan(m["search_median_renders"])  # no search was run
 
 
 def test_topk_counts_second_choice():
@@ -46,17 +46,43 @@ def test_topk_counts_second_choice():
     assert m["mean_acc"] == 0.0 and m["topk_acc"] == 1.0
 
 
-def test_heldout_bands_and_adversarial_columns():
+def test_band_and_search_columns():
     preds = [0, 1, 0, 1]
     targets = [0, 0, 1, 1]
     objects = [0, 0, 1, 1]
     elevation = [10, 60, 10, 70]
-    s = object_stats(_results(preds, targets, objects, [1, 0, 1, 0], elevation=elevation),
-                     heldout_bands=[(45, 90)], adversarial_correct=np.array([0.0, np.nan]))
+    res = _results(preds, targets, objects, [1, 0, 1, 0], elevation=elevation)
+    # object 0: the search found margin -0.2 at render 3; object 1: not searched
+    s = object_stats(res, bands=[(45, 90)], search=np.array([[-0.2, 3, 1], [np.nan, np.nan, np.nan]]))
     m = point_metrics(s)
-    assert m["heldout_view_acc"] == pytest.approx(0.5)        # views at 60 (wrong) and 70 (right)
-    assert m["heldout_view_worst_acc"] == pytest.approx(0.5)  # object 1 right on all its band views
-    assert m["adversarial_acc"] == 0.0                         # only object 0 searched, and it fell
+    assert m["band_acc"] == pytest.approx(0.5)        # views at 60 (wrong) and 70 (right)
+    assert m["band_worst_acc"] == pytest.approx(0.5)  # object 1 right on all its band views
+    # one-hot logits of 5: a right view has margin +5/100, a wrong one -5/100; both objects have a wrong view
+    assert m["worst_view_margin"] == pytest.approx(-0.05)
+    assert m["search_worst_margin"] == pytest.approx(-0.2) and m["search_fooled_rate"] == 1.0
+    assert m["search_median_renders"] == 3.0
+    # a search weaker than the grid still reports the grid's worst margin
+    weak = point_metrics(object_stats(res, search=np.array([[0.3, 8, 0], [0.3, 8, 0]])))
+    assert weak["search_worst_margin"] == pytest.approx(-0.05) and weak["search_fooled_rate"] == 0.0
+    assert weak["search_median_renders"] == 9.0  # never reached within the budget: budget + 1
+
+
+def test_true_margin_sign_matches_correctness():
+    logits = np.array([[3.0, 1.0, 0.0], [1.0, 2.5, 0.0], [0.0, 0.0, 4.0]])
+    assert true_margin(logits, np.array([0, 0, 2])).tolist() == [2.0, -1.5, 4.0]
+
+
+def test_kaplan_meier_median_with_censoring_and_weights():
+    # events at 1, 2; censored at 4, 4 (budget 4): S(1)=3/4, S(2)=3/4*2/3=1/2 -> median 2
+    time, event = np.array([1, 2, 4, 4]), np.array([1, 1, 0, 0])
+    assert km_median(time, event, np.ones((1, 4)))[0] == 2.0
+    # censoring is not failure: dropping the censored objects' weight changes the answer to 1 event of 2 at t=1
+    assert km_median(time, event, np.array([[1.0, 1.0, 0.0, 0.0]]))[0] == 1.0
+    # resample weights: the second object drawn 3 times -> S(1)=5/6, S(2)=5/6*2/5=1/3 -> 2
+    w = np.array([[1.0, 3.0, 1.0, 1.0], [0.0, 0.0, 2.0, 2.0]])
+    out = km_median(time, event, w)
+    assert out[0] == 2.0 and out[1] == 5.0  # only censored objects: not reached, budget + 1
+    assert np.isnan(km_median(np.array([], int), np.array([], bool), np.ones((1, 0)))).all()
 
 
 def test_consistency_is_one_for_identical_views_and_lower_for_spread_views():

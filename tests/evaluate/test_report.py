@@ -4,7 +4,7 @@ import math
 import numpy as np
 import pytest
 
-from ovt.evaluate.bootstrap import paired_bootstrap
+from ovt.evaluate.intervals import paired_bootstrap
 from ovt.evaluate.metrics import COL, COLUMNS
 from ovt.evaluate.report import flatten, log_to_mlflow, metrics_doc, summary_table
 

@@ -1,6 +1,6 @@
 import numpy as np
 
-from ovt.evaluate.bootstrap import paired_bootstrap, resample_weights
+from ovt.evaluate.intervals import paired_bootstrap, resample_weights
 from ovt.evaluate.metrics import COL, COLUMNS
 
 

@@ -1,8 +1,8 @@
-"""Held-out views: select them from the render manifest and read their images from the webdataset shards.
+"""The views scored: one split's labelled rows of the render manifest, and their images from the shards.
 
-Only rows with split == "heldout" and a label are used; these objects were never seen by the bootstrap or by
-training. Rows are ordered by (asset_id, view) so every model sees the same row order, which the paired
-bootstrap relies on.
+`evaluate.split` picks the objects: `test` (manifest split "test"; older manifests call it "heldout") or
+`validation`. Neither was seen by the bootstrap or by training. Rows are ordered by (asset_id, view) so every
+model sees the same row order, which the paired intervals rely on.
 """
 
 from __future__ import annotations
@@ -21,8 +21,12 @@ from ovt.io import read_jsonl
 log = logging.getLogger(__name__)
 
 
+# evaluate.split -> the manifest split values that mean it ("heldout" is the test split of older manifests)
+SPLIT_VALUES: dict[str, tuple[str, ...]] = {"test": ("test", "heldout"), "validation": ("validation",)}
+
+
 @dataclass
-class HeldoutViews:
+class EvalViews:
     rows: list[dict]                # render-manifest rows, ordered by (asset_id, view)
     images: list[Image.Image]       # RGB, aligned with rows
     classnames: tuple[str, ...]     # vocabulary (label space)
@@ -43,13 +47,16 @@ class HeldoutViews:
         return np.array([bool(r["canonical"]) for r in self.rows])
 
 
-def select_heldout_rows(manifest_rows: list[dict], max_objects: int | None = None) -> list[dict]:
+def select_rows(manifest_rows: list[dict], split: str = "test", max_objects: int | None = None) -> list[dict]:
     required = ("key", "shard", "asset_id", "view", "azimuth", "elevation", "canonical", "split", "label")
     for i, r in enumerate(manifest_rows[:1] + manifest_rows[-1:]):
         missing = [k for k in required if k not in r]
         if missing:
             raise ValueError(f"render manifest row {r.get('key', i)!r} lacks field(s) {missing}")
-    rows = [r for r in manifest_rows if r["split"] == "heldout" and r["label"] is not None]
+    if split not in SPLIT_VALUES:
+        raise ValueError(f"evaluate.split must be one of {sorted(SPLIT_VALUES)}, got {split!r}")
+    wanted = SPLIT_VALUES[split]
+    rows = [r for r in manifest_rows if r["split"] in wanted and r["label"] is not None]
     rows.sort(key=lambda r: (r["asset_id"], int(r["view"])))
     if max_objects is not None:
         keep = sorted({r["asset_id"] for r in rows})[:max_objects]
@@ -58,7 +65,7 @@ def select_heldout_rows(manifest_rows: list[dict], max_objects: int | None = Non
 
 
 def vocabulary(assets_manifest: Path | None, rows: list[dict]) -> tuple[str, ...]:
-    """Sorted label space: every label in the acquire manifest (train + held-out) when given, else the rows'."""
+    """Sorted label space: every label in the acquire manifest (all splits) when given, else the rows'."""
     labels: set[str] = set()
     if assets_manifest is not None and Path(assets_manifest).is_file():
         labels = {r["label"] for r in read_jsonl(assets_manifest) if r.get("label") is not None}
@@ -96,23 +103,24 @@ def read_shard_images(renders_dir: Path, rows: list[dict],
     return images
 
 
-def load_heldout_views(renders_dir: Path, assets_manifest: Path | None, *, max_objects: int | None,
-                       on_failure: Callable[[dict, str, str], None]) -> HeldoutViews:
+def load_views(renders_dir: Path, assets_manifest: Path | None, *, split: str = "test",
+               max_objects: int | None, on_failure: Callable[[dict, str, str], None]) -> EvalViews:
     manifest = Path(renders_dir) / "manifest.jsonl"
     if not manifest.is_file():
         raise FileNotFoundError(f"render manifest not found: {manifest}")
-    rows = select_heldout_rows(read_jsonl(manifest), max_objects)
+    rows = select_rows(read_jsonl(manifest), split, max_objects)
     if not rows:
-        raise ValueError(f"no held-out labelled views in {manifest} (split == 'heldout' and label not null)")
+        raise ValueError(f"no labelled {split} views in {manifest} (split in {list(SPLIT_VALUES[split])} and "
+                         f"label not null)")
     images = read_shard_images(Path(renders_dir), rows, on_failure)
     rows = [r for r in rows if r["key"] in images]
     if not rows:
-        raise ValueError(f"none of the held-out views in {manifest} could be read from the shards")
+        raise ValueError(f"none of the {split} views in {manifest} could be read from the shards")
     classnames = vocabulary(assets_manifest, rows)
     cls_index = {c: i for i, c in enumerate(classnames)}
     object_ids = tuple(sorted({r["asset_id"] for r in rows}))
     obj_index = {a: i for i, a in enumerate(object_ids)}
-    return HeldoutViews(
+    return EvalViews(
         rows=rows,
         images=[images[r["key"]] for r in rows],
         classnames=classnames,

@@ -1,4 +1,4 @@
-"""Paired bootstrap over held-out objects.
+"""Confidence intervals: paired bootstrap over the scored objects.
 
 Objects, not views, are the independent units (views of one object are strongly correlated), so resampling draws
 objects with replacement. One set of resample weights is shared by every model: the interval of a difference
