@@ -34,10 +34,14 @@ def _check_params(path: Path = Path("params.yaml")):
         exit_params_error(err)
 
 
-def _client_env() -> dict[str, str]:
+def _client_env(params=None) -> dict[str, str]:
     from ovt.services import client_env
 
     env = client_env()
+    if params is not None:  # MLflow's own per-request retries off: the registry's retry loop is the only one
+        from ovt.registry.retry import mlflow_http_env
+
+        env.update(mlflow_http_env(params.registry.retry))
     os.environ.update(env)  # this process (flows, mlflow clients) and its children see the same settings
     return env
 
@@ -69,12 +73,12 @@ def run(stage: Optional[List[str]] = typer.Option(None, "--stage", "-s", help="o
         start_services: bool = typer.Option(True, "--up/--no-up", help="start the local services first")) -> None:
     """The whole pipeline as a Prefect flow on the local server: services check, dvc repro stage by stage,
     dvc push, MLflow register (the last DVC stage) and the promotion gate."""
-    _check_params()
+    p = _check_params()
     if start_services:
         from ovt.services import up as services_up
 
         services_up(None)
-    _client_env()
+    _client_env(p)
     from flows.deploy import scheduled_pipeline
 
     summary = scheduled_pipeline(stages=stage or None, push=push, promote=promote)
@@ -87,8 +91,7 @@ def repro(stage: Optional[str] = typer.Argument(None, help=f"one of {', '.join(S
     """`dvc repro` without Prefect (with the local services' client settings)."""
     from ovt import pipeline as dvcrun
 
-    _check_params()
-    env = _client_env()
+    env = _client_env(_check_params())
     try:
         res = dvcrun.repro(stage, env=env, force=force, on_line=lambda line: typer.echo(line, err=True))
     except dvcrun.DvcError as err:  # dvc's own output was streamed above: one line, no traceback
@@ -101,7 +104,7 @@ def repro(stage: Optional[str] = typer.Argument(None, help=f"one of {', '.join(S
 def promote(params_path: Path = typer.Option(Path("params.yaml"), "--params")) -> None:
     """Promotion gate: move `champion` to the `challenger` version only when it beats the champion."""
     p = _check_params(params_path)
-    _client_env()
+    _client_env(p)
     from ovt.registry.promote import promote as run_gate
 
     typer.echo(json.dumps(run_gate(p.registry).to_json(), indent=2, default=str))

@@ -26,7 +26,7 @@ from typing import Any
 
 from ovt.registry.config import RegisterParams
 from ovt.registry.lineage import Lineage, collect
-from ovt.registry.retry import RegistryError, is_transient, single_layer_http_retries, with_retries
+from ovt.registry.retry import RegistryError, is_transient, warn_if_nested_retries, with_retries
 
 log = logging.getLogger(__name__)
 
@@ -120,15 +120,15 @@ def register(cfg: RegisterParams, *, root: Path, models_dir: Path, eval_dir: Pat
     lineage = collect(cfg, root=root, models_dir=models_dir, eval_dir=eval_dir)
     if base_dir is None and (models_dir / "base").is_dir():
         base_dir = models_dir / "base"
-    with single_layer_http_retries(cfg.retry):
-        try:
-            return _register(cfg, lineage, models_dir / cfg.variant, base_dir)
-        except RegistryError:
-            raise
-        except Exception as exc:
-            if is_transient(exc):
-                raise RegistryError(_outage_message(exc)) from exc
-            raise
+    warn_if_nested_retries(cfg.retry)
+    try:
+        return _register(cfg, lineage, models_dir / cfg.variant, base_dir)
+    except RegistryError:
+        raise
+    except Exception as exc:
+        if is_transient(exc):
+            raise RegistryError(_outage_message(exc)) from exc
+        raise
 
 
 def _outage_message(exc: BaseException) -> str:
