@@ -7,7 +7,7 @@ Order of operations, chosen so that a crash or an outage at any point leaves a s
    - state `complete`  -> nothing to do (idempotent);
    - state `registering` and READY -> resume: set the alias, mark complete;
    - state `registering` and not READY (failed/pending registration) -> delete it and register afresh;
-3. start a run, log the pyfunc model (artifacts go to S3 through MLflow: the step an S3 outage breaks; no version
+3. start a run, log the model from code (artifacts go to S3 through MLflow: the step an S3 outage breaks; no version
    exists yet, so a failure here leaves only a FAILED run and an unregistered logged model);
 4. create the version *with all lineage tags in the same request* and `ovt.state=registering`;
 5. set the alias; 6. set `ovt.state=complete` last.
@@ -181,8 +181,8 @@ def _register(cfg: RegisterParams, lineage: Lineage, model_dir: Path, base_dir: 
 
 
 def _log(model_dir: Path, base_dir: Path | None, cfg: RegisterParams, tmp: Path, tags: dict[str, str]) -> Any:
-    from ovt.registry.pyfunc import log_pyfunc
+    from ovt.registry.packaging import log_model
 
     staging = Path(tempfile.mkdtemp(prefix="stage-", dir=tmp))  # fresh per attempt: copytree needs a new target
-    return log_pyfunc(model_dir, base_dir, name=cfg.artifact_name, prompt_template=cfg.prompt_template,
+    return log_model(model_dir, base_dir, name=cfg.artifact_name, prompt_template=cfg.prompt_template,
                       staging=staging, tags=tags)
