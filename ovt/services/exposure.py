@@ -115,6 +115,38 @@ def probe_storage(s: ServiceSettings, existing_key: str) -> list[Attempt]:
     return out
 
 
+def probe_unauthenticated_servers(s: ServiceSettings) -> list[Attempt]:
+    """MLflow and Prefect have no authentication: a write and a delete from a local client succeed. Recorded (not
+    refused) so the report shows it; what keeps others out is the 127.0.0.1 bind (`listening_ports`)."""
+    import json
+
+    out: list[Attempt] = []
+
+    def post(name: str, port: int, url: str, body: dict, what: str) -> dict:
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
+                                     headers={"Content-Type": "application/json"})
+        try:
+            with opener.open(req, timeout=10) as resp:
+                out.append(Attempt(name, port, f"POST {url.split(str(port), 1)[1]} ({what})", False,
+                                   f"HTTP {resp.status}"))
+                raw = resp.read()
+                return json.loads(raw) if raw.strip() else {}
+        except urllib.error.HTTPError as e:
+            out.append(Attempt(name, port, f"POST {url.split(str(port), 1)[1]} ({what})", True, f"HTTP {e.code}"))
+        except OSError as e:
+            out.append(Attempt(name, port, f"POST {url.split(str(port), 1)[1]} ({what})", True, repr(e)))
+        return {}
+
+    api = f"{s.mlflow_url}/api/2.0/mlflow"
+    made = post("mlflow", s.mlflow_port, f"{api}/experiments/create", {"name": "ovt-exposure-probe"}, "write")
+    post("mlflow", s.mlflow_port, f"{api}/experiments/delete", {"experiment_id": made.get("experiment_id", "0")},
+         "delete")
+    made = post("prefect", s.prefect_port, f"{s.prefect_api_url}/flows/", {"name": "ovt-exposure-probe"}, "write")
+    post("prefect", s.prefect_port, f"{s.prefect_api_url}/flows/filter", {}, "read")
+    return out
+
+
 def listening_ports(pid: int) -> dict[int, str]:
     """Every TCP port the process tree `pid` listens on -> the address it is bound to."""
     root = psutil.Process(pid)

@@ -9,7 +9,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from ovt.services import s3_client
-from ovt.services.exposure import listening_ports, probe_storage
+from ovt.services.exposure import listening_ports, probe_storage, probe_unauthenticated_servers
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -76,3 +76,22 @@ def test_the_probe_sees_an_open_filer(tmp_path):
     assert ("filer", f"PUT /buckets/{s.dvc_bucket}/ovt-exposure-probe.txt") in accepted
     assert ("master", "POST /dir/assign") in accepted
     assert any(name.endswith(".grpc") for name, _ in accepted)
+
+
+@pytest.mark.slow
+def test_mlflow_and_prefect_are_open_but_local_only(stack):
+    """They have no authentication of their own (documented): a local write succeeds; nothing else can reach them,
+    because every port they listen on is bound to 127.0.0.1."""
+    try:
+        stack.up(["mlflow", "prefect"])
+        attempts = probe_unauthenticated_servers(stack.settings)
+        for a in attempts:
+            print(f"{'refused' if a.refused else 'open':8} {a.port_name:12} {a.port:5}  {a.action}: {a.detail}")
+        assert {a.port_name for a in attempts if not a.refused} == {"mlflow", "prefect"}  # the probe reaches them
+        for name in ("mlflow", "prefect"):
+            (st,) = stack.status([name])
+            opened = listening_ports(st.pid)
+            print(f"{name}: listening on {sorted(opened.items())}")
+            assert opened and set(opened.values()) == {"127.0.0.1"}, opened
+    finally:
+        stack.down(["prefect", "mlflow"])
