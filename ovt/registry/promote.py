@@ -21,7 +21,12 @@ from typing import Any
 
 from ovt.io import canonical_json
 from ovt.registry.config import GateParams, RegisterParams
-from ovt.registry.retry import RegistryError, is_transient, warn_if_nested_retries, with_retries
+from ovt.registry.retry import (
+    RegistryError,
+    is_transient,
+    warn_if_nested_retries,
+    with_retries,
+)
 
 log = logging.getLogger(__name__)
 

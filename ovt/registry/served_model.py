@@ -27,7 +27,7 @@ class OVTServedModel(PythonModel):
         self.model = None
         self.prompt_template = "{}"
 
-    def load_context(self, context) -> None:  # noqa: ANN001
+    def load_context(self, context) -> None:
         from ovt.registry.predict import load_ovt_model
 
         config = json.loads(Path(context.artifacts[ART_CONFIG]).read_text(encoding="utf-8"))
@@ -36,7 +36,7 @@ class OVTServedModel(PythonModel):
         self.model = load_ovt_model(Path(context.artifacts[ART_MODEL]), Path(base) if base else None)
 
     # No type hints on predict: MLflow 3 would derive (and enforce) a schema from them instead of the signature.
-    def predict(self, context, model_input, params=None):  # noqa: ANN001, ANN201
+    def predict(self, context, model_input, params=None):
         import pandas as pd
 
         from ovt.registry.inputs import to_rows

@@ -160,7 +160,7 @@ def _caddy_blocks(text: str) -> dict[str, str]:
         else:
             head += ch
     assert depth == 0, "unbalanced braces"
-    restore = lambda t: t.replace("\0", "{").replace("\1", "}")  # noqa: E731
+    restore = lambda t: t.replace("\0", "{").replace("\1", "}")
     return {restore(k): restore(v) for k, v in blocks.items()}
 
 
@@ -187,7 +187,7 @@ def test_production_publishes_only_the_auth_proxy():
     assert set(upstreams) == {"mlflow:5000", "prefect:4200", "s3:8333"}
     for target in ("mlflow:5000", "prefect:4200"):  # no authentication of their own: the proxy's is required
         address, body = upstreams[target]
-        assert re.search(r"^\s*import auth\s*$", body, re.M), f"{address} -> {target} without basic auth"
+        assert re.search(r"^\s*import auth\s*$", body, re.MULTILINE), f"{address} -> {target} without basic auth"
     # S3 keeps its own authentication (signed requests); a basic-auth header would replace the signature
     assert "import auth" not in upstreams["s3:8333"][1]
     assert "-disableHttp" in svc["s3"]["command"]

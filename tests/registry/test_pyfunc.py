@@ -14,9 +14,9 @@ import pytest
 import torch
 from PIL import Image
 
-from ovt.registry.promote import promote
 from ovt.registry.inputs import to_rows
 from ovt.registry.predict import load_ovt_model, predict_rows
+from ovt.registry.promote import promote
 from ovt.registry.register import register
 
 REPO = Path(__file__).resolve().parents[2]

@@ -9,7 +9,11 @@ import pytest
 from botocore.exceptions import ClientError
 
 from ovt.services import s3_client
-from ovt.services.exposure import listening_ports, probe_storage, probe_unauthenticated_servers
+from ovt.services.exposure import (
+    listening_ports,
+    probe_storage,
+    probe_unauthenticated_servers,
+)
 
 pytestmark = pytest.mark.timeout(300)
 
