@@ -122,20 +122,20 @@ def probe_unauthenticated_servers(s: ServiceSettings) -> list[Attempt]:
 
     out: list[Attempt] = []
 
-    def post(name: str, port: int, url: str, body: dict, what: str) -> dict:
+    def post(name: str, port: int, url: str, body: dict | None, what: str, method: str = "POST") -> dict:
         opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-        req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
+        req = urllib.request.Request(url, data=None if body is None else json.dumps(body).encode(), method=method,
                                      headers={"Content-Type": "application/json"})
+        action = f"{method} {url.split(str(port), 1)[1]} ({what})"
         try:
             with opener.open(req, timeout=10) as resp:
-                out.append(Attempt(name, port, f"POST {url.split(str(port), 1)[1]} ({what})", False,
-                                   f"HTTP {resp.status}"))
+                out.append(Attempt(name, port, action, False, f"HTTP {resp.status}"))
                 raw = resp.read()
                 return json.loads(raw) if raw.strip() else {}
         except urllib.error.HTTPError as e:
-            out.append(Attempt(name, port, f"POST {url.split(str(port), 1)[1]} ({what})", True, f"HTTP {e.code}"))
+            out.append(Attempt(name, port, action, True, f"HTTP {e.code}"))
         except OSError as e:
-            out.append(Attempt(name, port, f"POST {url.split(str(port), 1)[1]} ({what})", True, repr(e)))
+            out.append(Attempt(name, port, action, True, repr(e)))
         return {}
 
     api = f"{s.mlflow_url}/api/2.0/mlflow"
@@ -143,7 +143,8 @@ def probe_unauthenticated_servers(s: ServiceSettings) -> list[Attempt]:
     post("mlflow", s.mlflow_port, f"{api}/experiments/delete", {"experiment_id": made.get("experiment_id", "0")},
          "delete")
     made = post("prefect", s.prefect_port, f"{s.prefect_api_url}/flows/", {"name": "ovt-exposure-probe"}, "write")
-    post("prefect", s.prefect_port, f"{s.prefect_api_url}/flows/filter", {}, "read")
+    post("prefect", s.prefect_port, f"{s.prefect_api_url}/flows/{made.get('id', 'missing')}", None, "delete",
+         method="DELETE")
     return out
 
 
