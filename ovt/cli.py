@@ -23,10 +23,25 @@ console = Console(stderr=True)
 STAGES = ["acquire", "render", "caption", "bootstrap", "train", "evaluate", "register"]
 
 
-def _client_env() -> dict[str, str]:
+def _check_params(path: Path = Path("params.yaml")):
+    """Validate params.yaml before anything runs: a bad key is one line each and exit 2, not a failed stage."""
+    from ovt.config import ParamsError, load_params
+    from ovt.entry import exit_params_error
+
+    try:
+        return load_params(path)
+    except ParamsError as err:
+        exit_params_error(err)
+
+
+def _client_env(params=None) -> dict[str, str]:
     from ovt.services import client_env
 
     env = client_env()
+    if params is not None:  # MLflow's own per-request retries off: the registry's retry loop is the only one
+        from ovt.registry.retry import mlflow_http_env
+
+        env.update(mlflow_http_env(params.registry.retry))
     os.environ.update(env)  # this process (flows, mlflow clients) and its children see the same settings
     return env
 
@@ -58,11 +73,12 @@ def run(stage: Optional[List[str]] = typer.Option(None, "--stage", "-s", help="o
         start_services: bool = typer.Option(True, "--up/--no-up", help="start the local services first")) -> None:
     """The whole pipeline as a Prefect flow on the local server: services check, dvc repro stage by stage,
     dvc push, MLflow register (the last DVC stage) and the promotion gate."""
+    p = _check_params()
     if start_services:
         from ovt.services import up as services_up
 
         services_up(None)
-    _client_env()
+    _client_env(p)
     from flows.deploy import scheduled_pipeline
 
     summary = scheduled_pipeline(stages=stage or None, push=push, promote=promote)
@@ -75,19 +91,23 @@ def repro(stage: Optional[str] = typer.Argument(None, help=f"one of {', '.join(S
     """`dvc repro` without Prefect (with the local services' client settings)."""
     from ovt import pipeline as dvcrun
 
-    env = _client_env()
-    res = dvcrun.repro(stage, env=env, force=force, on_line=lambda line: typer.echo(line, err=True))
+    env = _client_env(_check_params())
+    try:
+        res = dvcrun.repro(stage, env=env, force=force, on_line=lambda line: typer.echo(line, err=True))
+    except dvcrun.DvcError as err:  # dvc's own output was streamed above: one line, no traceback
+        console.print(str(err).splitlines()[0], markup=False, highlight=False)
+        raise typer.Exit(1) from None
     console.print(f"ran: {res.ran_stages or 'nothing'}; up to date: {res.skipped_stages or '-'}")
 
 
 @app.command()
 def promote(params_path: Path = typer.Option(Path("params.yaml"), "--params")) -> None:
     """Promotion gate: move `champion` to the `challenger` version only when it beats the champion."""
-    _client_env()
-    from ovt.config import load_params
+    p = _check_params(params_path)
+    _client_env(p)
     from ovt.registry.promote import promote as run_gate
 
-    typer.echo(json.dumps(run_gate(load_params(params_path).registry).to_json(), indent=2, default=str))
+    typer.echo(json.dumps(run_gate(p.registry).to_json(), indent=2, default=str))
 
 
 schedule_app = typer.Typer(help="The scheduled deployment of the full pipeline (flow.serve), stopped by `ovt down`.",
@@ -100,6 +120,7 @@ def schedule_start(interval: Optional[float] = typer.Option(None, help="seconds 
                                                                        "in params.yaml registry.schedule)"),
                    params_path: str = typer.Option("params.yaml", "--params")) -> None:
     """Start serving the scheduled deployment in the background (PID file in the state folder)."""
+    _check_params(Path(params_path))
     _client_env()
     from flows.deploy import start_schedule
 
@@ -124,13 +145,7 @@ def schedule_status() -> None:
 @app.command()
 def params(path: Path = typer.Option(Path("params.yaml"), help="params file to validate")) -> None:
     """Validate params.yaml against the schema and print the effective values."""
-    from ovt.config import ParamsError, load_params
-
-    try:
-        p = load_params(path)
-    except ParamsError as err:
-        console.print(f"[red]{err}[/]")
-        raise typer.Exit(2)
+    p = _check_params(path)
     typer.echo(json.dumps(p.model_dump(mode="json"), indent=2))
 
 

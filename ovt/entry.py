@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, NoReturn
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -27,7 +27,13 @@ def stage_main(run: Callable[[Any], object], *, params_path: str | Path = "param
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     try:
         params = load_params(params_path)
+        # A stage may validate a combination of keys only once it knows its inputs: same clean exit.
+        run(params)
     except ParamsError as err:
-        print(str(err), file=sys.stderr)
-        sys.exit(2)
-    run(params)
+        exit_params_error(err)
+
+
+def exit_params_error(err: BaseException) -> NoReturn:
+    """Print a params error (a header line, then one line per bad key) to stderr and exit 2: no traceback."""
+    print(str(err), file=sys.stderr)
+    sys.exit(2)

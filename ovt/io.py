@@ -18,13 +18,41 @@ from typing import Any, Iterable, Iterator
 _CHUNK = 1 << 20
 
 
+def current_umask() -> int:
+    """The process umask, read without changing it (os.umask can only be read by setting it, which would race with
+    other threads creating files)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)  # no /proc (macOS): the set-and-restore fallback
+    os.umask(mask)
+    return mask
+
+
+def chmod_like_open(path: str | os.PathLike, mode: int) -> None:
+    """mkstemp/mkdtemp create 0600/0700 entries; give them what open()/mkdir() would (0666/0777 minus umask), so
+    a stage output is readable by the group/others exactly when the user's umask says so."""
+    os.chmod(path, mode & ~current_umask())
+
+
 @contextlib.contextmanager
-def atomic_writer(path: str | os.PathLike, mode: str = "wb") -> Iterator[Any]:
-    """Open a temporary file beside `path`; on clean exit fsync it and rename it over `path`."""
+def atomic_writer(path: str | os.PathLike, mode: str = "wb", *, perms: int | None = None) -> Iterator[Any]:
+    """Open a temporary file beside `path`; on clean exit fsync it and rename it over `path`.
+
+    The file gets the permissions open() would give it (0666 minus the umask), or exactly `perms` (e.g. 0o600 for
+    a key), set before any byte is written."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        if perms is None:
+            chmod_like_open(tmp, 0o666)
+        else:
+            os.chmod(tmp, perms)
         with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as fh:
             yield fh
             fh.flush()
@@ -36,8 +64,8 @@ def atomic_writer(path: str | os.PathLike, mode: str = "wb") -> Iterator[Any]:
         raise
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    with atomic_writer(path, "wb") as fh:
+def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, perms: int | None = None) -> None:
+    with atomic_writer(path, "wb", perms=perms) as fh:
         fh.write(data)
 
 
@@ -60,6 +88,7 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
+        chmod_like_open(tmp, 0o777)
         yield tmp
         if path.exists():
             old = path.with_name(f".{path.name}.old")

@@ -6,13 +6,42 @@ with one message naming the key and what is allowed, instead of silently falling
 
 from __future__ import annotations
 
+import types
+import typing
+from functools import cache
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo, field_validator
+from pydantic_core import PydanticCustomError
+
+_UNIONS = (typing.Union, types.UnionType)
+
+
+@cache
+def _is_bool_annotation(ann: Any) -> bool:
+    """`bool`, or an Optional/Union of bool and None only."""
+    if ann is bool:
+        return True
+    if typing.get_origin(ann) in _UNIONS:
+        args = [a for a in typing.get_args(ann) if a is not type(None)]
+        return bool(args) and all(a is bool for a in args)
+    return False
 
 
 class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+    # Pydantic's lax mode turns "yes", "off", "0", 1 ... into booleans: a quoted "no" in params.yaml, or a number
+    # typed where a switch was meant, would silently pick a side. Switches take only YAML true/false.
+    @field_validator("*", mode="before")
+    @classmethod
+    def _strict_bool(cls, value: Any, info: ValidationInfo) -> Any:
+        if isinstance(value, bool) or value is None or info.field_name is None:
+            return value
+        field = cls.model_fields.get(info.field_name)
+        if field is not None and _is_bool_annotation(field.annotation):
+            raise PydanticCustomError("strict_bool", "must be true or false (a YAML boolean, not a string or number)")
+        return value
 
 
 class ParamsError(ValueError):

@@ -50,3 +50,31 @@ def test_sha256_file_matches_bytes(tmp_path):
     p = tmp_path / "b"
     p.write_bytes(b"hello" * 1000)
     assert io.sha256_file(p) == io.sha256_bytes(b"hello" * 1000)
+
+
+@pytest.mark.parametrize("umask, file_mode, dir_mode", [(0o022, 0o644, 0o755), (0o002, 0o664, 0o775),
+                                                        (0o077, 0o600, 0o700)])
+def test_outputs_follow_the_umask(tmp_path, umask, file_mode, dir_mode):
+    old = os.umask(umask)
+    try:
+        assert io.current_umask() == umask
+        io.atomic_write_json(tmp_path / "a.json", {"a": 1})
+        io.write_jsonl_atomic(tmp_path / "b.jsonl", [{"b": 2}])
+        with io.atomic_dir(tmp_path / "shards") as d:
+            (d / "x").write_text("x")
+        plain = tmp_path / "plain.txt"
+        plain.write_text("what open() gives")
+    finally:
+        os.umask(old)
+    for name in ("a.json", "b.jsonl", "plain.txt"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == file_mode, name
+    assert (tmp_path / "shards").stat().st_mode & 0o777 == dir_mode
+
+
+def test_explicit_perms_for_secrets(tmp_path):
+    old = os.umask(0o022)
+    try:
+        io.atomic_write_bytes(tmp_path / "key", b"secret", perms=0o600)
+    finally:
+        os.umask(old)
+    assert (tmp_path / "key").stat().st_mode & 0o777 == 0o600

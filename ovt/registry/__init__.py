@@ -1,4 +1,4 @@
-"""MLflow model registry for OVT adapters: pyfunc model, lineage, registration, promotion gate (issue 7).
+"""MLflow model registry for OVT adapters: the served model (from code, no pickle), lineage, registration, gate.
 
     from ovt.registry.register import register      # log + register models/<variant>, alias `challenger`
     from ovt.registry.promote import promote        # the gate: move `champion` when the challenger is better

@@ -21,7 +21,12 @@ from typing import Any
 
 from ovt.io import canonical_json
 from ovt.registry.config import GateParams, RegisterParams
-from ovt.registry.retry import RegistryError, is_transient, single_layer_http_retries, with_retries
+from ovt.registry.retry import (
+    RegistryError,
+    is_transient,
+    warn_if_nested_retries,
+    with_retries,
+)
 
 log = logging.getLogger(__name__)
 
@@ -129,27 +134,26 @@ def _set_tag(client: Any, cfg: RegisterParams, mv: Any, key: str, value: str, ch
     changed.append(f"v{mv.version}:{key}")
 
 
-def promote(cfg: RegisterParams, client: Any | None = None) -> Decision:
-    """Run the gate against the registry at MLFLOW_TRACKING_URI (or `client`)."""
-    with single_layer_http_retries(cfg.retry):
-        try:
-            return _promote(cfg, client or _client())
-        except RegistryError:
-            raise
-        except Exception as exc:
-            if is_transient(exc):
-                import mlflow
+def promote(cfg: RegisterParams, client: Any | None = None, *, tracking_uri: str | None = None) -> Decision:
+    """Run the gate against the registry at `tracking_uri` (default: MLflow's configured URI) or `client`."""
+    warn_if_nested_retries(cfg.retry)
+    client = client or _client(tracking_uri)
+    try:
+        return _promote(cfg, client)
+    except RegistryError:
+        raise
+    except Exception as exc:
+        if is_transient(exc):
+            raise RegistryError(f"promotion gate could not reach MLflow at {client.tracking_uri} "
+                                f"({type(exc).__name__}: {str(exc)[:300]}); nothing was changed "
+                                f"after the failing call: rerun when the server is back") from exc
+        raise
 
-                raise RegistryError(f"promotion gate could not reach MLflow at {mlflow.get_tracking_uri()} "
-                                    f"({type(exc).__name__}: {str(exc)[:300]}); nothing was changed "
-                                    f"after the failing call: rerun when the server is back") from exc
-            raise
 
-
-def _client() -> Any:
+def _client(tracking_uri: str | None = None) -> Any:
     from mlflow import MlflowClient
 
-    return MlflowClient()
+    return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
 
 
 def _promote(cfg: RegisterParams, client: Any) -> Decision:

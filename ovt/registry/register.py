@@ -7,7 +7,7 @@ Order of operations, chosen so that a crash or an outage at any point leaves a s
    - state `complete`  -> nothing to do (idempotent);
    - state `registering` and READY -> resume: set the alias, mark complete;
    - state `registering` and not READY (failed/pending registration) -> delete it and register afresh;
-3. start a run, log the pyfunc model (artifacts go to S3 through MLflow: the step an S3 outage breaks; no version
+3. start a run, log the model from code (artifacts go to S3 through MLflow: the step an S3 outage breaks; no version
    exists yet, so a failure here leaves only a FAILED run and an unregistered logged model);
 4. create the version *with all lineage tags in the same request* and `ovt.state=registering`;
 5. set the alias; 6. set `ovt.state=complete` last.
@@ -26,7 +26,7 @@ from typing import Any
 
 from ovt.registry.config import RegisterParams
 from ovt.registry.lineage import Lineage, collect
-from ovt.registry.retry import RegistryError, is_transient, single_layer_http_retries, with_retries
+from ovt.registry.retry import RegistryError, is_transient, warn_if_nested_retries, with_retries
 
 log = logging.getLogger(__name__)
 
@@ -120,15 +120,15 @@ def register(cfg: RegisterParams, *, root: Path, models_dir: Path, eval_dir: Pat
     lineage = collect(cfg, root=root, models_dir=models_dir, eval_dir=eval_dir)
     if base_dir is None and (models_dir / "base").is_dir():
         base_dir = models_dir / "base"
-    with single_layer_http_retries(cfg.retry):
-        try:
-            return _register(cfg, lineage, models_dir / cfg.variant, base_dir)
-        except RegistryError:
-            raise
-        except Exception as exc:
-            if is_transient(exc):
-                raise RegistryError(_outage_message(exc)) from exc
-            raise
+    warn_if_nested_retries(cfg.retry)
+    try:
+        return _register(cfg, lineage, models_dir / cfg.variant, base_dir)
+    except RegistryError:
+        raise
+    except Exception as exc:
+        if is_transient(exc):
+            raise RegistryError(_outage_message(exc)) from exc
+        raise
 
 
 def _outage_message(exc: BaseException) -> str:
@@ -181,8 +181,8 @@ def _register(cfg: RegisterParams, lineage: Lineage, model_dir: Path, base_dir: 
 
 
 def _log(model_dir: Path, base_dir: Path | None, cfg: RegisterParams, tmp: Path, tags: dict[str, str]) -> Any:
-    from ovt.registry.pyfunc import log_pyfunc
+    from ovt.registry.packaging import log_model
 
     staging = Path(tempfile.mkdtemp(prefix="stage-", dir=tmp))  # fresh per attempt: copytree needs a new target
-    return log_pyfunc(model_dir, base_dir, name=cfg.artifact_name, prompt_template=cfg.prompt_template,
+    return log_model(model_dir, base_dir, name=cfg.artifact_name, prompt_template=cfg.prompt_template,
                       staging=staging, tags=tags)

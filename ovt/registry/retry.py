@@ -6,11 +6,11 @@ answer (bad name, missing version, bad alias) will not fix itself and is raised 
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import time
-from typing import Callable, Iterator, TypeVar
+from collections.abc import Callable, Mapping
+from typing import TypeVar
 
 from ovt.registry.config import RetryParams
 
@@ -68,22 +68,28 @@ def _short(exc: BaseException, n: int = 300) -> str:
     return s if len(s) <= n else s[:n] + "…"
 
 
-@contextlib.contextmanager
-def single_layer_http_retries(cfg: RetryParams) -> Iterator[None]:
-    """Switch MLflow's own urllib3 retries off for the block, so `with_retries` is the one retry loop.
+def mlflow_http_env(cfg: RetryParams, environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The MLflow client variables that make `with_retries` the one retry loop, for the process that registers or
+    promotes: merge them into the environment *that process is started with* (the CLI, the flow, a stage's
+    subprocess). The library never changes os.environ: the variables are process configuration, read by MLflow at
+    every request, and a library editing them would change them for every thread of its caller.
 
     MLflow defaults to 7 retries with backoff factor 2 per request (about two minutes) and S3 uploads through the
-    MLflow artifact proxy nest another layer: a dead store would be reported only after many minutes.
-    User-set values win: we only fill in unset variables.
+    MLflow artifact proxy nest another layer: a dead store would be reported only after many minutes. Values
+    already set in `environ` (the user's) are left out, so they win when merged.
     """
+    environ = os.environ if environ is None else environ
     wanted = {
         "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
         "MLFLOW_HTTP_REQUEST_TIMEOUT": str(int(cfg.request_timeout_s)),
     }
-    added = {k: v for k, v in wanted.items() if k not in os.environ}
-    os.environ.update(added)
-    try:
-        yield
-    finally:
-        for k in added:
-            os.environ.pop(k, None)
+    return {k: v for k, v in wanted.items() if k not in environ}
+
+
+def warn_if_nested_retries(cfg: RetryParams, environ: Mapping[str, str] | None = None) -> None:
+    """Say once per call when MLflow's own per-request retries are still on (an outage then takes minutes)."""
+    missing = mlflow_http_env(cfg, environ)
+    if "MLFLOW_HTTP_REQUEST_MAX_RETRIES" in missing:
+        log.warning("MLFLOW_HTTP_REQUEST_MAX_RETRIES is not set: MLflow retries each request itself inside our "
+                    "%d attempts; start this process with ovt.registry.retry.mlflow_http_env(...) merged into its "
+                    "environment (the ovt CLI and the pipeline flow do)", cfg.attempts)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from ovt.services.config import GRPC_OFFSET, ServiceSettings
 from ovt.services.process import ProcessSpec, ServiceError
+from ovt.services.seaweed_security import ensure_security
 
 log = logging.getLogger(__name__)
 
@@ -82,15 +83,24 @@ def s3_spec(s: ServiceSettings) -> ProcessSpec:
         "-s3.port.iceberg=0", "-s3.port.lance=0",
         "-webdav=false", "-admin.ui=false",
         "-master.telemetry=false",  # it would POST to telemetry.seaweedfs.com
+        # The master and filer HTTP APIs are unauthenticated: without them, the data is reachable only through
+        # the S3 gateway (signed requests), the volume server (JWT) and gRPC (mutual TLS); see seaweed_security.
+        "-disableHttp",
     ]
     env = _base_env(s)
+    # A WEED_* variable from the caller would override security.toml (e.g. blank out a JWT key): drop them all.
+    for key in [k for k in env if k.startswith("WEED_")]:
+        del env[key]
     # weed mini turns these two variables into its admin identity: this is what enforces authentication.
     env.update({"AWS_ACCESS_KEY_ID": s.access_key, "AWS_SECRET_ACCESS_KEY": s.secret_key.get_secret_value()})
     ports = []
     for p in (s.s3_port, s.s3_master_port, s.s3_volume_port, s.s3_filer_port, s.s3_admin_port):
         ports += [p, p + GRPC_OFFSET]
     return ProcessSpec(name="s3", argv=argv, env=env, cwd=data_dir, health_url=f"{s.s3_url}/healthz",
-                       url=s.s3_url, ports=tuple(ports), after_start=lambda: ensure_buckets(s))
+                       url=s.s3_url, ports=tuple(ports), after_start=lambda: ensure_buckets(s),
+                       # security.toml goes into weed's working directory, created on start only
+                       before_start=lambda: ensure_security(data_dir, s.state_dir / "s3-tls"),
+                       umask=0o077)  # its data, and the unix sockets weed creates in /tmp, for this user only
 
 
 def mlflow_spec(s: ServiceSettings) -> ProcessSpec:

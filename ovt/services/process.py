@@ -55,7 +55,9 @@ class ProcessSpec:
     url: str  # what a person opens / a client connects to
     ports: tuple[int, ...] = ()  # every port it binds: checked free before spawning
     cwd: Path | None = None
+    before_start: Callable[[], None] | None = field(default=None, compare=False)  # e.g. write credentials
     after_start: Callable[[], None] | None = field(default=None, compare=False)  # e.g. create buckets
+    umask: int = -1  # the child's umask; -1 keeps the caller's
 
 
 def http_ok(url: str, timeout: float = 2.0) -> bool:
@@ -136,12 +138,15 @@ class ManagedProcess:
         for d in (self.pid_file.parent, self.log_file.parent, self.spec.cwd):
             if d is not None:
                 d.mkdir(parents=True, exist_ok=True)
+        if self.spec.before_start is not None:
+            self.spec.before_start()
         with open(self.log_file, "ab") as logfh:
             stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
             logfh.write(f"\n===== {stamp} start: {' '.join(self.spec.argv)}\n".encode())
             logfh.flush()
             proc = subprocess.Popen(self.spec.argv, env=self.spec.env, cwd=self.spec.cwd, stdin=subprocess.DEVNULL,
-                                    stdout=logfh, stderr=subprocess.STDOUT, start_new_session=True, close_fds=True)
+                                    stdout=logfh, stderr=subprocess.STDOUT, start_new_session=True, close_fds=True,
+                                    umask=self.spec.umask)
         atomic_write_text(self.pid_file, f"{proc.pid}\n")
         log.info("%s: started pid %d, waiting for %s", self.spec.name, proc.pid, self.spec.health_url)
         try:

@@ -135,3 +135,64 @@ def test_readme_documents_every_file():
     for f in PROD.iterdir():
         if f.name != "README.md" and not f.name.startswith("."):
             assert f.name in readme, f.name
+
+
+def _caddy_blocks(text: str) -> dict[str, str]:
+    """Top-level `address { body }` blocks of a Caddyfile (comments stripped, nested braces kept in the body).
+    `{$VAR}` / `{$VAR:default}` placeholders are text, not blocks."""
+    text = "\n".join(line.split("#", 1)[0] for line in text.splitlines())
+    text = re.sub(r"\{\$[A-Z0-9_]+(:[^{}]*)?\}", lambda m: m.group(0).replace("{", "\0").replace("}", "\1"), text)
+    blocks, depth, head, body = {}, 0, "", []
+    for ch in text:
+        if ch == "{":
+            depth += 1
+            if depth > 1:
+                body.append(ch)
+        elif ch == "}":
+            depth -= 1
+            if depth == 0:
+                blocks[head.strip()] = "".join(body)
+                head, body = "", []
+            else:
+                body.append(ch)
+        elif depth:
+            body.append(ch)
+        else:
+            head += ch
+    assert depth == 0, "unbalanced braces"
+    restore = lambda t: t.replace("\0", "{").replace("\1", "}")
+    return {restore(k): restore(v) for k, v in blocks.items()}
+
+
+def test_production_publishes_only_the_auth_proxy():
+    doc = _yaml("compose.yaml")
+    svc = doc["services"]
+    publishing = {name for name, s in svc.items() if s.get("ports") or s.get("network_mode") == "host"}
+    assert publishing == {"proxy"}
+    proxy = svc["proxy"]
+    assert re.fullmatch(r"caddy:\d+\.\d+\.\d+(-alpine)?", proxy["image"])  # the official image, pinned
+    # no credentials, no start: the compose file refuses to come up without them
+    env_text = json.dumps(proxy["environment"])
+    assert "${PROXY_USER:?" in env_text and "${PROXY_PASSWORD_HASH:?" in env_text
+    mount = next(v for v in proxy["volumes"] if v.endswith(":/etc/caddy/Caddyfile:ro"))
+    caddyfile = (PROD / mount.split(":")[0]).resolve()
+    blocks = _caddy_blocks(caddyfile.read_text())
+
+    snippet = blocks["(auth)"]
+    assert re.search(r"basic_auth\s*\{\s*\{\$PROXY_USER\}\s+\{\$PROXY_PASSWORD_HASH\}\s*\}", snippet)
+    upstreams = {}
+    for address, body in blocks.items():
+        for target in re.findall(r"reverse_proxy\s+(\S+)", body):
+            upstreams[target] = (address, body)
+    assert set(upstreams) == {"mlflow:5000", "prefect:4200", "s3:8333"}
+    for target in ("mlflow:5000", "prefect:4200"):  # no authentication of their own: the proxy's is required
+        address, body = upstreams[target]
+        assert re.search(r"^\s*import auth\s*$", body, re.MULTILINE), f"{address} -> {target} without basic auth"
+    # S3 keeps its own authentication (signed requests); a basic-auth header would replace the signature
+    assert "import auth" not in upstreams["s3:8333"][1]
+    assert "-disableHttp" in svc["s3"]["command"]
+    for key in ("WEED_JWT_SIGNING_KEY", "WEED_JWT_FILER_SIGNING_KEY"):
+        assert svc["s3"]["environment"][key].startswith(f"${{{key}:?")
+    # every published port is one the Caddyfile serves (or ACME/HTTPS)
+    served = {int(m) for a in blocks for m in re.findall(r":(\d+)\}", a)} | {80, 443}
+    assert {int(p.split(":")[-1]) for p in proxy["ports"]} <= served

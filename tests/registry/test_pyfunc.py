@@ -14,8 +14,9 @@ import pytest
 import torch
 from PIL import Image
 
+from ovt.registry.inputs import to_rows
+from ovt.registry.predict import load_ovt_model, predict_rows
 from ovt.registry.promote import promote
-from ovt.registry.pyfunc import load_ovt_model, predict_rows, to_rows
 from ovt.registry.register import register
 
 REPO = Path(__file__).resolve().parents[2]
@@ -86,8 +87,10 @@ FRESH = textwrap.dedent("""
     out = m.predict(pd.DataFrame({"image": imgs, "text": ["a 3D render of a chair.", "a bed"]}),
                     params={"class_names": ["chair", "bed"]})
     cols = m.predict({"text": ["a 3D render of a chair.", "a bed"]})  # dict of columns: the other spelling
+    import ovt
     print("RESULT" + json.dumps({"img": out["image_embedding"].tolist(), "txt": out["text_embedding"].tolist(),
-                                "probs": out["probs"].tolist(), "txt2": cols["text_embedding"].tolist()}))
+                                "probs": out["probs"].tolist(), "txt2": cols["text_embedding"].tolist(),
+                                "ovt": ovt.__file__}))
 """)
 
 
@@ -97,12 +100,15 @@ def test_champion_loads_in_fresh_process_with_training_side_embeddings(mlflow_st
     assert promote(cfg).champion_after == reg.version
     imgs = [base64.b64encode(_png(s)).decode() for s in (3, 4)]
     (tmp_path / "imgs.json").write_text(json.dumps(imgs))
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    # No PYTHONPATH to this checkout, pickle refused: the package must come from the model's own code path.
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["MLFLOW_ALLOW_PICKLE_DESERIALIZATION"] = "false"
     proc = subprocess.run([sys.executable, "-c", FRESH, mlflow_store, f"models:/{cfg.model_name}@champion",
                            str(tmp_path / "imgs.json")], capture_output=True, text=True, env=env, timeout=300,
-                          cwd=tmp_path)
+                          cwd=tmp_path, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     got = json.loads(proc.stdout.split("RESULT", 1)[1])
+    assert "/code/ovt/" in got["ovt"] and not got["ovt"].startswith(str(REPO)), got["ovt"]
 
     # the training side: the saved variant loaded by ovt.model, fed through its own preprocess
     ref = load_ovt_model(workspace / "models" / "ovt")
@@ -121,3 +127,37 @@ def test_champion_loads_in_fresh_process_with_training_side_embeddings(mlflow_st
     with torch.no_grad():
         base_img = torch.nn.functional.normalize(bare.encode_image(x), dim=-1).numpy()
     assert np.abs(base_img - img).max() > 1e-3
+
+
+def test_registered_artifact_holds_no_pickle_and_installable_requirements(mlflow_store, workspace, cfg, tmp_path):
+    import mlflow
+    import yaml
+
+    from ovt.registry.packaging import PICKLE_SUFFIXES
+
+    reg = register(cfg, root=workspace, models_dir=workspace / "models", eval_dir=workspace / "data" / "eval")
+    local = Path(mlflow.artifacts.download_artifacts(f"models:/{cfg.model_name}/{reg.version}",
+                                                     dst_path=str(tmp_path / "dl")))
+    files = [p.relative_to(local).as_posix() for p in local.rglob("*") if p.is_file()]
+    assert not [f for f in files if Path(f).suffix.lower() in PICKLE_SUFFIXES], files
+    assert not [f for f in files if "checkpoints/" in f or "__pycache__" in f]
+    flavor = yaml.safe_load((local / "MLmodel").read_text())["flavors"]["python_function"]
+    assert flavor["model_code_path"].endswith("served_model.py") and "python_model" not in flavor
+    assert {"artifacts/model/viformer.safetensors", "artifacts/model/model.json", "artifacts/serving.json",
+            "artifacts/model/adapter/adapter_model.safetensors", "served_model.py"} <= set(files)
+    assert "code/ovt/model/ovt_model.py" in files  # the package travels with the model
+    reqs = (local / "requirements.txt").read_text()
+    assert "ovt" not in reqs.replace("open_clip", "")  # no ovt-pipeline==0.1.0: nothing to install from nowhere
+    assert "torch==" in reqs and "safetensors==" in reqs
+
+
+def test_packaging_refuses_pickle_capable_files(variant_template, tmp_path):
+    import shutil
+
+    from ovt.registry.packaging import stage_artifacts
+
+    bad = tmp_path / "variant"
+    shutil.copytree(variant_template, bad)
+    (bad / "extra.pt").write_bytes(b"\x80\x04")
+    with pytest.raises(ValueError, match=r"extra\.pt: a \.pt file can hold a pickle"):
+        stage_artifacts(bad, None, tmp_path / "staging", "{}")

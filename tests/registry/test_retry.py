@@ -3,7 +3,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST
 
 from ovt.registry.config import RetryParams
-from ovt.registry.retry import is_transient, single_layer_http_retries, with_retries
+from ovt.registry.retry import is_transient, mlflow_http_env, with_retries
 
 
 def test_transient_errors_are_retried_with_exponential_backoff():
@@ -42,12 +42,38 @@ def test_permanent_mlflow_errors_are_not_retried():
     assert not is_transient(ValueError("bug"))
 
 
-def test_mlflow_http_retries_switched_off_only_inside_and_only_when_unset(monkeypatch):
-    monkeypatch.delenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", raising=False)
-    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "7")
+def test_mlflow_http_env_is_computed_not_applied(monkeypatch):
     import os
 
-    with single_layer_http_retries(RetryParams(request_timeout_s=30)):
-        assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "0"
-        assert os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "7"  # the user's value wins
-    assert "MLFLOW_HTTP_REQUEST_MAX_RETRIES" not in os.environ
+    monkeypatch.delenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", raising=False)
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "7")
+    before = dict(os.environ)
+    env = mlflow_http_env(RetryParams(request_timeout_s=30))
+    assert env == {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"}  # the user's timeout wins: not in the result
+    assert dict(os.environ) == before
+    assert mlflow_http_env(RetryParams(request_timeout_s=30), environ={}) == {
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
+
+
+def test_no_production_module_of_the_registry_writes_os_environ():
+    import ast
+    from pathlib import Path
+
+    import ovt.registry
+
+    offenders = []
+    for path in Path(ovt.registry.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            target = None
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+                obj = node.func.value
+                if (node.func.attr in ("update", "pop", "setdefault", "clear", "__setitem__", "putenv", "unsetenv")
+                        and ast.unparse(obj) in ("os.environ", "environ", "os")):
+                    target = ast.unparse(node)
+            elif isinstance(node, (ast.Assign, ast.Delete)):
+                for t in getattr(node, "targets", []):
+                    if isinstance(t, ast.Subscript) and ast.unparse(t.value) in ("os.environ", "environ"):
+                        target = ast.unparse(t)
+            if target:
+                offenders.append(f"{path.name}:{node.lineno}: {target}")
+    assert offenders == []

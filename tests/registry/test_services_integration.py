@@ -37,7 +37,12 @@ def stack(tmp_path_factory):
 def server(stack, monkeypatch):
     import mlflow
 
+    from ovt.registry.config import RetryParams
+    from ovt.registry.retry import mlflow_http_env
+
     env = stack.client_env()
+    # What the CLI / flow set for a process that registers: MLflow's own per-request retries off.
+    env.update(mlflow_http_env(RetryParams(request_timeout_s=20), environ={}))
     for k, v in env.items():
         if k != "PREFECT_API_URL":  # this test process keeps the harness/ephemeral Prefect
             monkeypatch.setenv(k, v)
