@@ -42,7 +42,7 @@ class MetricKeys(StrictModel):
     # Extra numbers copied onto the model version as tags (when present) for the registry UI; not gated.
     extra: list[str] = Field(default_factory=lambda: [
         "{variant}.mean_acc", "{variant}.canonical_gap", "{variant}.worst_view_acc_lo", "{variant}.worst_view_acc_hi",
-        "{variant}.heldout_view_acc", "{variant}.adversarial_acc", "n_objects"])
+        "{variant}.band_acc", "{variant}.search_worst_margin", "{variant}.search_median_renders", "n_objects"])
 
 
 class RetryParams(StrictModel):
