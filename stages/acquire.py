@@ -1,13 +1,13 @@
 """DVC stage `acquire`: 3D assets -> content-addressed store + manifest (params.yaml: base, acquire)."""
 
-from ovt.acquire import run
-from ovt.config import load_params
+from ovt.entry import stage_main
 
 
-def main() -> None:
-    p = load_params()
+def _run(p) -> None:
+    from ovt.acquire import run
+
     run(p.acquire, seed=p.base.seed, out_dir="data/assets")
 
 
 if __name__ == "__main__":
-    main()
+    stage_main(_run)
