@@ -73,6 +73,12 @@ class TextTower:
     def n_tokens(self, text: str) -> int:
         return len(self.tokenizer(text, truncation=False)["input_ids"])
 
+    def n_tokens_batch(self, texts: Sequence[str]) -> list[int]:
+        """One tokenizer call for many texts: the per-call overhead is most of the cost of a short caption."""
+        if not texts:
+            return []
+        return [len(ids) for ids in self.tokenizer(list(texts), truncation=False)["input_ids"]]
+
     def truncate(self, text: str, max_tokens: int) -> str:
         """Cut to the longest prefix that fits, ending on a whole word."""
         enc = self.tokenizer(text, truncation=True, max_length=max_tokens, return_offsets_mapping=True)
@@ -123,10 +129,10 @@ class Cleaner:
             self._class_emb = self.tower.embed(prompts, self.params.embed_batch_size)
         return self._class_emb
 
-    def _limit(self, text: str) -> tuple[str | None, bool]:
+    def _limit(self, text: str, n_tokens: int | None = None) -> tuple[str | None, bool]:
         p = self.params
         if p.tokenizer is not None:
-            if self.tower.n_tokens(text) <= p.max_tokens:
+            if (self.tower.n_tokens(text) if n_tokens is None else n_tokens) <= p.max_tokens:
                 return text, False
             return (None, False) if p.too_long == "drop" else (self.tower.truncate(text, p.max_tokens), True)
         words = text.split(" ")
@@ -144,12 +150,13 @@ class Cleaner:
             res.dropped.append({"key": c.key, "caption": c.caption, "reason": reason, "detail": detail})
             res.counts[f"dropped_{reason}"] += 1
 
-        for cap, cls, obj in zip(captions, classes, objects, strict=True):
-            text = normalise(cap.caption)
+        texts = [normalise(c.caption) for c in captions]
+        counts = self.tower.n_tokens_batch(texts) if self.params.tokenizer is not None else [None] * len(texts)
+        for cap, cls, obj, text, n_tok in zip(captions, classes, objects, texts, counts, strict=True):
             if len(text.split(" ")) < self.params.min_words or not text:
                 drop(cap, "empty")
                 continue
-            limited, truncated = self._limit(text)
+            limited, truncated = self._limit(text, n_tok)
             if not limited or len(limited.split(" ")) < self.params.min_words:
                 drop(cap, "too_long", f"over {self.params.max_tokens} tokens" if self.params.tokenizer
                      else f"over {self.params.max_words} words")
