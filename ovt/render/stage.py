@@ -1,7 +1,7 @@
 """The render stage: data/assets/manifest.jsonl + store -> data/renders/ (shards, manifest, failures, sheet).
 
-run() = plan (shards + content keys) -> execute the missing shards (local worker processes by default, or any
-executor, e.g. a Prefect task runner from flows/render_fanout.py) -> finalise (per-view manifest, failures report,
+run() = plan (shards + content keys) -> execute the missing shards (local worker processes, or a Dask cluster:
+`render.executor`, ovt/render/executors.py) -> finalise (per-view manifest, failures report,
 stats, contact sheet). Idempotent: complete shards are skipped by key; a killed run resumes per object.
 """
 
