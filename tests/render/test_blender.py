@@ -106,3 +106,30 @@ def test_same_glb_through_both_backends(tmp_path):
         red = gm & (gi[..., 0] > 150) & (gi[..., 1] < 90)
         if red.sum() > 150:  # the plate in plain view (not a glimpse of its shadowed back through the hole)
             assert (red & bm & (bi[..., 0] > 120) & (bi[..., 1] < 90)).sum() / red.sum() > 0.6
+
+
+@pytest.mark.parametrize("ext", ["ply", "stl"])
+def test_other_formats_import_in_the_same_frame(tmp_path, ext):
+    """PLY and STL go through bpy's own importers; an off-centre, asymmetric mesh lands on the same pixels."""
+    import trimesh
+
+    from ovt.render.blender import BlenderRenderer
+
+    body = trimesh.creation.box(extents=(1.0, 0.4, 0.6))
+    arm = trimesh.creation.box(extents=(0.2, 0.8, 0.2))
+    arm.apply_translation((0.4, 0.5, 0.0))
+    mesh = trimesh.util.concatenate([body, arm])
+    mesh.apply_translation((4.0, 2.0, -1.0))
+    path = tmp_path / f"m.{ext}"
+    mesh.export(path)
+    cfg = RenderParams(image_size=48, rings=(Ring(elevation=30, n_azimuth=2, azimuth_offset=40),), poles=False)
+    views, light = sample_views(cfg, 1), light_for_object(cfg, 1)
+    gl = GLRenderer(48, msaa=4)
+    try:
+        g = gl.render(load_normalised(path, None), views, light)
+    finally:
+        gl.close()
+    b = BlenderRenderer(BLENDER_PY, 48, samples=4, timeout_s=300).render_file(path, None, views, light)
+    for gi, bi in zip(g, b):
+        gm, bm = gi[..., 3] > 127, bi[..., 3] > 127
+        assert gm.sum() > 50 and (gm & bm).sum() / (gm | bm).sum() >= 0.85
