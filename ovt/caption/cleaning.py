@@ -64,19 +64,39 @@ class TextTower:
     """MiniLM tokenizer (length limit) and, loaded lazily, its encoder (consistency filter), local files only."""
 
     def __init__(self, path: str) -> None:
-        from transformers import AutoTokenizer
-
         self.path = path
-        self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        self._tokenizer = None
         self._model = None
+        # Counting tokens (every caption) needs only the Rust tokenizer, which loads in milliseconds; importing
+        # transformers costs seconds (a minute on a loaded 2-core machine), so AutoTokenizer is loaded only to
+        # truncate or embed. Same tokenizer.json, same special tokens, truncation and padding off as in
+        # `tokenizer(text, truncation=False)`: the same counts.
+        fast = Path(path) / "tokenizer.json"
+        self._counter = None
+        if fast.is_file():
+            from tokenizers import Tokenizer
+
+            self._counter = Tokenizer.from_file(str(fast))
+            self._counter.no_truncation()
+            self._counter.no_padding()
+
+    @property
+    def tokenizer(self):
+        if self._tokenizer is None:
+            from transformers import AutoTokenizer
+
+            self._tokenizer = AutoTokenizer.from_pretrained(self.path, local_files_only=True)
+        return self._tokenizer
 
     def n_tokens(self, text: str) -> int:
-        return len(self.tokenizer(text, truncation=False)["input_ids"])
+        return self.n_tokens_batch([text])[0]
 
     def n_tokens_batch(self, texts: Sequence[str]) -> list[int]:
         """One tokenizer call for many texts: the per-call overhead is most of the cost of a short caption."""
         if not texts:
             return []
+        if self._counter is not None:
+            return [len(e.ids) for e in self._counter.encode_batch(list(texts), add_special_tokens=True)]
         return [len(ids) for ids in self.tokenizer(list(texts), truncation=False)["input_ids"]]
 
     def truncate(self, text: str, max_tokens: int) -> str:
