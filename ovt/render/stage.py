@@ -76,7 +76,7 @@ def asset_bytes_digest(assets_dir: Path, row: dict) -> str:
 
 @dataclass(frozen=True)
 class RenderJob:
-    """Everything needed to render any shard of one run; small and picklable (ships to Dask/Ray workers)."""
+    """Everything needed to render any shard of one run; small and picklable (ships to Dask workers)."""
 
     cfg_json: str
     seed: int
