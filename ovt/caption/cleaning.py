@@ -64,14 +64,40 @@ class TextTower:
     """MiniLM tokenizer (length limit) and, loaded lazily, its encoder (consistency filter), local files only."""
 
     def __init__(self, path: str) -> None:
-        from transformers import AutoTokenizer
-
         self.path = path
-        self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        self._tokenizer = None
         self._model = None
+        # Counting tokens (every caption) needs only the Rust tokenizer, which loads in milliseconds; importing
+        # transformers costs seconds (a minute on a loaded 2-core machine), so AutoTokenizer is loaded only to
+        # truncate or embed. Same tokenizer.json, same special tokens, truncation and padding off as in
+        # `tokenizer(text, truncation=False)`: the same counts.
+        fast = Path(path) / "tokenizer.json"
+        self._counter = None
+        if fast.is_file():
+            from tokenizers import Tokenizer
+
+            self._counter = Tokenizer.from_file(str(fast))
+            self._counter.no_truncation()
+            self._counter.no_padding()
+
+    @property
+    def tokenizer(self):
+        if self._tokenizer is None:
+            from transformers import AutoTokenizer
+
+            self._tokenizer = AutoTokenizer.from_pretrained(self.path, local_files_only=True)
+        return self._tokenizer
 
     def n_tokens(self, text: str) -> int:
-        return len(self.tokenizer(text, truncation=False)["input_ids"])
+        return self.n_tokens_batch([text])[0]
+
+    def n_tokens_batch(self, texts: Sequence[str]) -> list[int]:
+        """One tokenizer call for many texts: the per-call overhead is most of the cost of a short caption."""
+        if not texts:
+            return []
+        if self._counter is not None:
+            return [len(e.ids) for e in self._counter.encode_batch(list(texts), add_special_tokens=True)]
+        return [len(ids) for ids in self.tokenizer(list(texts), truncation=False)["input_ids"]]
 
     def truncate(self, text: str, max_tokens: int) -> str:
         """Cut to the longest prefix that fits, ending on a whole word."""
@@ -123,10 +149,10 @@ class Cleaner:
             self._class_emb = self.tower.embed(prompts, self.params.embed_batch_size)
         return self._class_emb
 
-    def _limit(self, text: str) -> tuple[str | None, bool]:
+    def _limit(self, text: str, n_tokens: int | None = None) -> tuple[str | None, bool]:
         p = self.params
         if p.tokenizer is not None:
-            if self.tower.n_tokens(text) <= p.max_tokens:
+            if (self.tower.n_tokens(text) if n_tokens is None else n_tokens) <= p.max_tokens:
                 return text, False
             return (None, False) if p.too_long == "drop" else (self.tower.truncate(text, p.max_tokens), True)
         words = text.split(" ")
@@ -144,12 +170,13 @@ class Cleaner:
             res.dropped.append({"key": c.key, "caption": c.caption, "reason": reason, "detail": detail})
             res.counts[f"dropped_{reason}"] += 1
 
-        for cap, cls, obj in zip(captions, classes, objects, strict=True):
-            text = normalise(cap.caption)
+        texts = [normalise(c.caption) for c in captions]
+        counts = self.tower.n_tokens_batch(texts) if self.params.tokenizer is not None else [None] * len(texts)
+        for cap, cls, obj, text, n_tok in zip(captions, classes, objects, texts, counts, strict=True):
             if len(text.split(" ")) < self.params.min_words or not text:
                 drop(cap, "empty")
                 continue
-            limited, truncated = self._limit(text)
+            limited, truncated = self._limit(text, n_tok)
             if not limited or len(limited.split(" ")) < self.params.min_words:
                 drop(cap, "too_long", f"over {self.params.max_tokens} tokens" if self.params.tokenizer
                      else f"over {self.params.max_words} words")

@@ -1,5 +1,24 @@
-"""Render stage (issue 3): cameras, normalisation, gl + blender backends, webdataset shards.
+"""Render stage: cameras, normalisation, gl + blender backends, webdataset shards.
 
 Kept import-free on purpose: `ovt.render.normalize` is also imported inside the bpy interpreter (numpy 1.26, no
-pydantic), which must not pull in the rest of the package. Import submodules directly.
+pydantic), which must not pull in the rest of the package. Import submodules directly; `run` imports lazily.
 """
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class RenderPaths:
+    """The paths dvc.yaml declares for the render stage."""
+
+    assets_dir: str = "data/assets"
+    out_dir: str = "data/renders"
+
+
+def run(params, *, seed: int, paths: RenderPaths = RenderPaths()) -> dict:
+    """The render stage (`ovt.render.stage.run`) on `params` (the `render:` block)."""
+    from ovt.render.stage import run as run_stage
+
+    return run_stage(params, seed=seed, assets_dir=paths.assets_dir, out_dir=paths.out_dir)

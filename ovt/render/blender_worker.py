@@ -2,9 +2,12 @@
 
 It runs in the separate bpy interpreter (bpy pins numpy 1.26, so it cannot share the main venv) and imports nothing
 from the main stack except `ovt.render.normalize` (numpy + trimesh only) so that the normalisation matrix is
-computed by exactly the same code as in the gl backend. The OBJ is imported without axis conversion, so Blender's
-world coordinates are the raw mesh coordinates; the matrix then maps them into the normalised Y-up frame and the
-camera poses (OpenGL convention, which is also Blender's camera convention) are used unchanged.
+computed by exactly the same code as in the gl backend. Each format goes through bpy's own importer, set (or
+corrected) so that Blender's world coordinates are the raw file coordinates trimesh reads; the matrix then maps
+them into the normalised Y-up frame and the camera poses (OpenGL convention, which is also Blender's camera
+convention) are used unchanged. A format bpy cannot import (COLLADA left Blender in 5.0) is converted to GLB by
+trimesh first. Materials are then made to shade like gl: diffuse only, alpha-tested cut-outs (alpha < 0.5 is a
+hole), texture colour taken as stored (not premultiplied by its alpha), both faces drawn.
 
 Job JSON: {repo_root, mesh, rotation, size, samples, threads, light: {direction, ambient, key},
            views: [{pose (4x4), fov, distance}], out_dir}. Writes out_dir/NNN.png (RGBA, straight alpha).
@@ -25,12 +28,14 @@ def main(job_path: str) -> None:
 
     norm = load_normalised(job["mesh"], job["rotation"])
     bpy.ops.wm.read_factory_settings(use_empty=True)
-    # forward=Y, up=Z is Blender's own frame: no axis conversion, vertices keep their file coordinates
-    bpy.ops.wm.obj_import(filepath=job["mesh"], forward_axis="Y", up_axis="Z")
-    m = Matrix([list(r) for r in norm.matrix.tolist()])
+    to_raw = import_mesh(bpy, job["mesh"], job.get("tmp_dir") or job["out_dir"])
+    m = Matrix([list(r) for r in norm.matrix.tolist()]) @ to_raw
     for ob in bpy.context.scene.objects:
-        if ob.type == "MESH":
+        if ob.parent is None:  # roots only: children follow their parents
             ob.matrix_world = m @ ob.matrix_world
+    bpy.context.view_layer.update()
+    check_normalised(bpy, job["mesh"])
+    shade_like_gl(bpy)
 
     scene = bpy.context.scene
     scene.render.engine = "CYCLES"
@@ -73,6 +78,91 @@ def main(job_path: str) -> None:
         cam.matrix_world = Matrix(v["pose"])
         scene.render.filepath = f"{job['out_dir']}/{i:03d}.png"
         bpy.ops.render.render(write_still=True)
+
+
+# forward=Y, up=Z is Blender's own frame: these importers then keep the file's coordinates unchanged
+_NATIVE = {".obj": "obj_import", ".ply": "ply_import", ".stl": "stl_import"}
+
+
+def import_mesh(bpy, path: str, tmp_dir: str):
+    """Import one mesh file; returns the matrix from Blender's world to the file's raw coordinates."""
+    from mathutils import Matrix
+
+    ext = path[path.rfind("."):].lower()
+    if ext in _NATIVE:
+        getattr(bpy.ops.wm, _NATIVE[ext])(filepath=path, forward_axis="Y", up_axis="Z")
+        return Matrix.Identity(4)
+    if ext not in (".glb", ".gltf"):
+        # no bpy importer (e.g. .dae in Blender 5): the same scene trimesh reads, as GLB
+        import trimesh
+
+        scene = trimesh.load(path, force="scene")
+        path = f"{tmp_dir}/converted.glb"
+        scene.export(path)
+    bpy.ops.import_scene.gltf(filepath=path)
+    # glTF is Y-up; the importer turns it Z-up with +90 deg about X. Undo that: world = raw file coordinates.
+    return Matrix.Rotation(math.radians(-90.0), 4, "X")
+
+
+def check_normalised(bpy, path: str) -> None:
+    """After normalisation every vertex lies in the unit sphere; anything else means the import frame is wrong."""
+    r = 0.0
+    for ob in bpy.context.scene.objects:
+        if ob.type == "MESH":
+            mw, verts = ob.matrix_world, ob.data.vertices
+            used = {i for poly in ob.data.polygons for i in poly.vertices}  # like the gl side: face vertices only
+            r = max([r, *((mw @ verts[i].co).length for i in used)])
+    if r == 0.0:
+        raise RuntimeError(f"{path}: bpy imported no mesh vertices")
+    if not 0.8 < r < 1.25:
+        raise RuntimeError(f"{path}: imported geometry does not match the normalisation (radius {r:.3f}, expected "
+                           f"1): the importer's axis or unit handling differs from trimesh's")
+
+
+def shade_like_gl(bpy) -> None:
+    for img in bpy.data.images:
+        img.alpha_mode = "CHANNEL_PACKED"  # colour as stored: not darkened where the texture's alpha is low
+    for mat in bpy.data.materials:
+        mat.use_backface_culling = False
+        if not mat.use_nodes:
+            continue
+        nodes, links = mat.node_tree.nodes, mat.node_tree.links
+        for bsdf in [n for n in nodes if n.type == "BSDF_PRINCIPLED"]:
+            bsdf.inputs["Metallic"].default_value = 0.0  # glTF's default is metallic 1: a mirror of the world
+            bsdf.inputs["Roughness"].default_value = 1.0
+            bsdf.inputs["Specular IOR Level"].default_value = 0.0
+            for link in list(bsdf.inputs["Metallic"].links) + list(bsdf.inputs["Roughness"].links):
+                links.remove(link)
+            # alpha test at 0.5 like gl's discard: a hole or fully opaque, never half-transparent
+            src = None
+            if bsdf.inputs["Alpha"].links:
+                src = bsdf.inputs["Alpha"].links[0].from_socket
+            else:
+                tex = _base_texture(bsdf)
+                if tex is not None:
+                    src = tex.outputs["Alpha"]
+            if src is not None:
+                cut = nodes.new("ShaderNodeMath")
+                cut.operation = "GREATER_THAN"
+                cut.inputs[1].default_value = 0.5
+                links.new(src, cut.inputs[0])
+                links.new(cut.outputs[0], bsdf.inputs["Alpha"])
+            elif bsdf.inputs["Alpha"].default_value < 0.5:
+                bsdf.inputs["Alpha"].default_value = 0.0
+            else:
+                bsdf.inputs["Alpha"].default_value = 1.0
+
+
+def _base_texture(bsdf):
+    """The image node feeding the base colour, directly or through colour-mixing nodes."""
+    stack = list(bsdf.inputs["Base Color"].links)
+    while stack:
+        node = stack.pop().from_node
+        if node.type == "TEX_IMAGE":
+            return node
+        for inp in node.inputs:
+            stack.extend(inp.links)
+    return None
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ from pydantic import Field, field_validator, model_validator
 from ovt.params_base import StrictModel
 
 # Bump when a code change alters rendered pixels or sample metadata: it is part of every shard's content key.
-RENDER_IMPL_VERSION = "render-1"
+RENDER_IMPL_VERSION = "render-2"
 
 
 class Ring(StrictModel):
@@ -64,6 +64,19 @@ class BlenderParams(StrictModel):
     threads: int = Field(default=0, ge=0)
 
 
+class ScratchParams(StrictModel):
+    """S3 scratch space for remote fan-out (workers that do not share the stage's disk).
+
+    `url` null: workers read the stage's asset paths and write shards into its output folder directly (a local
+    cluster or a shared file system). `url` set (s3://bucket/prefix): the stage uploads each shard's assets there
+    (content-addressed, uploaded once), workers render from their own temporary folder and upload the finished
+    shard, and the stage downloads it into its output. Credentials come from the standard AWS environment of each
+    process; the endpoint from `endpoint_url`, else $AWS_ENDPOINT_URL, else $MLFLOW_S3_ENDPOINT_URL."""
+
+    url: str | None = Field(default=None, pattern=r"^s3://[^/]+(/.*)?$")
+    endpoint_url: str | None = None
+
+
 class ContactSheetParams(StrictModel):
     max_objects: int = Field(default=12, ge=1)
     max_views: int = Field(default=8, ge=1)
@@ -102,11 +115,13 @@ class RenderParams(StrictModel):
     workers: int = Field(default=2, ge=1)
     object_timeout_s: float = Field(default=120.0, gt=0)
     limit: int | None = Field(default=None, ge=1, description="render only the first N assets (debugging)")
-    # how flows/render_fanout.py fans shards out: processes (the stage's own worker lanes), thread (Prefect
-    # ThreadPoolTaskRunner; each task drives its own worker process), dask or ray (prefect-dask / prefect-ray;
-    # a local cluster of `workers` processes, or the cluster at `cluster_address`)
-    task_runner: Literal["processes", "thread", "dask", "ray"] = "processes"
+    # how the stage fans its shards out: `processes` (one long-lived render worker process per lane on this machine)
+    # or `dask` (one task per shard on a dask.distributed cluster: the scheduler at `cluster_address`, or a local
+    # cluster of `workers` processes when it is null)
+    executor: Literal["processes", "dask"] = "processes"
     cluster_address: str | None = None
+    # dask workers without the stage's disk: assets travel to them and shards back through this S3 prefix
+    scratch: ScratchParams = ScratchParams()
     blender: BlenderParams = BlenderParams()
     contact_sheet: ContactSheetParams = ContactSheetParams()
 
@@ -148,7 +163,7 @@ class RenderParams(StrictModel):
     def output_fields(self) -> dict:
         """The params that determine rendered bytes (part of the shard content key); execution knobs are not."""
         d = self.model_dump(mode="json")
-        for k in ("workers", "object_timeout_s", "limit", "contact_sheet", "task_runner", "cluster_address"):
+        for k in ("workers", "object_timeout_s", "limit", "contact_sheet", "executor", "cluster_address", "scratch"):
             d.pop(k)
         d["blender"] = {"samples": self.blender.samples} if self.backend == "blender" else None
         return d

@@ -73,8 +73,13 @@ class GLRenderer:
         info = self.ctx.info
         return f"moderngl {self._mgl.__version__}; {info['GL_RENDERER']}; {info['GL_VERSION']}"
 
-    def render(self, mesh: NormalisedMesh, views: list[View], light: dict) -> list[np.ndarray]:
-        """RGBA uint8 images (straight alpha, rows top-to-bottom), one per view."""
+    def render(self, mesh: NormalisedMesh, views: list[View], light: dict,
+               background: tuple[float, float, float] | None = None) -> list[np.ndarray]:
+        """RGBA uint8 images (rows top-to-bottom), one per view; alpha is the coverage.
+
+        background=None: straight alpha (RGB of uncovered pixels is 0). With a background colour the RGB channels
+        come out already composited over it: GL clears to that colour and the MSAA resolve blends edges into it,
+        which costs nothing, whereas unpremultiplying and compositing on the CPU cost ~3 ms per view."""
         ctx, prog = self.ctx, self.prog
         owned = []  # GPU objects of this object only
         draws = []
@@ -107,7 +112,7 @@ class GLRenderer:
                 target.use()
                 ctx.enable(self._mgl.DEPTH_TEST)
                 ctx.disable(self._mgl.CULL_FACE)
-                target.clear(0.0, 0.0, 0.0, 0.0)
+                target.clear(*(background or (0.0, 0.0, 0.0)), 0.0)
                 for vao, tex in draws:
                     (tex or self._white).use(0)
                     prog["use_tex"].value = tex is not None
@@ -115,7 +120,9 @@ class GLRenderer:
                 if self.msaa_fbo is not None:
                     ctx.copy_framebuffer(self.fbo, self.msaa_fbo)
                 raw = np.frombuffer(self.fbo.read(components=4), np.uint8).reshape(self.size, self.size, 4)
-                out.append(_unpremultiply(raw[::-1]))
+                # without MSAA alpha is 0 or 255 and uncovered RGB is the clear colour: nothing to unpremultiply
+                straight = background is None and self.msaa_fbo is not None
+                out.append(_unpremultiply(raw[::-1]) if straight else raw[::-1])
             return out
         finally:
             for o in owned:

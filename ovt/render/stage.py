@@ -1,7 +1,7 @@
 """The render stage: data/assets/manifest.jsonl + store -> data/renders/ (shards, manifest, failures, sheet).
 
-run() = plan (shards + content keys) -> execute the missing shards (local worker processes by default, or any
-executor, e.g. a Prefect task runner from flows/render_fanout.py) -> finalise (per-view manifest, failures report,
+run() = plan (shards + content keys) -> execute the missing shards (local worker processes, or a Dask cluster:
+`render.executor`, ovt/render/executors.py) -> finalise (per-view manifest, failures report,
 stats, contact sheet). Idempotent: complete shards are skipped by key; a killed run resumes per object.
 """
 
@@ -76,7 +76,7 @@ def asset_bytes_digest(assets_dir: Path, row: dict) -> str:
 
 @dataclass(frozen=True)
 class RenderJob:
-    """Everything needed to render any shard of one run; small and picklable (ships to Dask/Ray workers)."""
+    """Everything needed to render any shard of one run; small and picklable (ships to Dask workers)."""
 
     cfg_json: str
     seed: int
@@ -209,7 +209,8 @@ def plan(cfg: RenderParams, *, seed: int, assets_dir: Path, out_dir: Path) -> tu
     rows = load_assets(assets_dir, cfg.limit)
     renderer = renderer_identity(cfg)
     specs = plan_shards(rows, cfg, seed, renderer)
-    job = RenderJob(cfg.model_dump_json(), seed, str(Path(out_dir) / "shards"), renderer)
+    # absolute: the job travels to worker processes (Dask) whose working folder may differ
+    job = RenderJob(cfg.model_dump_json(), seed, str((Path(out_dir) / "shards").resolve()), renderer)
     return rows, specs, job
 
 
@@ -223,7 +224,13 @@ def run(cfg: RenderParams, *, seed: int, assets_dir: str | Path, out_dir: str | 
     _remove_stale(shards_dir, specs)
     pending = [s for s in specs if completed_record(shards_dir, s) is None]
     log.info("render: %d assets, %d shards, %d to do (%s)", len(rows), len(specs), len(pending), job.renderer)
-    results = (executor or local_executor(cfg.workers, progress))(pending, job)
+    t_plan = time.perf_counter()
+    if executor is None:
+        from ovt.render.executors import make_executor
+
+        executor = make_executor(cfg, progress=progress, assets_dir=Path(assets_dir))
+    results = executor(pending, job)
+    t_exec = time.perf_counter()
     stats = finalise(cfg, rows, specs, out_dir, job.renderer)
     done = [r for r in results if not r["skipped"]]
     render_s = sum(r["seconds"] for r in done)
@@ -233,7 +240,9 @@ def run(cfg: RenderParams, *, seed: int, assets_dir: str | Path, out_dir: str | 
               "views_rendered": sum(r["views"] for r in done),
               "worker_seconds": round(render_s, 3),
               "views_per_worker_s": round(sum(r["views"] for r in done) / render_s, 2) if render_s else None,
-              "wall_seconds": round(time.perf_counter() - t0, 3)}
+              "wall_seconds": round(time.perf_counter() - t0, 3),
+              "timings_s": {"plan": round(t_plan - t0, 3), "execute": round(t_exec - t_plan, 3),
+                            "finalise": round(time.perf_counter() - t_exec, 3)}}
     atomic_write_json(out_dir / "stats.json", stats)
     if rows and stats["objects_ok"] == 0:
         raise RenderError(f"no asset rendered: all {len(rows)} failed (see {out_dir / 'failures.jsonl'})")

@@ -88,24 +88,6 @@ def test_gpu_job_template_renders_a_torchrun_indexed_job(nnodes, gpus):
     assert svc["spec"]["selector"].items() <= job["spec"]["template"]["metadata"]["labels"].items()
 
 
-def test_torchrun_entry_script_builds_the_launch_line(tmp_path):
-    import subprocess
-
-    fake = tmp_path / "bin"
-    fake.mkdir()
-    for tool in ("torchrun", "python"):
-        (fake / tool).write_text(f"#!/bin/sh\necho {tool} \"$@\"\n")
-        (fake / tool).chmod(0o755)
-    env = {"PATH": f"{fake}:/usr/bin:/bin", "HOSTNAME": "ovt-train-abc12-1", "JOB_COMPLETION_INDEX": "1"}
-    out = subprocess.run(["bash", str(PROD / "torchrun-entry.sh"), "--nnodes=2", "--gpus-per-node=8",
-                          "--master-port=29500", "--subdomain=ovt-train", "--train-module=stages.train", "--",
-                          "prefect", "flow-run", "execute"], env=env, capture_output=True, text=True, timeout=30)
-    assert out.returncode == 0, out.stderr
-    assert "python -m dvc pull train" in out.stdout
-    assert ("torchrun --nnodes=2 --nproc_per_node=8 --node_rank=1 --master_addr=ovt-train-abc12-0.ovt-train "
-            "--master_port=29500 -m stages.train") in out.stdout
-
-
 def test_cluster_deployments_resolve_and_use_declared_job_variables():
     from prefect.flows import load_flow_from_entrypoint
 
