@@ -4,19 +4,29 @@ Only the model interface (`encode_image`, `encode_text`, `preprocess`) is used, 
 (the OVT variants, the base, a tiny test CLIP) can be scored.
 """
 
-from ovt.evaluate.config import EvaluateParams
-from ovt.evaluate.metrics import ViewResults, object_stats, point_metrics
-from ovt.evaluate.zeroshot import ZeroShotClassifier, build_classifier, imagenet_templates, topk_correct
-from ovt.evaluate.stage import run  # noqa: E402  (last: the stage imports the modules above)
+from __future__ import annotations
 
-__all__ = [
-    "EvaluateParams",
-    "ViewResults",
-    "ZeroShotClassifier",
-    "build_classifier",
-    "imagenet_templates",
-    "object_stats",
-    "point_metrics",
-    "run",
-    "topk_correct",
-]
+from typing import Any
+
+# Lazy: `import ovt.config` (hence `ovt params`, `ovt --help`) loads only the config modules it
+# needs, never the stage code behind these names (torch, open_clip, peft take seconds).
+_EXPORTS = {
+    "EvaluateParams": "ovt.evaluate.config",
+    "ViewResults": "ovt.evaluate.metrics",
+    "object_stats": "ovt.evaluate.metrics",
+    "point_metrics": "ovt.evaluate.metrics",
+    "ZeroShotClassifier": "ovt.evaluate.zeroshot",
+    "build_classifier": "ovt.evaluate.zeroshot",
+    "imagenet_templates": "ovt.evaluate.zeroshot",
+    "topk_correct": "ovt.evaluate.zeroshot",
+    "run": "ovt.evaluate.stage",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'ovt.evaluate' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(_EXPORTS[name]), name)
