@@ -6,7 +6,7 @@ import textwrap
 
 import pytest
 
-from ovt import pipeline as dvcrun
+from ovt import dvc_driver as dvcrun
 
 
 @pytest.fixture()
@@ -43,10 +43,11 @@ def test_failed_stage_raises_with_output(tiny_repo):
 def test_flow_runs_stages_in_order_then_skips(tiny_repo, prefect_harness):
     from flows.pipeline import pipeline
 
-    out = pipeline(repo=str(tiny_repo), do_push=False, check_services=False)
+    out = pipeline(repo=str(tiny_repo), do_push=False, check_services=False, do_register=False, do_promote=False)
     assert [(r["stage"], r["ran"]) for r in out["stages"]] == [("first", True), ("second", True)]
     assert (tiny_repo / "b.txt").read_text() == "AB"
-    again = pipeline(repo=str(tiny_repo), do_push=False, check_services=False)
+    again = pipeline(repo=str(tiny_repo), do_push=False, check_services=False, do_register=False,
+                     do_promote=False)
     assert [r["ran"] for r in again["stages"]] == [False, False]
 
 
@@ -54,7 +55,8 @@ def test_flow_rejects_unknown_stage(tiny_repo, prefect_harness):
     from flows.pipeline import pipeline
 
     with pytest.raises(ValueError, match="unknown stage"):
-        pipeline(stages=["nope"], repo=str(tiny_repo), do_push=False, check_services=False)
+        pipeline(stages=["nope"], repo=str(tiny_repo), do_push=False, check_services=False, do_register=False,
+                 do_promote=False)
 
 
 def test_stages_run_on_this_interpreter_even_when_env_carries_its_own_path(tiny_repo):
