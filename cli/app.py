@@ -65,7 +65,9 @@ def run(stage: Optional[List[str]] = typer.Option(None, "--stage", "-s", help="o
         push: bool = typer.Option(True, help="dvc push at the end"),
         register: bool = typer.Option(True, help="register the trained variant in MLflow after dvc repro"),
         promote: bool = typer.Option(True, help="run the MLflow promotion gate at the end"),
-        start_services: bool = typer.Option(True, "--up/--no-up", help="start the local services first")) -> None:
+        start_services: bool = typer.Option(True, "--up/--no-up", help="start the local services first"),
+        run_cache: bool = typer.Option(True, help="let DVC restore outputs of a stage run it has seen before "
+                                                  "(--no-run-cache: run every stale stage's command)")) -> None:
     """The whole pipeline as a Prefect flow on the local server: services check, dvc repro stage by stage,
     dvc push, MLflow register and the promotion gate. Prints the run summary (per-stage times) as JSON."""
     from ovt import dvc_driver
@@ -77,7 +79,7 @@ def run(stage: Optional[List[str]] = typer.Option(None, "--stage", "-s", help="o
         services_up(None)
     dvc_driver.configure_remote(dvc_driver.s3_remote_options(load_settings()), cwd=REPO_ROOT)
     params = {"stages": stage or None, "do_push": push, "do_register": register, "do_promote": promote,
-              "repo": str(REPO_ROOT)}
+              "repo": str(REPO_ROOT), "run_cache": run_cache}
     # The flow runs in its own process with the services' settings in its environment (the registry clients
     # read theirs from there); its output streams to this terminal, its summary is the line after the prefix.
     proc = subprocess.Popen([sys.executable, "-m", "flows.pipeline", json.dumps(params)], cwd=REPO_ROOT,

@@ -44,9 +44,9 @@ def services_check(required: list[str]) -> dict:
 # A stage is deterministic given its inputs, so re-running a failed one rarely helps; a transient lock or a
 # flaky filesystem does, hence one retry.
 @task(name="dvc-repro", retries=1, retry_delay_seconds=10, task_run_name="repro-{stage}")
-def repro_stage(stage: str, repo: str, env: dict | None = None) -> dict:
+def repro_stage(stage: str, repo: str, env: dict | None = None, run_cache: bool = True) -> dict:
     logger = get_run_logger()
-    res = dvc_driver.repro(stage, cwd=repo, env=env, on_line=lambda line: logger.info(line))
+    res = dvc_driver.repro(stage, cwd=repo, env=env, on_line=lambda line: logger.info(line), run_cache=run_cache)
     ran = stage in res.ran_stages
     logger.info("stage %s %s in %.1f s (%.1f s CPU)", stage, "ran" if ran else "was up to date", res.seconds,
                 res.cpu_seconds)
@@ -107,7 +107,7 @@ def _markdown(summary: dict) -> str:
 @flow(name="ovt-pipeline", log_prints=True)
 def pipeline(stages: list[str] | None = None, do_push: bool = True, check_services: bool = True,
              env: dict | None = None, repo: str | None = None, do_register: bool = True, do_promote: bool = True,
-             params_path: str = "params.yaml") -> dict:
+             params_path: str = "params.yaml", run_cache: bool = True) -> dict:
     """Reproduce `stages` (default: all of dvc.yaml, in order), push outputs to the DVC remote, register the
     trained variant and run the promotion gate. A second run with nothing changed reproduces nothing and
     registers nothing new (registration is idempotent on the lineage)."""
@@ -125,11 +125,19 @@ def pipeline(stages: list[str] | None = None, do_push: bool = True, check_servic
                            "do_register=False, do_promote=False")
     if check_services and (do_push or registry):
         services_check((["s3"] if do_push else []) + (["mlflow"] if registry else []))
-    results = [repro_stage(stage, repo, env=env) for stage in sorted(targets, key=order.index)]
-    pushed = push(repo, env=env) if do_push else None
-    reg = register(repo, params_path) if do_register else None
-    gate = promote(repo, params_path) if do_promote else None
-    summary = {"stages": results, "push": pushed, "register": reg, "promote": gate,
+    results = [repro_stage(stage, repo, env=env, run_cache=run_cache) for stage in sorted(targets, key=order.index)]
+    timings: dict[str, float] = {}
+
+    def timed(name: str, fn, *args, **kwargs):
+        t = time.perf_counter()
+        out = fn(*args, **kwargs)
+        timings[name] = round(time.perf_counter() - t, 2)
+        return out
+
+    pushed = timed("push", push, repo, env=env) if do_push else None
+    reg = timed("register", register, repo, params_path) if do_register else None
+    gate = timed("promote", promote, repo, params_path) if do_promote else None
+    summary = {"stages": results, "push": pushed, "register": reg, "promote": gate, "timings": timings,
                "seconds": round(time.perf_counter() - t0, 1)}
     create_markdown_artifact(key="ovt-pipeline-summary", markdown=_markdown(summary),
                              description="What the pipeline run reproduced, pushed, registered and promoted")

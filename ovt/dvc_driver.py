@@ -167,9 +167,11 @@ def stage_order(dvc_yaml: Path | str = REPO_ROOT / "dvc.yaml") -> list[str]:
 
 
 def repro(stage: str | None = None, *, cwd: Path | str = REPO_ROOT, env: Mapping[str, str] | None = None,
-          on_line: Callable[[str], None] | None = None, force: bool = False, live: bool = False) -> DvcResult:
+          on_line: Callable[[str], None] | None = None, force: bool = False, live: bool = False,
+          run_cache: bool = True) -> DvcResult:
     """`dvc repro --single-item <stage>` (upstream stages are run separately, in order, by the caller), or the
-    whole pipeline when `stage` is None. Which stages ran is what `dvc status --json` said was stale before."""
+    whole pipeline when `stage` is None. Which stages ran is what `dvc status --json` said was stale before.
+    `run_cache=False` makes a stale stage run its command rather than restore outputs DVC saw before (timings)."""
     targets = [stage] if stage else None
     stale = set(status(targets, cwd=cwd, env=env))
     args = ["repro"]
@@ -177,6 +179,8 @@ def repro(stage: str | None = None, *, cwd: Path | str = REPO_ROOT, env: Mapping
         args += ["--single-item", stage]
     if force:
         args.append("--force")
+    if not run_cache:
+        args.append("--no-run-cache")
     res = run_dvc(args, cwd=cwd, env=env, on_line=on_line, live=live)
     scope = [stage] if stage else stage_order(Path(cwd) / "dvc.yaml")
     res.ran_stages = [s for s in scope if force or s in stale]
