@@ -92,7 +92,8 @@ def machine_info(workspace: Path) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--workspace", type=Path, help="checkout to run in (default: a fresh git clone of HEAD)")
-    ap.add_argument("--clean", action="store_true", help=f"delete {', '.join(WORKSPACE_OUTPUTS)} in the workspace first")
+    ap.add_argument("--clean", action="store_true",
+                    help=f"delete {', '.join(WORKSPACE_OUTPUTS)} in the workspace first")
     ap.add_argument("--no-rerun", action="store_true", help="skip the no-op rerun")
     ap.add_argument("--out", type=Path, default=RESULTS)
     ap.add_argument("ovt_args", nargs="*", help="extra `ovt run` arguments (after --)")

@@ -120,7 +120,8 @@ def render_results(root: Path) -> str:
                 continue
             cell = _num(row[key], scale=100, sign=diff)
             if f"{key}_lo" in row and f"{key}_hi" in row:
-                cell += f" [{_num(row[f'{key}_lo'], scale=100, sign=diff)}, {_num(row[f'{key}_hi'], scale=100, sign=diff)}]"
+                lo, hi = (_num(row[f"{key}_{end}"], scale=100, sign=diff) for end in ("lo", "hi"))
+                cell += f" [{lo}, {hi}]"
             cells.append(cell)
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
