@@ -118,6 +118,8 @@ def pipeline(stages: list[str] | None = None, do_push: bool = True, check_servic
     unknown = [s for s in targets if s not in order]
     if unknown:
         raise ValueError(f"unknown stage(s) {unknown}; dvc.yaml has {order}")
+    if stages and order[-1] not in targets:   # a partial run (`ovt run -s acquire`) has no new model to register
+        do_register = do_promote = False
     registry = do_register or do_promote
     if registry and not os.environ.get("MLFLOW_TRACKING_URI"):
         raise RuntimeError("MLFLOW_TRACKING_URI is not set: run the pipeline with `ovt run` (which passes the "
