@@ -1,4 +1,4 @@
-"""Caption stage (issue 4): category-guided captions for every rendered view, with provenance, cleaning and the
+"""Caption stage: category-guided captions for every rendered view, with provenance, cleaning and the
 MVCap export/reader. Entry point: `ovt.caption.stage.run`."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""OVT training: losses, hard-view mining, the minimax loop, DDP and checkpoints (issue 5, items 3-6)."""
+"""OVT training: losses, hard-view mining, the minimax loop, DDP and checkpoints."""
 
 from __future__ import annotations
 
