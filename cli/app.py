@@ -12,13 +12,12 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import List, Optional
+from typing import Annotated, List, Optional
 
 import typer
 from rich.console import Console
 
 from cli import schedule
-from ovt.services import __main__ as svc
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Omniview-Tuning pipeline: services, DVC stages, Prefect flows, MLflow registry.")
@@ -34,20 +33,52 @@ def _client_env() -> dict[str, str]:
     return {**os.environ, **client_env()}
 
 
-# Service commands are the services package's own typer commands (also `python -m ovt.services`).
-app.command()(svc.up)
-app.command()(svc.status)
-app.command()(svc.env)
-app.command()(svc.logs)
+# Service commands call the services package's own commands (also `python -m ovt.services`), imported only when
+# one runs: the settings model behind them costs a third of `ovt --help`'s start-up.
+SERVICE_NAMES = ("s3", "mlflow", "prefect")   # ovt.services.definitions.SERVICE_NAMES (tests/test_layers.py)
+Names = Annotated[Optional[List[str]], typer.Argument(help=f"services (default all): {', '.join(SERVICE_NAMES)}")]
 app.add_typer(schedule.app, name="schedule")
 
 
+def _svc():
+    from ovt.services import __main__ as svc
+
+    return svc
+
+
 @app.command()
-def down(names: svc.Names = None) -> None:
+def up(names: Names = None) -> None:
+    """Start services (and their dependencies) in order; a healthy service is left alone."""
+    _svc().up(names)
+
+
+@app.command()
+def status(names: Names = None,
+           as_json: bool = typer.Option(False, "--json", help="print JSON instead of a table"),
+           check: bool = typer.Option(False, "--check", help="exit 1 unless every service is healthy")) -> None:
+    """Show pid, url, health and log file of each service."""
+    _svc().status(names, as_json=as_json, check=check)
+
+
+@app.command()
+def env() -> None:
+    """Print `export` lines for clients: eval "$(ovt env)"."""
+    _svc().env()
+
+
+@app.command()
+def logs(name: str = typer.Argument(..., help="service name"),
+         lines: int = typer.Option(40, "-n", help="number of lines")) -> None:
+    """Print the last lines of a service's log."""
+    _svc().logs(name, lines=lines)
+
+
+@app.command()
+def down(names: Names = None) -> None:
     """Stop a running schedule (if any), then the services in reverse order."""
     if not names:
         schedule.stop_schedule()
-    svc.down(names)
+    _svc().down(names)
 
 
 @app.command()

@@ -63,3 +63,11 @@ def test_deploy_module_has_no_cli_and_no_process_management():
     mods = imported_modules(ROOT / "flows" / "deploy.py")
     assert "typer" not in mods and "ovt.services.process" not in mods, mods
     assert "ManagedProcess" not in src and "Typer(" not in src
+
+
+def test_cli_service_names_are_the_services():
+    # the CLI spells the names out to start fast; they must stay the services package's names
+    from cli.app import SERVICE_NAMES
+    from ovt.services.definitions import SERVICE_NAMES as DEFINED
+
+    assert tuple(SERVICE_NAMES) == tuple(DEFINED)
