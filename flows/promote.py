@@ -1,24 +1,28 @@
 """The promotion gate as a Prefect flow: challenger vs champion in the MLflow registry (ovt.registry.promote).
 
-Orchestration only; the decision logic lives in ovt/registry/promote.py. Run with `ovt promote` or
-`python -m flows.promote`; the scheduled pipeline (flows/deploy.py) calls it after `dvc push`.
+Orchestration only; the decision logic lives in ovt/registry/promote.py. The pipeline flow runs the gate as its
+last task (flows/pipeline.py); this flow is the gate on its own (`python -m flows.promote`, the `promote`
+deployment in prefect.yaml).
 """
 
 from __future__ import annotations
 
 import os
 
-from prefect import flow, get_run_logger, task
+from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
 
 def tracking_env() -> dict[str, str]:
-    """Point MLflow at the local server unless the caller already chose one (remote MLflow in production)."""
+    """The local services' client settings, for a flow started without them (a work-pool worker started from a
+    plain shell). Empty when the caller already chose a server (MLFLOW_TRACKING_URI set: `ovt run`, production).
+
+    A flow run is its own process: the registry clients read this process's environment, so this is the one place
+    that sets it (never PREFECT_*: the flow run already talks to its Prefect API)."""
     if os.environ.get("MLFLOW_TRACKING_URI"):
         return {}
     from ovt.services import client_env
 
-    # Never PREFECT_*: this runs inside a flow run that already talks to its Prefect API.
     env = {k: v for k, v in client_env().items() if k not in os.environ and not k.startswith("PREFECT_")}
     os.environ.update(env)
     return env
@@ -30,24 +34,16 @@ def load_register_params(params_path: str):
     return load_params(params_path).registry
 
 
-# The gate retries its own MLflow calls with back-off; one task-level retry covers a server restart in between.
-@task(name="promotion-gate", retries=1, retry_delay_seconds=15)
-def run_gate(params_path: str) -> dict:
-    from ovt.registry.promote import promote
-
-    logger = get_run_logger()
-    tracking_env()
-    decision = promote(load_register_params(params_path))
-    logger.info("gate: %s (challenger v%s, champion v%s -> v%s)%s", decision.action, decision.challenger,
-                decision.champion_before, decision.champion_after,
-                "; " + "; ".join(decision.gate.reasons) if decision.gate and decision.gate.reasons else "")
-    return decision.to_json()
-
-
 @flow(name="ovt-promote", log_prints=True)
 def promote_flow(params_path: str = "params.yaml") -> dict:
     """Compare `challenger` with `champion`; move `champion` only when the gate passes."""
-    d = run_gate(params_path)
+    from pathlib import Path
+
+    from flows.pipeline import promote
+
+    tracking_env()
+    path = Path(params_path)
+    d = promote(str(path.parent), path.name)
     rows = ""
     if d.get("gate"):
         rows = "\n".join(f"| {k} | {c['challenger']} | {c['champion']} | {c['delta']:+} | {c['required']:+} | "

@@ -3,7 +3,7 @@
 #   1. the Sweet Home 3D furniture package (the embedded 3D assets),
 #   2. .venv from the exact lock (pip upgraded first: pip 23 cannot resolve dvc[s3] + aiobotocore in time),
 #   3. .venv-blender for the Blender render backend (bpy pins numpy 1.26, so it cannot share .venv),
-#   4. DVC's local remote settings (credentials stay out of git, in .dvc/config.local).
+#   4. DVC's remote endpoint and keys from the services' settings (in the git-ignored .dvc/config.local).
 # A second run only checks stamps. Set OVT_SKIP_BLENDER=1 to skip step 3.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -61,8 +61,7 @@ else
   fi
 fi
 
-# --- 4. DVC remote credentials (local S3 defaults; override with AWS_* in the environment) --------------------
-# .dvc/config.local is git-ignored by DVC: the keys never reach git.
-DVC_NO_ANALYTICS=1 .venv/bin/dvc remote modify --local local access_key_id "${AWS_ACCESS_KEY_ID:-ovt-local}"
-DVC_NO_ANALYTICS=1 .venv/bin/dvc remote modify --local local secret_access_key "${AWS_SECRET_ACCESS_KEY:-ovt-local-secret}"
+# --- 4. DVC remote: endpoint and keys from the same settings as the services (OVT_S3_PORT, AWS_*) ------------
+# Written to .dvc/config.local (git-ignored by DVC): the keys never reach git; `ovt run` rewrites it every time.
+DVC_NO_ANALYTICS=1 .venv/bin/python -m cli.app remote >/dev/null
 log "ready"

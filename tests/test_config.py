@@ -6,7 +6,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from ovt.cli import app
+from cli.app import app
 from ovt.config import Params, ParamsError, load_params
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,5 +1,4 @@
-"""The acquire stage: 3D assets from several sources into a content-addressed store with a labelled manifest, split
-into train / validation / test by groups of near-duplicates.
+"""The acquire stage: 3D assets from several sources into a content-addressed store with a labelled, split manifest.
 
 Public API:
   run(cfg, *, seed, out_dir)            the stage (ovt.acquire.stage)
@@ -10,21 +9,36 @@ Public API:
   inspect_mesh, head_noun, assign_groups, assign_splits, asset_id
 """
 
-from ovt.acquire.candidate import AssetCandidate, AssetSource, ItemError, SourceError
-from ovt.acquire.config import AcquireParams
-from ovt.acquire.labels import head_noun
-from ovt.acquire.properties import parse_properties
-from ovt.acquire.safezip import check_member_name, safe_extract
-from ovt.acquire.sources import build_source
-from ovt.acquire.sources.sweethome3d import parse_catalogue
-from ovt.acquire.split import assign_groups, assign_splits
-from ovt.acquire.stage import run
-from ovt.acquire.store import asset_id
-from ovt.acquire.validate import inspect_mesh
+from __future__ import annotations
 
-__all__ = [
-    "AcquireParams", "AssetCandidate", "AssetSource", "ItemError", "SourceError", "asset_id", "assign_groups",
-    "assign_splits",
-    "build_source", "check_member_name", "head_noun", "inspect_mesh", "parse_catalogue", "parse_properties", "run",
-    "safe_extract",
-]
+from typing import Any
+
+# Lazy: `import ovt.config` (hence `ovt params`, `ovt --help`) loads only the config modules it
+# needs, never the stage code behind these names (torch, open_clip, peft take seconds).
+_EXPORTS = {
+    "AssetCandidate": "ovt.acquire.candidate",
+    "AssetSource": "ovt.acquire.candidate",
+    "ItemError": "ovt.acquire.candidate",
+    "SourceError": "ovt.acquire.candidate",
+    "AcquireParams": "ovt.acquire.config",
+    "head_noun": "ovt.acquire.labels",
+    "parse_properties": "ovt.acquire.properties",
+    "check_member_name": "ovt.acquire.safezip",
+    "safe_extract": "ovt.acquire.safezip",
+    "build_source": "ovt.acquire.sources",
+    "parse_catalogue": "ovt.acquire.sources.sweethome3d",
+    "assign_groups": "ovt.acquire.split",
+    "assign_splits": "ovt.acquire.split",
+    "run": "ovt.acquire.stage",
+    "asset_id": "ovt.acquire.store",
+    "inspect_mesh": "ovt.acquire.validate",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'ovt.acquire' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(_EXPORTS[name]), name)

@@ -1,10 +1,23 @@
 """Caption stage: category-guided captions for every rendered view, with provenance, cleaning and the MVCap
 export/reader. Entry point: `ovt.caption.run` (the stage itself: `ovt.caption.stage.run`)."""
 
-from dataclasses import dataclass
+from __future__ import annotations
 
-from ovt.caption.base import Caption, Captioner, View
-from ovt.caption.config import CaptionParams, CleaningParams, TemplateParams, VlmParams
+from dataclasses import dataclass
+from typing import Any
+
+# Lazy: `import ovt.config` (hence `ovt params`, `ovt --help`) loads only the config modules it
+# needs, never the stage code behind these names (torch, open_clip, peft take seconds).
+_EXPORTS = {
+    "Caption": "ovt.caption.base",
+    "Captioner": "ovt.caption.base",
+    "View": "ovt.caption.base",
+    "CaptionParams": "ovt.caption.config",
+    "CleaningParams": "ovt.caption.config",
+    "TemplateParams": "ovt.caption.config",
+    "VlmParams": "ovt.caption.config",
+}
+__all__ = sorted([*_EXPORTS, "CaptionPaths", "run"])
 
 
 @dataclass(frozen=True)
@@ -16,12 +29,16 @@ class CaptionPaths:
     out_dir: str = "data/captions"
 
 
-def run(params: CaptionParams, *, seed: int, paths: CaptionPaths = CaptionPaths()) -> dict:
+def run(params: Any, *, seed: int, paths: CaptionPaths = CaptionPaths()) -> dict:
     from ovt.caption.stage import run as run_stage
 
     return run_stage(params, seed=seed, renders_dir=paths.renders_dir, assets_dir=paths.assets_dir,
                      out_dir=paths.out_dir)
 
 
-__all__ = ["Caption", "CaptionParams", "CaptionPaths", "Captioner", "CleaningParams", "TemplateParams", "View",
-           "VlmParams", "run"]
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'ovt.caption' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(_EXPORTS[name]), name)

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 from typing import Any
 
+# Lazy: `import ovt.config` (hence `ovt params`, `ovt --help`) loads only the config modules it
+# needs, never the stage code behind these names (torch, open_clip, peft take seconds).
 _EXPORTS = {
     "EvaluateParams": "ovt.evaluate.config",
     "EvaluatePaths": "ovt.evaluate.stage",
-    "run": "ovt.evaluate.stage",
     "ViewResults": "ovt.evaluate.metrics",
     "object_stats": "ovt.evaluate.metrics",
     "point_metrics": "ovt.evaluate.metrics",
@@ -22,13 +23,12 @@ _EXPORTS = {
     "build_classifier": "ovt.evaluate.zeroshot",
     "imagenet_templates": "ovt.evaluate.zeroshot",
     "topk_correct": "ovt.evaluate.zeroshot",
+    "run": "ovt.evaluate.stage",
 }
-
-__all__ = ["EvaluateParams", "EvaluatePaths", "ViewResults", "ZeroShotClassifier", "build_classifier",
-           "imagenet_templates", "object_stats", "point_metrics", "run", "topk_correct"]
+__all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:  # lazy: `import ovt.evaluate.config` (params loading) must not pull in torch
+def __getattr__(name: str) -> Any:
     if name not in _EXPORTS:
         raise AttributeError(f"module 'ovt.evaluate' has no attribute {name!r}")
     import importlib

@@ -17,6 +17,10 @@ class GLViewRenderer:
     """Callable `(asset_row, azimuth, elevation, distance) -> PIL.Image` for `ovt.evaluate.worst_case`."""
 
     def __init__(self, render_cfg, assets_dir: Path, seed: int):
+        # torch's compiler stack (triton) and Mesa's llvmpipe each load their own LLVM: importing triton after an
+        # EGL context exists crashes the process (SIGSEGV), so it is loaded first (the scored models need it anyway).
+        import torch._dynamo  # noqa: F401
+
         from ovt.render.gl import GLRenderer
 
         if render_cfg.backend != "gl":

@@ -10,12 +10,34 @@
 Command line: `python -m ovt.services up|down|status|env|logs`.
 """
 
-from ovt.services.config import ServiceConfigError, ServiceSettings, load_settings
-from ovt.services.definitions import SERVICE_NAMES, ensure_buckets, s3_client
-from ovt.services.manager import (ServiceManager, ServiceStatus, StartResult, client_env, down, status, up)
-from ovt.services.process import ServiceError
+from __future__ import annotations
 
-__all__ = [
-    "SERVICE_NAMES", "ServiceConfigError", "ServiceError", "ServiceManager", "ServiceSettings", "ServiceStatus",
-    "StartResult", "client_env", "down", "ensure_buckets", "load_settings", "s3_client", "status", "up",
-]
+from typing import Any
+
+# Lazy: `import ovt.config` (hence `ovt params`, `ovt --help`) loads only the config modules it
+# needs, never the stage code behind these names (torch, open_clip, peft take seconds).
+_EXPORTS = {
+    "ServiceConfigError": "ovt.services.config",
+    "ServiceSettings": "ovt.services.config",
+    "load_settings": "ovt.services.config",
+    "SERVICE_NAMES": "ovt.services.definitions",
+    "ensure_buckets": "ovt.services.definitions",
+    "s3_client": "ovt.services.definitions",
+    "ServiceManager": "ovt.services.manager",
+    "ServiceStatus": "ovt.services.manager",
+    "StartResult": "ovt.services.manager",
+    "client_env": "ovt.services.manager",
+    "down": "ovt.services.manager",
+    "status": "ovt.services.manager",
+    "up": "ovt.services.manager",
+    "ServiceError": "ovt.services.process",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'ovt.services' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(_EXPORTS[name]), name)

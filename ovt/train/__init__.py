@@ -1,8 +1,26 @@
-"""OVT training: losses, hard-view mining, the minimax loop, DDP and checkpoints (issue 5, items 3-6)."""
+"""OVT training: losses, hard-view mining, the minimax loop, DDP and checkpoints."""
 
-from ovt.train.config import TrainParams
-from ovt.train.losses import itc_loss, positives_matrix, vc_loss
-from ovt.train.mining import hard_views, knn_weighted_centre, mine_from_embeddings
+from __future__ import annotations
 
-__all__ = ["TrainParams", "itc_loss", "vc_loss", "positives_matrix", "knn_weighted_centre", "hard_views",
-           "mine_from_embeddings"]
+from typing import Any
+
+# Lazy: `import ovt.config` (hence `ovt params`, `ovt --help`) loads only the config modules it
+# needs, never the stage code behind these names (torch, open_clip, peft take seconds).
+_EXPORTS = {
+    "TrainParams": "ovt.train.config",
+    "itc_loss": "ovt.train.losses",
+    "positives_matrix": "ovt.train.losses",
+    "vc_loss": "ovt.train.losses",
+    "hard_views": "ovt.train.mining",
+    "knn_weighted_centre": "ovt.train.mining",
+    "mine_from_embeddings": "ovt.train.mining",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'ovt.train' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(_EXPORTS[name]), name)

@@ -6,7 +6,7 @@ import textwrap
 
 import pytest
 
-from ovt import pipeline as dvcrun
+from ovt import dvc_driver as dvcrun
 
 
 @pytest.fixture()
@@ -43,10 +43,11 @@ def test_failed_stage_raises_with_output(tiny_repo):
 def test_flow_runs_stages_in_order_then_skips(tiny_repo, prefect_harness):
     from flows.pipeline import pipeline
 
-    out = pipeline(repo=str(tiny_repo), do_push=False, check_services=False)
+    out = pipeline(repo=str(tiny_repo), do_push=False, check_services=False, do_register=False, do_promote=False)
     assert [(r["stage"], r["ran"]) for r in out["stages"]] == [("first", True), ("second", True)]
     assert (tiny_repo / "b.txt").read_text() == "AB"
-    again = pipeline(repo=str(tiny_repo), do_push=False, check_services=False)
+    again = pipeline(repo=str(tiny_repo), do_push=False, check_services=False, do_register=False,
+                     do_promote=False)
     assert [r["ran"] for r in again["stages"]] == [False, False]
 
 
@@ -54,7 +55,8 @@ def test_flow_rejects_unknown_stage(tiny_repo, prefect_harness):
     from flows.pipeline import pipeline
 
     with pytest.raises(ValueError, match="unknown stage"):
-        pipeline(stages=["nope"], repo=str(tiny_repo), do_push=False, check_services=False)
+        pipeline(stages=["nope"], repo=str(tiny_repo), do_push=False, check_services=False, do_register=False,
+                 do_promote=False)
 
 
 def test_stages_run_on_this_interpreter_even_when_env_carries_its_own_path(tiny_repo):
@@ -64,3 +66,22 @@ def test_stages_run_on_this_interpreter_even_when_env_carries_its_own_path(tiny_
         "    outs: [py.txt]\n")
     dvcrun.repro("which", cwd=tiny_repo, env={"PATH": "/usr/local/bin:/usr/bin:/bin"}, on_line=lambda _: None)
     assert (tiny_repo / "py.txt").read_text() == sys.executable
+
+
+def test_flow_summary_feeds_the_pipeline_benchmark(tiny_repo, prefect_harness):
+    # benchmarks/pipeline.py reads what `ovt run` prints (the flow summary as JSON): per-stage wall and CPU time
+    import json
+
+    from benchmarks.pipeline import parse_summary, record
+    from flows.pipeline import pipeline
+
+    first = pipeline(repo=str(tiny_repo), do_push=False, check_services=False, do_register=False, do_promote=False,
+                     run_cache=False)
+    noop = pipeline(repo=str(tiny_repo), do_push=False, check_services=False, do_register=False, do_promote=False)
+    parsed = parse_summary(json.dumps(first, indent=2))
+    rec = record(parsed, 12.5, 3.0, parse_summary(json.dumps(noop)), 1.5,
+                 {"date": "2026-01-01T00:00:00+00:00", "cpus": 2, "load_avg_1m": 0.1})
+    assert [s["stage"] for s in rec["stages"]] == ["first", "second"]
+    assert all(s["ran"] and s["seconds"] > 0 and s["cpu_seconds"] > 0 for s in rec["stages"]), rec
+    assert rec["noop_rerun_ran"] == [] and rec["noop_rerun_s"] == 1.5 and rec["total_s"] == 12.5
+    assert rec["date"] == "2026-01-01T00:00:00+00:00" and rec["machine"]["cpus"] == 2

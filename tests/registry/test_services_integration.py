@@ -143,7 +143,8 @@ def test_prefect_deploy_accepts_local_and_cluster_files(prefect_stack):
 def test_scheduled_deployment_fires_and_stops(prefect_stack, tmp_path_factory):
     import psutil
 
-    from flows.deploy import FLOW_NAME, schedule_status, start_schedule, stop_schedule
+    from cli.schedule import schedule_status, start_schedule, stop_schedule
+    from flows.deploy import FLOW_NAME
 
     params = tmp_path_factory.mktemp("p") / "params.yaml"
     params.write_text("registry:\n  schedule: {deployment_name: every-few-seconds}\n")

@@ -1,0 +1,207 @@
+"""README numbers, generated: the sections of README.md between `<!-- ovt-report:NAME -->` and
+`<!-- /ovt-report:NAME -->` are rendered from committed files, never typed.
+
+    results     data/eval/metrics.json          (the evaluate stage's metrics, git-tracked)
+    pipeline    benchmarks/results/pipeline.json (benchmarks/pipeline.py: per-stage wall and CPU seconds)
+    benchmarks  benchmarks/results/*.json        (the headline number of each benchmark script)
+
+`ovt report` rewrites them; `ovt report --check` (and tests/test_report.py) fails when the README differs from what
+the committed files render to. Every rendered number names the file (and key) it comes from.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+METRICS_FILE = "data/eval/metrics.json"
+PIPELINE_FILE = "benchmarks/results/pipeline.json"
+
+# README results table: column heading -> metric key in data/eval/metrics.json (a renamed metric is one line here).
+RESULT_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("mean", "mean_acc"),
+    ("worst-view", "worst_view_acc"),
+    ("canonical", "canonical_acc"),
+    ("off-canonical", "off_canonical_acc"),
+    ("canonical − off-canonical gap", "canonical_gap"),
+    ("held-out viewpoints", "heldout_view_acc"),
+)
+# Rows: metrics.json group -> what the README calls it. Groups named `a-b` are paired differences (pp).
+RESULT_ROWS: tuple[tuple[str, str], ...] = (
+    ("base", "base (LiT bootstrap, canonical views only)"),
+    ("contrastive", "contrastive LoRA, all views (FLYP-like)"),
+    ("ovt", "OVT"),
+    ("contrastive_hv", "contrastive LoRA, elevations below the held-out band"),
+    ("ovt_hv", "OVT, elevations below the held-out band"),
+    ("ovt-contrastive", "Δ OVT − contrastive"),
+    ("ovt_hv-contrastive_hv", "Δ OVT_hv − contrastive_hv (held-out viewpoints protocol)"),
+)
+RESULT_COUNTS = ("n_objects", "n_views", "n_classes")
+
+# Benchmarks: (file in benchmarks/results, dotted key, what it measures, unit).
+BENCHMARKS: tuple[tuple[str, str, str, str], ...] = (
+    ("render.json", "gl_stage_1_worker.views_per_s_worker", "render, gl backend, per worker (PNG + shards incl.)",
+     "views/s"),
+    ("render.json", "same_objects.blender.views_per_s_worker", "render, Blender Cycles backend, per worker",
+     "views/s"),
+    ("caption_speed.json", "template_captioner_captions_per_s", "template captioner", "captions/s"),
+    ("bench_train.json", "steps.step_ovt_s_median", "OVT train step (embedded model, CPU)", "s"),
+    ("bench_train.json", "steps.step_contrastive_s_median", "contrastive train step, same batch", "s"),
+    ("bench_train.json", "steps.mining_full_vs_epoch_pct", "hard-view mining pass (`full_pass`), share of an epoch",
+     "%"),
+    ("bench_eval.json", "score_images_per_s", "evaluate, zero-shot scoring", "images/s"),
+    ("services_startup.json", "summary.s3.cold_s", "S3 (SeaweedFS) cold start", "s"),
+    ("services_startup.json", "summary.mlflow.cold_s", "MLflow server cold start", "s"),
+    ("services_startup.json", "summary.prefect.cold_s", "Prefect server cold start", "s"),
+    ("registry_roundtrip.json", "register_s", "register one model version (MLflow)", "s"),
+    ("cli_startup.json", "commands.help.median_s", "`ovt --help`, wall (see the file for the load average)", "s"),
+    ("cli_startup.json", "commands.help.median_cpu_s", "`ovt --help`, CPU", "s"),
+    ("cli_startup.json", "commands.params.median_s", "`ovt params`, wall", "s"),
+    ("cli_startup.json", "commands.params.median_cpu_s", "`ovt params`, CPU", "s"),
+)
+
+_SECTION = re.compile(r"(<!-- ovt-report:(?P<name>[a-z]+) -->\n)(?P<body>.*?)(<!-- /ovt-report:(?P=name) -->)",
+                      re.S)
+
+
+class ReportError(ValueError):
+    """A source file is unreadable or lacks a key the report needs (the message names the file and key)."""
+
+
+def _load(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise ReportError(f"{path}: not valid JSON ({err})") from err
+
+
+def _get(doc: Any, dotted: str, source: str) -> Any:
+    cur = doc
+    for part in dotted.split("."):
+        if not isinstance(cur, Mapping) or part not in cur:
+            raise ReportError(f"{source}: no key `{dotted}` (renamed? update the table in ovt/report.py)")
+        cur = cur[part]
+    return cur
+
+
+def _num(v: Any, digits: int = 1, scale: float = 1.0, sign: bool = False) -> str:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "n/a"
+    x = float(v) * scale
+    return f"{x:+.{digits}f}" if sign else f"{x:.{digits}f}"
+
+
+def render_results(root: Path) -> str:
+    path = root / METRICS_FILE
+    if not path.is_file():
+        return (f"No results committed yet: `{METRICS_FILE}` is written by the evaluate stage (`ovt run`), "
+                f"committed, then rendered here by `ovt report`.\n")
+    doc = _load(path)
+    for _, key in RESULT_COLUMNS:   # a renamed metric fails here, named, rather than leaving an empty column
+        if not any(isinstance(doc.get(g), Mapping) and key in doc[g] for g, _ in RESULT_ROWS):
+            raise ReportError(f"{path}: no group has the metric `{key}` (renamed? update RESULT_COLUMNS in "
+                              f"ovt/report.py)")
+    counts = {k: doc.get(k) for k in RESULT_COUNTS}
+    lines = [f"From `{METRICS_FILE}` ({', '.join(f'{k} = {v}' for k, v in counts.items() if v is not None)}): "
+             "accuracy in %, differences in percentage points, [95 % paired-bootstrap interval over held-out "
+             "objects].", "",
+             "| model | " + " | ".join(h for h, _ in RESULT_COLUMNS) + " |",
+             "|---|" + "---|" * len(RESULT_COLUMNS)]
+    for group, label in RESULT_ROWS:
+        row = doc.get(group)
+        if not isinstance(row, Mapping):
+            continue
+        diff = "-" in group
+        cells = []
+        for _, key in RESULT_COLUMNS:
+            if key not in row:
+                cells.append("–")
+                continue
+            cell = _num(row[key], scale=100, sign=diff)
+            if f"{key}_lo" in row and f"{key}_hi" in row:
+                lo, hi = (_num(row[f"{key}_{end}"], scale=100, sign=diff) for end in ("lo", "hi"))
+                cell += f" [{lo}, {hi}]"
+            cells.append(cell)
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _machine(doc: Mapping) -> str:
+    m = doc.get("machine") or {}
+    parts = [f"{m['cpus']} cores" if "cpus" in m else "", f"load average {m['load_avg_1m']:.2f} before the run"
+             if isinstance(m.get("load_avg_1m"), (int, float)) else "", str(doc.get("date", ""))]
+    return ", ".join(p for p in parts if p)
+
+
+def render_pipeline(root: Path) -> str:
+    path = root / PIPELINE_FILE
+    if not path.is_file():
+        return (f"Not measured yet: `benchmarks/pipeline.py` runs the default pipeline from an empty workspace "
+                f"and writes `{PIPELINE_FILE}`; `ovt report` renders it here.\n")
+    doc = _load(path)
+    stages = _get(doc, "stages", str(path))
+    lines = [f"From `{PIPELINE_FILE}` ({_machine(doc)}): `ovt run` from an empty workspace, services start "
+             "included.", "", "| stage | wall s | CPU s |", "|---|---|---|"]
+    for s in stages:
+        lines.append(f"| {s['stage']} | {_num(s['seconds'])} | {_num(s.get('cpu_seconds'))} |")
+    for key, label in (("push_s", "dvc push"), ("register_s", "register + promote"),
+                       ("total_s", "**whole `ovt run`**"), ("noop_rerun_s", "second `ovt run`, nothing changed")):
+        if key in doc:
+            lines.append(f"| {label} | {_num(doc[key])} | |")
+    return "\n".join(lines) + "\n"
+
+
+def render_benchmarks(root: Path) -> str:
+    lines = ["| measurement | value | source |", "|---|---|---|"]
+    docs: dict[str, Any] = {}
+    for fname, key, what, unit in BENCHMARKS:
+        path = root / "benchmarks" / "results" / fname
+        if not path.is_file():
+            lines.append(f"| {what} | not measured yet | `benchmarks/results/{fname}` |")
+            continue
+        doc = docs.setdefault(fname, _load(path))
+        value = _get(doc, key, f"benchmarks/results/{fname}")
+        digits = 3 if unit == "s" and isinstance(value, (int, float)) and abs(value) < 1 else 1
+        lines.append(f"| {what} | {_num(value, digits)} {unit} | `{fname}` `{key}` |")
+    return "\n".join(lines) + "\n"
+
+
+RENDERERS: dict[str, Callable[[Path], str]] = {
+    "results": render_results, "pipeline": render_pipeline, "benchmarks": render_benchmarks}
+
+
+def render_text(text: str, root: Path) -> tuple[str, list[str]]:
+    """`text` with every generated section re-rendered, and the names of the sections that changed."""
+    changed: list[str] = []
+    seen: set[str] = set()
+
+    def sub(m: re.Match) -> str:
+        name = m.group("name")
+        if name not in RENDERERS:
+            raise ReportError(f"unknown generated section `{name}` (known: {', '.join(RENDERERS)})")
+        seen.add(name)
+        body = RENDERERS[name](root)
+        if body != m.group("body"):
+            changed.append(name)
+        return m.group(1) + body + m.group(4)
+
+    out = _SECTION.sub(sub, text)
+    missing = set(RENDERERS) - seen
+    if missing:
+        raise ReportError(f"README has no generated section(s) {sorted(missing)}: add "
+                          + ", ".join(f"`<!-- ovt-report:{n} -->` … `<!-- /ovt-report:{n} -->`" for n in missing))
+    return out, changed
+
+
+def render_readme(readme: Path, *, root: Path, check: bool = False) -> list[str]:
+    """Re-render README's generated sections (in place unless `check`); return the names that differed."""
+    from ovt.io import atomic_write_text
+
+    text = readme.read_text(encoding="utf-8")
+    out, changed = render_text(text, root)
+    if changed and not check:
+        atomic_write_text(readme, out)
+    return changed

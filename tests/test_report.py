@@ -1,0 +1,86 @@
+"""README numbers are generated: the committed README equals what the committed results render to."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from ovt import report
+from tests.imports import ROOT
+
+SECTIONS = "".join(f"<!-- ovt-report:{n} -->\n<!-- /ovt-report:{n} -->\n" for n in report.RENDERERS)
+
+
+def test_committed_readme_matches_committed_results():
+    # The test that fails when a README number differs from data/eval/metrics.json or benchmarks/results/*.json.
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    _, changed = report.render_text(text, ROOT)
+    assert changed == [], f"README.md sections {changed} are out of date: run `ovt report` and commit"
+
+
+def _metrics(root, **override):
+    doc = {"n_objects": 12, "n_views": 120, "n_classes": 3}
+    for g in ("base", "contrastive", "ovt", "ovt-contrastive"):
+        doc[g] = {}
+        for i, (_, key) in enumerate(report.RESULT_COLUMNS):
+            v = 0.5 + 0.01 * i if "-" not in g else 0.0123
+            doc[g].update({key: v, f"{key}_lo": v - 0.1, f"{key}_hi": v + 0.1})
+    doc.update(override)
+    (root / "data" / "eval").mkdir(parents=True, exist_ok=True)
+    (root / "data" / "eval" / "metrics.json").write_text(json.dumps(doc))
+    return doc
+
+
+def test_results_table_from_metrics(tmp_path):
+    _metrics(tmp_path)
+    out = report.render_results(tmp_path)
+    assert "n_objects = 12" in out and "data/eval/metrics.json" in out
+    assert "| OVT | 50.0 [40.0, 60.0] | 51.0 [41.0, 61.0]" in out
+    assert "| Δ OVT − contrastive | +1.2 [-8.8, +11.2]" in out
+    assert "ovt_hv" not in out   # absent groups are left out, not invented
+
+
+def test_renamed_metric_is_named(tmp_path):
+    doc = _metrics(tmp_path)
+    key = report.RESULT_COLUMNS[1][1]
+    for g in ("base", "contrastive", "ovt", "ovt-contrastive"):
+        doc[g][f"{key}_renamed"] = doc[g].pop(key)
+    (tmp_path / "data/eval/metrics.json").write_text(json.dumps(doc))
+    with pytest.raises(report.ReportError, match=key):
+        report.render_results(tmp_path)
+
+
+def test_pipeline_table_and_check_mode(tmp_path):
+    (tmp_path / "benchmarks" / "results").mkdir(parents=True)
+    (tmp_path / "benchmarks/results/pipeline.json").write_text(json.dumps({
+        "date": "2026-01-01T00:00:00Z", "machine": {"cpus": 2, "load_avg_1m": 0.25},
+        "stages": [{"stage": "acquire", "seconds": 61.94, "cpu_seconds": 50.0}], "total_s": 700.0,
+        "noop_rerun_s": 4.2}))
+    readme = tmp_path / "README.md"
+    readme.write_text("# x\n" + SECTIONS)
+    assert report.render_readme(readme, root=tmp_path, check=True) == list(report.RENDERERS)
+    assert readme.read_text() == "# x\n" + SECTIONS             # --check changes nothing
+    report.render_readme(readme, root=tmp_path)
+    text = readme.read_text()
+    assert "| acquire | 61.9 | 50.0 |" in text and "2 cores, load average 0.25" in text
+    assert report.render_readme(readme, root=tmp_path, check=True) == []
+    # a hand edit inside a generated section is caught
+    readme.write_text(text.replace("61.9", "42.0"))
+    assert report.render_readme(readme, root=tmp_path, check=True) == ["pipeline"]
+
+
+def test_cli_check_fails_on_a_stale_readme(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text(SECTIONS)   # empty sections: stale against the repository's results
+    res = subprocess.run([sys.executable, "-m", "cli.app", "report", "--check", "--readme", str(readme)], cwd=ROOT,
+                         capture_output=True, text=True)
+    assert res.returncode == 1 and "out of date" in " ".join(res.stderr.split()), res.stderr
+    assert readme.read_text() == SECTIONS
+
+
+def test_missing_section_is_an_error():
+    with pytest.raises(report.ReportError, match="no generated section"):
+        report.render_text("<!-- ovt-report:results -->\n<!-- /ovt-report:results -->\n", ROOT)
