@@ -21,9 +21,10 @@ import hashlib
 import json
 import os
 import random
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Mapping, NamedTuple, Sequence
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -81,7 +82,7 @@ class CaptionBank:
     @classmethod
     def build(cls, folder: str | Path, captions: Callable[[], Iterable[str]], encode: Callable[[list[str]], torch.Tensor],
               *, encoder_key: str, rank: int = 0, world: int = 1, batch_size: int = 256,
-              barrier: Callable[[], None] | None = None) -> "CaptionBank":
+              barrier: Callable[[], None] | None = None) -> CaptionBank:
         """Embed every distinct caption once. `captions()` is iterated twice (hashes, then texts) so the caption
         list itself is never held; `encode(texts) -> [n, D]` is the frozen text tower. Reruns with the same
         captions and `encoder_key` reuse the folder; each rank writes only its own part. With several ranks pass
@@ -291,7 +292,7 @@ class ShardStream(IterableDataset):
         key, data, caption, obj, view = item
         try:
             image = self.preprocess(shards.decode_rgb(data))
-        except Exception as err:  # noqa: BLE001 - name the sample, keep the cause
+        except Exception as err:
             raise LoaderError(f"sample {key}: cannot decode/preprocess its image: {err}") from err
         return image, caption, obj, view, key
 

@@ -12,7 +12,13 @@ import torch
 from PIL import Image
 
 from ovt import shards
-from ovt.train.loader import CaptionBank, LoaderError, LoaderSpec, make_loader, shard_tars
+from ovt.train.loader import (
+    CaptionBank,
+    LoaderError,
+    LoaderSpec,
+    make_loader,
+    shard_tars,
+)
 
 N_SHARDS, PER_SHARD = 5, 7
 
@@ -96,7 +102,7 @@ def test_ranks_partition_the_epoch(shard_dir):
 
 
 def test_caption_bank_embeds_each_caption_once_and_is_looked_up_in_workers(shard_dir, tmp_path):
-    folder, keys = shard_dir
+    folder = shard_dir[0]
     texts = [_caption(i) for i in range(N_SHARDS * PER_SHARD)]
     calls: list[str] = []
 
