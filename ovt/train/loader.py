@@ -17,6 +17,8 @@ positioned reads, so neither the training process nor the workers ever hold the 
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import hashlib
 import json
 import os
@@ -239,6 +241,22 @@ class _Collate:
                      list(keys), emb)
 
 
+def fixed_mmap_threshold(nbytes: int = 128 << 10) -> bool:
+    """Pin glibc's mmap threshold in a worker so batch-sized buffers are mmap'd and handed back when freed.
+
+    glibc raises the threshold to the size of each large block freed (up to 32 MB), after which batch-sized
+    tensors come from the brk heap, which fragments and never shrinks: measured, a worker's heap grew ~0.6 MB per
+    batch without end (O(dataset) per epoch); with the threshold fixed it stays flat. No-op off glibc."""
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return False
+    try:
+        libc = ctypes.CDLL(name)
+        return bool(libc.mallopt(-3, nbytes))  # M_MMAP_THRESHOLD; setting it also disables the dynamic raise
+    except (OSError, AttributeError):
+        return False
+
+
 class ShardStream(IterableDataset):
     """Preprocessed samples of a list of shard tars, partitioned by (rank, worker), reproducibly shuffled."""
 
@@ -273,6 +291,7 @@ class ShardStream(IterableDataset):
         # threads per worker: decoding is per-sample work; torch's intra-op pool would oversubscribe the cores
         if info is not None:
             torch.set_num_threads(1)
+            fixed_mmap_threshold()
         rng = random.Random((self.seed * 1_000_003 + self.epoch) * 7919 + self.rank * workers + worker)
         buf: list[tuple] = []
         for item in self._raw(self.shards_of(worker, workers)):
