@@ -338,6 +338,9 @@ def run(args) -> dict:
         "loader_workers": workers, "torch_threads": threads, "images": images, "views_per_object": args.views, "lambda": 1.0, "margin": 0.3,
         "device_batches": len(batches), "warmup": warmup, "reps": reps,
         "peak_bf16_flops_per_s": peak,
+        # what FlopCounterMode counts: matmul, convolution and attention kernels of one forward + backward (the
+        # MFU convention); L_VC's cosine terms are elementwise, so both step types count the same FLOPs
+        "flops_counted": "torch.utils.flop_counter.FlopCounterMode: mm/conv/attention, forward + backward",
     }
     res["steps"] = steps
     res["ratio_ovt_over_contrastive_time"] = round(steps["ovt"]["step_s_median"]
