@@ -7,7 +7,10 @@ PNG renders, 1,000 per shard) through the shard module, embeds its distinct capt
 the tiny-test text tower, then streams one epoch through `ovt.train.loader` (decode + preprocess in worker
 processes) into a consumer that moves each batch as a training step would. The rank's memory is sampled after every
 batch: RSS of the training process, RSS of each worker, and every 10 batches the proportional set size (PSS) of the
-process and its workers together (RSS would count the pages the forked workers share with it twice).
+process and its workers together (RSS would count the pages the forked workers share with it twice) and the
+workers' private memory (USS). PSS also splits shared-library pages with every other process on the machine that
+maps them, so on a shared machine it moves with the neighbours; the workers' USS and the training process's RSS
+are the per-rank figures.
 
 Writes benchmarks/results/train_memory.json: RSS at start (just before the epoch), peak, and growth per 10k images
 (least-squares slope after the first 20 % of the epoch, so worker start-up and allocator warm-up are not counted
@@ -61,6 +64,17 @@ def rank_pss(proc: psutil.Process) -> int:
     return total
 
 
+def workers_uss(proc: psutil.Process) -> int:
+    """Memory private to the loader workers (USS): what they hold beyond the pages they share with the parent."""
+    total = 0
+    for p in proc.children(recursive=True):
+        try:
+            total += p.memory_full_info().uss
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            pass
+    return total
+
+
 def run(args) -> dict:
     torch.set_num_threads(1)  # a 2-core machine: the loader workers need the cores
     proc = psutil.Process()
@@ -97,6 +111,7 @@ def run(args) -> dict:
             row = {"images": seen, "rss": proc.memory_info().rss, "workers_rss": workers}
             if i % 10 == 0:
                 row["pss_rank"] = rank_pss(proc)
+                row["workers_uss"] = workers_uss(proc)
             samples.append(row)
         epoch_s = time.perf_counter() - t0
     if seen != args.images:
@@ -119,6 +134,10 @@ def run(args) -> dict:
         "rss_end_bytes": samples[-1]["rss"],
         "rss_growth_per_10k_images_bytes": round(slope_per_10k([s["images"] for s in tail], [s["rss"] for s in tail])),
         "workers_rss_peak_bytes": peak_workers,
+        "workers_uss_first_bytes": samples[0]["workers_uss"],
+        "workers_uss_peak_bytes": max(s["workers_uss"] for s in samples if "workers_uss" in s),
+        "workers_uss_growth_per_10k_images_bytes": round(slope_per_10k([s["images"] for s in pss],
+                                                                       [s["workers_uss"] for s in pss])),
         "rank_pss_start_bytes": pss_start,
         "rank_pss_peak_bytes": max(s["pss_rank"] for s in samples if "pss_rank" in s),
         "rank_pss_growth_per_10k_images_bytes": round(slope_per_10k([s["images"] for s in pss],
@@ -143,7 +162,8 @@ def main(argv: list[str] | None = None) -> dict:
           f"peak {res['rss_peak_bytes'] / MB:.0f} MiB, growth {res['rss_growth_per_10k_images_bytes'] / MB:+.2f} "
           f"MiB/10k images; rank PSS start {res['rank_pss_start_bytes'] / MB:.0f} MiB, peak "
           f"{res['rank_pss_peak_bytes'] / MB:.0f} MiB, growth {res['rank_pss_growth_per_10k_images_bytes'] / MB:+.2f} "
-          f"MiB/10k -> {args.out}")
+          f"MiB/10k; workers USS peak {res['workers_uss_peak_bytes'] / MB:.0f} MiB, growth "
+          f"{res['workers_uss_growth_per_10k_images_bytes'] / MB:+.2f} MiB/10k -> {args.out}")
     return res
 
 
