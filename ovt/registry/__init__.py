@@ -2,7 +2,6 @@
 
     from ovt.registry.register import register      # log + register models/<variant>, alias `challenger`
     from ovt.registry.promote import promote        # the gate: move `champion` when the challenger is better
-    from ovt.registry.stage import run              # the DVC stage entry (data/register/registered.json)
     mlflow.pyfunc.load_model("models:/<name>@champion").predict({"text": [...], "image": [...]})
 
 Nothing heavy is imported here: `ovt.config` imports `ovt.registry.config`, and loading params must not pull in

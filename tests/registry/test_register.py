@@ -1,10 +1,8 @@
 """Registration against a real (sqlite + file artifacts) MLflow store with the real pyfunc and a tiny OVT model."""
 
-import json
 
 import pytest
 
-from ovt.registry import stage
 from ovt.registry.register import COMPLETE, STATE_TAG, register
 
 from .conftest import write_metrics
@@ -54,19 +52,3 @@ def test_half_done_registration_is_resumed_not_duplicated(mlflow_store, workspac
     mv = c.get_model_version(cfg.model_name, r1.version)
     assert mv.tags[STATE_TAG] == COMPLETE and "challenger" in mv.aliases
 
-
-def test_stage_writes_registered_json_atomically(mlflow_store, workspace, cfg, tmp_path):
-    out = tmp_path / "data" / "register"
-    stats = stage.run(cfg, seed=0, models_dir=workspace / "models", eval_dir=workspace / "data" / "eval",
-                      out_dir=out, root=workspace)
-    rec = json.loads((out / "registered.json").read_text())
-    assert rec["name"] == cfg.model_name and rec["version"] == "1" and rec["aliases"] == ["challenger"]
-    assert rec["lineage_digest"] == stats["lineage_digest"] and rec["run_id"]
-    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temp files left behind
-
-
-def test_stage_without_tracking_server_says_so(workspace, cfg, tmp_path, monkeypatch):
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    with pytest.raises(RuntimeError, match="MLFLOW_TRACKING_URI is not set"):
-        stage.run(cfg, seed=0, models_dir=workspace / "models", eval_dir=workspace / "data" / "eval",
-                  out_dir=tmp_path / "o")
