@@ -30,7 +30,9 @@ class CaptionPaths:
 
 
 def run(params: Any, *, seed: int, paths: CaptionPaths = CaptionPaths()) -> dict:
-    from ovt.caption.stage import run as run_stage
+    import importlib  # by name, like the lazy exports: importing the package must not load the stage
+
+    run_stage = importlib.import_module("ovt.caption.stage").run
 
     return run_stage(params, seed=seed, renders_dir=paths.renders_dir, assets_dir=paths.assets_dir,
                      out_dir=paths.out_dir)

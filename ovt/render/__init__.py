@@ -19,6 +19,8 @@ class RenderPaths:
 
 def run(params, *, seed: int, paths: RenderPaths = RenderPaths()) -> dict:
     """The render stage (`ovt.render.stage.run`) on `params` (the `render:` block)."""
-    from ovt.render.stage import run as run_stage
+    import importlib  # by name, like the lazy exports: importing the package must not load the stage
+
+    run_stage = importlib.import_module("ovt.render.stage").run
 
     return run_stage(params, seed=seed, assets_dir=paths.assets_dir, out_dir=paths.out_dir)
