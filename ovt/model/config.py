@@ -49,8 +49,8 @@ class VIFormerParams(StrictModel):
     # code : normalize(z + alpha*f(z))          (official implementation)
     # paper: normalize(alpha*f(z) + (1-alpha)*z) (paper's text; equals "code" with alpha/(1-alpha))
     mix: Literal["code", "paper"] = "code"
-    # L2-normalise z before f and the mix. The released code's choice is not recorded in our reference; normalising
-    # makes alpha a ratio that does not drift when LoRA changes the embedding's norm.
+    # true: L2-normalise z before f and the mix, so alpha is a ratio that does not drift when LoRA changes the
+    # embedding's norm. false (official): the un-normalised feature goes into VIFormer.
     normalize_input: bool = True
 
 

@@ -69,7 +69,8 @@ def test_torchrun_entry_reads_params_yaml(tree, tmp_path):
               "train": cfg.model_dump(mode="json")}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     stats = main(["--params", str(tmp_path / "params.yaml"), "--renders", str(tree[0]), "--captions",
-                  str(tree[1]), "--base", str(tmp_path / "nobase"), "--out", str(tmp_path / "models")])
+                  str(tree[1]), "--base", str(tmp_path / "nobase"), "--out", str(tmp_path / "models"),
+                  "--features", "none"])
     assert stats["contrastive"]["steps"] == 5
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump({**params, "train": {"lamda": 1}}))
     import pytest
