@@ -186,15 +186,13 @@ def mvcap_pairs(metadata: Path, image_root: Path | None, cfg: DataParams) -> tup
     """Pairs from an MVCap `metadata.json`; `path`s like ./views/<uid>/026.png resolve against `image_root`."""
     metadata = Path(metadata)
     root = Path(image_root) if image_root else metadata.parent
-    records = _mvcap_records(metadata, root)
     if cfg.elevation_bands is not None:
-        # the held-out-viewpoint variants need each view's pose; MVCap's released metadata has none
-        unposed = sum(1 for r in records if r.get("elevation") is None)
-        if unposed:
-            raise DataError(f"{metadata}: data.elevation_bands {cfg.elevation_bands} needs an 'elevation' (degrees) "
-                            f"per record; {unposed} of {len(records)} records have none. Disable "
-                            f"train.heldout_viewpoints or add the poses to the metadata")
-        records = [r for r in records if _in_bands(float(r["elevation"]), cfg.elevation_bands)]
+        # the held-out-viewpoint variants select views by pose, and MVCap's format ({path, caption, obj_id,
+        # img_id}) records none: training them on every view would silently not hold any viewpoint out
+        raise DataError(f"{metadata}: data.elevation_bands {cfg.elevation_bands} needs each view's elevation, "
+                        f"which MVCap metadata does not record; set train.heldout_viewpoints.enabled: false "
+                        f"for MVCap input (or train from render shards, whose manifest has the poses)")
+    records = _mvcap_records(metadata, root)
     by_obj: dict[str, list[dict]] = {}
     for rec in records:
         by_obj.setdefault(str(rec["obj_id"]), []).append(rec)

@@ -202,16 +202,29 @@ class Miner:
 
 def stream_batched(rows_of_object: list[torch.Tensor], objects: Iterable[int],
                    embed: Callable[[torch.Tensor], torch.Tensor], batch_size: int):
-    """Like `stream_objects`, but batches span objects: `batch_size` views per forward however few views each
-    object has (objects have ~26 views; a per-object forward would run tiny, slow batches)."""
-    objects = [o for o in objects if rows_of_object[o].numel()]
-    if not objects:
-        return
-    rows = torch.cat([rows_of_object[o] for o in objects])
-    parts = [embed(rows[i:i + batch_size]).detach().float().cpu() for i in range(0, rows.numel(), batch_size)]
-    z = torch.cat(parts)
-    start = 0
+    """Like `stream_objects`, but a forward spans objects: full `batch_size` batches however few views each object
+    has (~26 here, so per-object forwards would run small, slow batches). Host memory holds at most one group of
+    objects whose views fill a batch, never the whole pass."""
+    group: list[int] = []
+    n = 0
+
+    def flush():
+        rows = torch.cat([rows_of_object[o] for o in group])
+        z = torch.cat([embed(rows[i:i + batch_size]).detach().float().cpu()
+                       for i in range(0, rows.numel(), batch_size)])
+        start = 0
+        for o in group:
+            k = rows_of_object[o].numel()
+            yield o, rows_of_object[o], z[start:start + k]
+            start += k
+
     for o in objects:
-        n = rows_of_object[o].numel()
-        yield o, rows_of_object[o], z[start:start + n]
-        start += n
+        if rows_of_object[o].numel() == 0:
+            continue
+        group.append(o)
+        n += rows_of_object[o].numel()
+        if n >= batch_size:
+            yield from flush()
+            group, n = [], 0
+    if group:
+        yield from flush()

@@ -139,3 +139,14 @@ def test_kill_mid_epoch_then_resume_equals_uninterrupted(tree, tmp_path):
         a = (killed / "train_metrics" / "ovt" / "plots" / "metrics" / f"{name}.tsv").read_text()
         assert a == (straight / "train_metrics" / "ovt" / "plots" / "metrics" / f"{name}.tsv").read_text(), name
         assert [line.split("\t")[0] for line in a.splitlines()[1:]] == [str(s) for s in range(1, 11)]
+    # DVC deletes the non-persistent metrics folder before a rerun; a finished variant is skipped and rewrites it
+    import shutil
+
+    shutil.rmtree(killed / "train_metrics")
+    again = run(cfg, seed=5, renders_dir=tree[0], captions_dir=tree[1], base_dir=None, out_dir=killed,
+                model_cfg=tiny_model_cfg())
+    assert again["ovt"]["skipped"] is True
+    for name in ("loss", "lr"):
+        tsv = killed / "train_metrics" / "ovt" / "plots" / "metrics" / f"{name}.tsv"
+        assert tsv.read_text() == (straight / "train_metrics" / "ovt" / "plots" / "metrics" / f"{name}.tsv").read_text()
+    assert (killed / "train_metrics" / "metrics.json").is_file()
