@@ -5,7 +5,7 @@ and the max step's cost (full pass vs reuse) against an epoch; on CUDA, ViT-B-32
 
 Without --renders/--captions it writes a synthetic render/caption tree (coloured shapes, the architecture's
 layout) at the model's image size: timings depend on shapes, not on image content. Prints numbers and writes
-benchmarks/results/bench_train.json.
+benchmarks/results/train.json.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from ovt.train.data import build_table  # noqa: E402
 from ovt.train.distributed import DistContext  # noqa: E402
 from ovt.train.loop import Trainer  # noqa: E402
 
-RESULTS = Path(__file__).parent / "results" / "bench_train.json"
+RESULTS = Path(__file__).parent / "results" / "train.json"
 
 
 def synthetic_tree(root: Path, objects: int, views: int, size: int) -> tuple[Path, Path]:
@@ -198,8 +198,12 @@ def main() -> None:
     ap.add_argument("--gpu-reps", type=int, default=10)
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args()
+    load_before = os.getloadavg()[0]
     res = {"host": platform.node(), "torch": torch.__version__, "threads": torch.get_num_threads(),
-           "steps": bench_steps(args), "gpu_vit_b32": bench_gpu_vit(args)}
+           "cpus": os.cpu_count(), "loadavg_1m_before": round(load_before, 2),
+           "steps": bench_steps(args), "gpu_vit_b32": bench_gpu_vit(args),
+           "loadavg_1m_after": round(os.getloadavg()[0], 2), "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+           "command": "python benchmarks/bench_train.py " + " ".join(sys.argv[1:])}
     print(json.dumps(res, indent=2))
     atomic_write_json(args.out, res)
 

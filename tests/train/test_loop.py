@@ -150,3 +150,12 @@ def test_kill_mid_epoch_then_resume_equals_uninterrupted(tree, tmp_path):
         tsv = killed / "train_metrics" / "ovt" / "plots" / "metrics" / f"{name}.tsv"
         assert tsv.read_text() == (straight / "train_metrics" / "ovt" / "plots" / "metrics" / f"{name}.tsv").read_text()
     assert (killed / "train_metrics" / "metrics.json").is_file()
+    # every metrics/plots path dvc.yaml declares for the train stage (of the variants trained here) exists
+    import yaml
+
+    stage = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]["train"]
+    declared = [next(iter(e)) if isinstance(e, dict) else e for e in stage["metrics"] + stage["plots"]]
+    mine = [p for p in declared if p.split("/")[2] in ("ovt", "metrics.json")]
+    assert len(mine) == 2, declared
+    for path in mine:
+        assert (killed / path.removeprefix("models/")).exists(), path
