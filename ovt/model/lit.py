@@ -12,9 +12,9 @@ stage); each step costs a linear layer on the image side and one MiniLM pass ove
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -57,7 +57,7 @@ class FeatureSet:
     feats: torch.Tensor  # [N, F] pooled frozen-tower features (before the image projection)
     rows: list[dict] = field(default_factory=list)  # key, asset_id, split, canonical, train_class, eval_class
 
-    def select(self, keep) -> "FeatureSet":
+    def select(self, keep) -> FeatureSet:
         idx = [i for i, r in enumerate(self.rows) if keep(r)]
         return FeatureSet(self.feats[idx], [self.rows[i] for i in idx])
 

@@ -18,7 +18,14 @@ from pathlib import Path
 
 import torch
 
-from ovt.io import atomic_dir, atomic_write_json, iter_jsonl, sha256_file, stable_digest, write_jsonl_atomic
+from ovt.io import (
+    atomic_dir,
+    atomic_write_json,
+    iter_jsonl,
+    sha256_file,
+    stable_digest,
+    write_jsonl_atomic,
+)
 from ovt.model.config import EMBEDDED, BootstrapParams, ModelParams
 from ovt.model.factory import BASE_JSON, BASE_WEIGHTS
 
@@ -84,7 +91,6 @@ def run(cfg: BootstrapParams, *, model: ModelParams, seed: int, paths: Bootstrap
 
     from ovt.features import open_store
     from ovt.model import embedded, lit
-    from safetensors.torch import save as _  # noqa: F401  (fail early when safetensors is missing)
 
     manifest_path = Path(paths.renders_dir) / "manifest.jsonl"
     if not manifest_path.is_file():

@@ -6,8 +6,9 @@ reduced object by object; per-view embeddings, when kept (for the `reuse` mode o
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Callable, Iterable, Literal
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
