@@ -1,9 +1,9 @@
 """LiT bootstrap of the embedded base on real renders: time, loss and held-out zero-shot accuracy.
 
-Runs the bootstrap stage function with the default BootstrapParams on a renders folder (render-stage layout:
-shards/*.tar + *.json, optional manifest.jsonl) and writes benchmarks/results/bootstrap_embedded.json.
+Runs the bootstrap stage function with the default BootstrapParams and ModelParams on a renders folder and the
+features stage's store, and writes benchmarks/results/bootstrap_embedded.json.
 Run: HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bootstrap_embedded.py --renders-dir data/renders \
-        [--out-dir /tmp/ovt-bench/base] [--cache-dir /tmp/ovt-bench/cache] [--seed 2012] [--note "..."]
+        --features-dir data/features [--out-dir /tmp/ovt-bench/base] [--seed 2012] [--note "..."]
 """
 
 from __future__ import annotations
@@ -16,21 +16,22 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from ovt.model.config import BootstrapParams  # noqa: E402
-from ovt.model.stage import run  # noqa: E402
+from ovt.model.config import BootstrapParams, ModelParams  # noqa: E402
+from ovt.model.stage import BootstrapPaths, run  # noqa: E402
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--renders-dir", type=Path, required=True)
     ap.add_argument("--out-dir", type=Path, default=Path("/tmp/ovt-bench/base"))
-    ap.add_argument("--cache-dir", type=Path, default=None)
+    ap.add_argument("--features-dir", type=Path, default=Path("data/features"))
     ap.add_argument("--seed", type=int, default=2012)
     ap.add_argument("--note", default="")
     args = ap.parse_args()
     t = time.perf_counter()
-    stats = run(BootstrapParams(), seed=args.seed, renders_dir=args.renders_dir, out_dir=args.out_dir,
-                cache_dir=args.cache_dir)
+    paths = BootstrapPaths(renders_dir=args.renders_dir, features_dir=args.features_dir, out_dir=args.out_dir,
+                           metrics=None)
+    stats = run(BootstrapParams(), model=ModelParams(), seed=args.seed, paths=paths)
     result = {"wall_s": round(time.perf_counter() - t, 1), "seed": args.seed, "loadavg_1m": os.getloadavg()[0],
               "cpus": os.cpu_count(), "renders_dir": str(args.renders_dir), "note": args.note, **stats}
     print(json.dumps(result, indent=2))

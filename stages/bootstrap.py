@@ -1,16 +1,14 @@
-"""DVC stage `bootstrap`: the embedded base model's LiT alignment on canonical training views (params: bootstrap)."""
+"""DVC stage `bootstrap`: LiT alignment of the embedded base on canonical training views (params: bootstrap, model);
+a marker saying "skipped" for architectures that need none."""
 
-from pathlib import Path
-
-from ovt.config import load_params
-from ovt.model.stage import run
+from ovt.entry import stage_main
 
 
-def main() -> None:
-    p = load_params()
-    run(p.bootstrap, seed=p.base.seed, renders_dir=Path("data/renders"), out_dir=Path("models/base"),
-        cache_dir=Path(".cache/bootstrap-features"), metrics_path=Path("metrics/bootstrap.json"))
+def _run(p) -> None:
+    from ovt.model.stage import run
+
+    run(p.bootstrap, model=p.model, seed=p.base.seed)
 
 
 if __name__ == "__main__":
-    main()
+    stage_main(_run)

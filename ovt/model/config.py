@@ -15,6 +15,7 @@ from ovt.params_base import StrictModel
 
 EMBEDDED = "embedded"
 TINY_TEST = "tiny-test"
+DEFAULT_EMBED_DIM = 256
 
 
 class LoraParams(StrictModel):
@@ -48,8 +49,8 @@ class VIFormerParams(StrictModel):
     # code : normalize(z + alpha*f(z))          (official implementation)
     # paper: normalize(alpha*f(z) + (1-alpha)*z) (paper's text; equals "code" with alpha/(1-alpha))
     mix: Literal["code", "paper"] = "code"
-    # L2-normalise z before f and the mix. The released code's choice is not recorded in our reference; normalising
-    # makes alpha a ratio that does not drift when LoRA changes the embedding's norm.
+    # true: L2-normalise z before f and the mix, so alpha is a ratio that does not drift when LoRA changes the
+    # embedding's norm. false (official): the un-normalised feature goes into VIFormer.
     normalize_input: bool = True
 
 
@@ -58,7 +59,10 @@ class ModelParams(StrictModel):
     pretrained: str | None = None  # open_clip tag, a local checkpoint file, or null (random / embedded towers)
     cache_dir: str | None = None  # where open_clip/HF weights are looked up (never fetched); null = their default
     image_size: int | None = Field(None, ge=16)  # null = the architecture's own size
-    embed_dim: int = Field(256, ge=8)  # embedded arch only: joint embedding width (see ovt/model/embedded.py)
+    # Joint embedding width of the EMBEDDED base (see ovt/model/embedded.py); null = 256. The bootstrap trains the
+    # base at this width and the train stage refuses a base of another width. open_clip architectures fix their
+    # own width, so there it must stay null (it would otherwise be a value nothing reads).
+    embed_dim: int | None = Field(None, ge=8)
     lora: LoraParams = LoraParams()
     viformer: VIFormerParams = VIFormerParams()
     new_logit_scale: bool = True  # a new learnable scale at ln(1/0.07) (official); false = keep the base's, frozen
@@ -72,11 +76,25 @@ class ModelParams(StrictModel):
         return v
 
     @model_validator(mode="after")
-    def _viformer_heads(self) -> "ModelParams":
+    def _embed_dim(self) -> "ModelParams":
+        if self.arch != EMBEDDED and self.embed_dim is not None:
+            raise ValueError(f"embed_dim applies to the {EMBEDDED!r} arch only; {self.arch!r} fixes its own width "
+                             f"(set model.embed_dim: null)")
         # The width is only known once the model is built for open_clip names; embedded is checked here.
-        if self.arch == EMBEDDED and self.viformer.enabled and self.embed_dim % self.viformer.heads:
-            raise ValueError(f"embed_dim {self.embed_dim} is not divisible by viformer.heads {self.viformer.heads}")
+        if self.arch == EMBEDDED and self.viformer.enabled and self.embedded_dim % self.viformer.heads:
+            raise ValueError(f"embed_dim {self.embedded_dim} is not divisible by viformer.heads "
+                             f"{self.viformer.heads}")
         return self
+
+    @property
+    def embedded_dim(self) -> int:
+        """The embedded base's joint width (the one place its default lives)."""
+        return self.embed_dim if self.embed_dim is not None else DEFAULT_EMBED_DIM
+
+    @property
+    def pretrained_open_clip(self) -> bool:
+        """An open_clip architecture with pretrained weights: its base is already aligned (no bootstrap)."""
+        return self.arch not in (EMBEDDED, TINY_TEST) and bool(self.pretrained)
 
     @property
     def log_scale_init(self) -> float:
@@ -84,9 +102,11 @@ class ModelParams(StrictModel):
 
 
 class BootstrapParams(StrictModel):
-    """LiT bootstrap of the embedded base: locked EfficientNet, tuned MiniLM (LoRA) + projections + logit scale."""
+    """LiT bootstrap of the embedded base: locked EfficientNet, tuned MiniLM (LoRA) + projections + logit scale.
 
-    embed_dim: int = Field(256, ge=8)
+    The base's width and image size are the model block's (`model.embed_dim`, `model.image_size`); the pooled image
+    features come from the features stage."""
+
     text_field: Literal["label", "name"] = "label"  # class text per view; rows with a null label fall back to name
     templates: list[str] = ["a 3D render of a {}.", "a rendering of a {}.", "a 3D model of a {}."]
     # Words the MiniLM vocabulary reads better than the dataset's head nouns (mini-benchmark.md).
@@ -100,9 +120,7 @@ class BootstrapParams(StrictModel):
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(0.05, ge=0)
     warmup_steps: int = Field(20, ge=0)
-    feature_batch_size: int = Field(32, ge=1)
-    image_size: int = Field(224, ge=32)
-    eval_heldout: bool = True  # report held-out canonical / off-canonical zero-shot accuracy (features cached too)
+    eval_heldout: bool = True  # also report validation-split zero-shot accuracy (never the test split)
 
     @field_validator("templates")
     @classmethod

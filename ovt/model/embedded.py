@@ -7,7 +7,7 @@ linear projection.
 
 Embedding width: 256 by default (the mini-benchmark's reference figures used 256). It is below both towers' widths
 (1280, 384) so the projections compress, and it keeps VIFormer at 2.6M parameters instead of 6.3M at 512.
-The projections start random; the LiT bootstrap (ovt/model/bootstrap.py) aligns them.
+The projections start random; the LiT bootstrap (ovt/model/lit.py) aligns them.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from ovt.io import atomic_write_json
 MODEL_NAME_PREFIX = "ovt-embedded-effnetlite0-minilm"
 # timm's efficientnet_lite0 stage sizes; the flat lukemelas `_blocks.i` list maps onto blocks[stage][j] in order.
 STAGE_SIZES = (1, 2, 2, 3, 3, 4, 1)
+DEFAULT_IMAGE_SIZE = 224
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 

@@ -111,7 +111,7 @@ def build_base(cfg: ModelParams, base_dir: Path | None = None) -> BaseModel:
 def _build_embedded(cfg: ModelParams, base_dir: Path | None) -> BaseModel:
     from ovt.model import embedded
 
-    embed_dim, image_size = cfg.embed_dim, cfg.image_size or 224
+    embed_dim, image_size = cfg.embedded_dim, cfg.image_size or embedded.DEFAULT_IMAGE_SIZE
     meta: dict = {}
     if base_dir is not None:
         base_dir = Path(base_dir)
@@ -119,10 +119,10 @@ def _build_embedded(cfg: ModelParams, base_dir: Path | None) -> BaseModel:
         if not meta_path.is_file():
             raise FileNotFoundError(f"embedded base: {meta_path} not found (run the bootstrap stage first)")
         meta = json.loads(meta_path.read_text())
-        embed_dim, image_size = int(meta["embed_dim"]), int(meta["image_size"])
-        if cfg.embed_dim != embed_dim:
-            log.warning("model.embed_dim=%d but the bootstrapped base at %s has %d; using the base's",
-                        cfg.embed_dim, base_dir, embed_dim)
+        got = (int(meta["embed_dim"]), int(meta["image_size"]))
+        if got != (embed_dim, image_size):  # the model block is the one source of truth: a stale base is an error
+            raise ValueError(f"the bootstrapped base at {base_dir} has embed_dim {got[0]} / image_size {got[1]}, "
+                             f"the model block asks for {embed_dim} / {image_size}: rerun the bootstrap stage")
     model, preprocess, tokenizer = embedded.create_embedded(embed_dim, image_size)
     if base_dir is not None:
         load_trained_parts(model, base_dir / BASE_WEIGHTS)

@@ -99,7 +99,7 @@ class OVTModel(nn.Module):
             tokens = self.tokenizer(missing)
             if isinstance(getattr(self.clip, "text", None), HFTextEncoder):
                 # HF poolers mask padding, so dropping all-pad trailing columns is exact (and ~3x cheaper)
-                from ovt.model.bootstrap import trim_padding
+                from ovt.model.lit import trim_padding
 
                 tokens = trim_padding(tokens, self.clip.text.config.pad_token_id)
             tokens = tokens.to(self.device)

@@ -57,3 +57,43 @@ def load_trainable_state(model: torch.nn.Module, state: dict[str, torch.Tensor])
     with torch.no_grad():
         for n, t in state.items():
             params[n].copy_(t)
+
+
+def rng_state(device: torch.device) -> dict[str, torch.Tensor]:
+    return {"rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else torch.empty(0)}
+
+
+def restore_rng(s: dict, device: torch.device) -> None:
+    torch.set_rng_state(s["rng"])
+    if device.type == "cuda" and s["cuda_rng"].numel():
+        torch.cuda.set_rng_state(s["cuda_rng"], device)
+
+
+def capture(*, key: str, position: dict, model: torch.nn.Module, opt, sched, scaler, device: torch.device,
+            mined, miner_state: dict, history: dict, timings: dict) -> dict[str, Any]:
+    """Everything that determines the rest of the run, as one weights_only-loadable dict."""
+    return {"key": key, **position, "model": trainable_state(model), "optim": opt.state_dict(),
+            "sched": sched.state_dict(), "scaler": scaler.state_dict() if scaler is not None else {},
+            **rng_state(device),
+            "mined": None if mined is None else {"centres": mined.centres, "hard": mined.hard,
+                                                 "cos": mined.cos_to_centre},
+            **miner_state, "history": history["steps"], "events": history["events"], "timings": dict(timings)}
+
+
+def restore(s: dict, *, model: torch.nn.Module, opt, sched, scaler, device: torch.device):
+    """Load the model/optimiser/scheduler/RNG parts in place; return (position, mined, miner state, history,
+    timings) for the owners of the rest."""
+    from ovt.train.mining import MinedSet
+
+    load_trainable_state(model, s["model"])
+    opt.load_state_dict(s["optim"])
+    sched.load_state_dict(s["sched"])
+    if scaler is not None and s["scaler"]:
+        scaler.load_state_dict(s["scaler"])
+    restore_rng(s, device)
+    m = s["mined"]
+    mined = None if m is None else MinedSet(m["centres"], m["hard"], m["cos"])
+    position = {k: s[k] for k in ("global_step", "epoch", "step_in_epoch")}
+    miner = {"reuse_emb": s["reuse_emb"], "reuse_stamp": s["reuse_stamp"]}
+    return position, mined, miner, {"steps": list(s["history"]), "events": list(s["events"])}, s.get("timings", {})

@@ -42,7 +42,11 @@ class OptimParams(StrictModel):
     eps: float = 1e-6
     weight_decay: float = Field(0.05, ge=0)
     wd_on_all: bool = False  # official: True (decay on gains, biases and logit_scale too)
-    warmup_steps: int = Field(20, ge=0)
+    warmup_steps: int = Field(20, ge=0)  # official: 0
+    # step_cosine: cosine from lr to the floor over the whole run, per optimiser step (open_clip's schedule).
+    # epoch_cosine (official): torch CosineAnnealingLR(T_max=t_max_epochs) stepped once per epoch.
+    schedule: Literal["step_cosine", "epoch_cosine"] = "step_cosine"
+    t_max_epochs: int = Field(30, ge=1)  # epoch_cosine's T_max (official 30)
     min_lr_ratio: float = Field(0.0, ge=0, le=1)  # cosine floor as a fraction of lr
     grad_clip: float | None = 1.0
     logit_scale_max: float | None = None  # official: None (unclamped); open_clip clamps ln(100)
@@ -67,9 +71,9 @@ class DataParams(StrictModel):
     cache_prefix: bool = True  # CPU speed: cache image_prefix activations once, train the tail only
     augment: bool = False  # only without the cache: official RandomRotation(90)+RandomAffine(translate 0.1)
     max_views_per_object: int | None = None  # subsample (deterministically) for quick runs
-    # Embedded default: train on the objects that carry an evaluation label (271 of 655 training objects), as the
-    # mini-benchmark did; it keeps the 2-core pipeline within its time budget. False = every training object.
-    labelled_only: bool = True
+    # False (as MVCap does): every training object with captions, unlabelled ones too. True: only objects that
+    # carry an evaluation label.
+    labelled_only: bool = False
 
     @model_validator(mode="after")
     def _check(self) -> "DataParams":
@@ -104,7 +108,8 @@ class TrainParams(StrictModel):
     epochs: int = Field(2, ge=1)  # embedded default: ~2×150 steps of 64 pairs on ~7k views (see report)
     max_steps: int | None = None  # cap on optimiser steps (None = epochs × steps per epoch)
     model_mode: Literal["eval", "train"] = "eval"  # official: eval (never calls train(): VIFormer dropout off)
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
+    # auto: bf16 autocast on CUDA, fp32 elsewhere. bf16/fp16 without CUDA: a warning, then fp32.
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     checkpoint_every: int = Field(50, ge=1)  # optimiser steps between checkpoints
     keep_checkpoints: int = Field(2, ge=1)
     wise_alpha: float = Field(1.0, ge=0, le=1)  # WiSE-FT α recorded for evaluation (set_adapter_scale)

@@ -24,6 +24,7 @@ from ovt.train.config import DataParams
 log = logging.getLogger(__name__)
 
 _IMG_EXT = (".png", ".jpg", ".jpeg", ".webp")
+TRAIN_SPLIT = "train"
 
 
 class DataError(ValueError):
@@ -43,6 +44,7 @@ class Pair:
     image: ImageRef
     obj: int = -1  # dense object index for multi-view pairs; -1 for 2D pairs
     group: str = ""  # positives share a group (multi-positive ITC): "obj:<i>" or "txt:<caption>"
+    source: tuple[str, str] | None = None  # render view (manifest key, shard): where the feature store holds it
 
 
 @dataclass
@@ -135,7 +137,8 @@ def render_pairs(renders_dir: Path, captions_dir: Path, cfg: DataParams) -> tupl
     by_obj: dict[str, list[dict]] = {}
     missing = 0
     for row in manifest:
-        if row["split"] != "train" or not _in_bands(row.get("elevation"), cfg.elevation_bands):
+        # only training objects: validation and test objects (older manifests: "heldout") never train
+        if row["split"] != TRAIN_SPLIT or not _in_bands(row.get("elevation"), cfg.elevation_bands):
             continue
         if cfg.labelled_only and not row.get("label"):
             continue
@@ -150,7 +153,8 @@ def render_pairs(renders_dir: Path, captions_dir: Path, cfg: DataParams) -> tupl
     for i, oid in enumerate(objects):
         for row in _subsample(sorted(by_obj[oid], key=lambda r: r["key"]), cfg.max_views_per_object):
             pairs.append(Pair(key=row["key"], text=caps[row["key"]], obj=i, group=f"obj:{i}",
-                              image=ImageRef(str(renders_dir / row["shard"]), f"{row['key']}.png")))
+                              image=ImageRef(str(renders_dir / row["shard"]), f"{row['key']}.png"),
+                              source=(row["key"], row["shard"])))
     if not pairs:
         raise DataError(f"{renders_dir}: no captioned train-split views"
                         + (f" in elevation bands {cfg.elevation_bands}" if cfg.elevation_bands else ""))
@@ -182,14 +186,22 @@ def mvcap_pairs(metadata: Path, image_root: Path | None, cfg: DataParams) -> tup
     """Pairs from an MVCap `metadata.json`; `path`s like ./views/<uid>/026.png resolve against `image_root`."""
     metadata = Path(metadata)
     root = Path(image_root) if image_root else metadata.parent
+    if cfg.elevation_bands is not None:
+        # the held-out-viewpoint variants select views by pose, and MVCap's format ({path, caption, obj_id,
+        # img_id}) records none: training them on every view would silently not hold any viewpoint out
+        raise DataError(f"{metadata}: data.elevation_bands {cfg.elevation_bands} needs each view's elevation, "
+                        f"which MVCap metadata does not record; set train.heldout_viewpoints.enabled: false "
+                        f"for MVCap input (or train from render shards, whose manifest has the poses)")
+    records = _mvcap_records(metadata, root)
     by_obj: dict[str, list[dict]] = {}
-    for rec in _mvcap_records(metadata, root):
+    for rec in records:
         by_obj.setdefault(str(rec["obj_id"]), []).append(rec)
     objects = sorted(by_obj, key=lambda s: (len(s), s))
     pairs = []
     for i, oid in enumerate(objects):
         for rec in _subsample(by_obj[oid], cfg.max_views_per_object):
-            pairs.append(Pair(key=str(rec.get("img_id", rec["path"])), text=rec["caption"], obj=i,
+            # keyed by path: MVCap's img_id is not unique across objects (two images would share one activation)
+            pairs.append(Pair(key=f"mvcap:{rec['path']}", text=rec["caption"], obj=i,
                               group=f"obj:{i}", image=ImageRef(rec["image_path"])))
     if not pairs:
         raise DataError(f"{metadata}: no records")
@@ -200,14 +212,15 @@ def canonical_pairs(manifest: Iterable[dict], renders_dir: Path, prompt: str) ->
     """The embedded 2D source: canonical views of training objects with class-name prompts (the bootstrap's pairs)."""
     out = []
     for row in manifest:
-        if row["split"] != "train" or not row.get("canonical"):
+        if row["split"] != TRAIN_SPLIT or not row.get("canonical"):
             continue
         name = row.get("label") or row.get("name")
         if not name:
             continue
         text = prompt.format(name)
         out.append(Pair(key=f"2d:{row['key']}", text=text, group=f"txt:{text}",
-                        image=ImageRef(str(Path(renders_dir) / row["shard"]), f"{row['key']}.png")))
+                        image=ImageRef(str(Path(renders_dir) / row["shard"]), f"{row['key']}.png"),
+                        source=(row["key"], row["shard"])))
     return out
 
 

@@ -6,8 +6,9 @@ reduced object by object; per-view embeddings, when kept (for the `reuse` mode o
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Callable, Iterable, Literal
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -119,3 +120,112 @@ def nearest_other_centre(centres: torch.Tensor, obj: torch.Tensor) -> torch.Tens
     empty = centres.abs().sum(1) == 0  # objects with no views in this run
     sim[:, empty] = float("-inf")
     return centres[sim.argmax(1)]
+
+
+class Miner:
+    """The max step of one variant: a full pass (official) or the training forward's latest embeddings (`reuse`).
+
+    In `full_pass` mode every view is re-embedded through the trainable tail in large inference batches
+    (`mining.batch_size`), from the same cached prefix the steps read, so the pass costs one tail forward per view
+    without autograd bookkeeping. `reuse` keeps each view's last training embedding on the host (N·D floats).
+    """
+
+    def __init__(self, cfg, ctx, rows_of_object: list[torch.Tensor], n_rows: int, dim: int):
+        self.cfg, self.ctx, self.rows_of_object, self.n_rows, self.dim = cfg, ctx, rows_of_object, n_rows, dim
+        n_buf = n_rows if cfg.mode == "reuse" else 0
+        self.reuse_emb = torch.zeros(n_buf, dim)
+        self.reuse_stamp = torch.full((n_buf,), -1, dtype=torch.long)
+
+    def record(self, rows: torch.Tensor, z: torch.Tensor, step: int) -> None:
+        """Keep the training forward's embeddings of `rows` (reuse mode only)."""
+        if self.cfg.mode == "reuse":
+            self.reuse_emb[rows] = z.detach().float().cpu()
+            self.reuse_stamp[rows] = step
+
+    def sync(self) -> None:
+        """Make every rank's reuse buffer the union of all ranks' latest embeddings (row stamps pick the newest)."""
+        if not self.ctx.enabled or self.cfg.mode != "reuse":
+            return
+        import torch.distributed as dist
+
+        from ovt.train.distributed import all_reduce_sum_
+
+        buf = self.reuse_stamp.clone().to(self.ctx.device)
+        dist.all_reduce(buf, op=dist.ReduceOp.MAX)
+        newest = buf.cpu()
+        mine = (self.reuse_stamp == newest) & (newest >= 0)
+        emb = torch.where(mine[:, None], self.reuse_emb, torch.zeros_like(self.reuse_emb))
+        owners = mine.to(torch.float32)
+        all_reduce_sum_(emb, self.ctx)
+        all_reduce_sum_(owners, self.ctx)
+        self.reuse_emb = emb / owners.clamp_min(1)[:, None]
+        self.reuse_stamp = newest
+
+    def mine(self, epoch: int, embed_rows: Callable[[torch.Tensor], torch.Tensor]) -> tuple[MinedSet, dict]:
+        """(mined set, event record) for `epoch`; `embed_rows(rows)` embeds table rows with the current model."""
+        from ovt.train.distributed import all_reduce_sum_
+
+        m = self.cfg
+        objs = range(self.ctx.rank, len(self.rows_of_object), self.ctx.world)
+        reuse = m.mode == "reuse" and epoch > 0
+        fresh = 0
+        if reuse:
+            self.sync()
+
+            def stream():
+                nonlocal fresh
+                for o in objs:
+                    rows = self.rows_of_object[o]
+                    z = self.reuse_emb[rows].clone()
+                    unseen = self.reuse_stamp[rows] < 0  # dropped by drop_last: embed now
+                    if unseen.any():
+                        fresh += int(unseen.sum())
+                        z[unseen] = embed_rows(rows[unseen]).float().cpu()
+                    yield o, rows, z
+            it = stream()
+        else:
+            it = stream_batched(self.rows_of_object, objs, embed_rows, m.batch_size)
+        mined = mine_from_embeddings(it, len(self.rows_of_object), self.n_rows, self.dim, knn=m.knn,
+                                     hard_k=m.hard_k, weight=m.weight, renormalise=m.renormalise_centre)
+        for t in (mined.centres, mined.hard, mined.cos_to_centre):
+            all_reduce_sum_(t, self.ctx)
+        self.reuse_stamp.fill_(-1)
+        return mined, {"epoch": epoch, "mode": "reuse" if reuse else "full_pass", "fresh_rows": fresh,
+                       **mined.stats()}
+
+    def state(self) -> dict:
+        self.sync()
+        return {"reuse_emb": self.reuse_emb, "reuse_stamp": self.reuse_stamp}
+
+    def load(self, s: dict) -> None:
+        self.reuse_emb, self.reuse_stamp = s["reuse_emb"], s["reuse_stamp"]
+
+
+def stream_batched(rows_of_object: list[torch.Tensor], objects: Iterable[int],
+                   embed: Callable[[torch.Tensor], torch.Tensor], batch_size: int):
+    """Like `stream_objects`, but a forward spans objects: full `batch_size` batches however few views each object
+    has (~26 here, so per-object forwards would run small, slow batches). Host memory holds at most one group of
+    objects whose views fill a batch, never the whole pass."""
+    group: list[int] = []
+    n = 0
+
+    def flush():
+        rows = torch.cat([rows_of_object[o] for o in group])
+        z = torch.cat([embed(rows[i:i + batch_size]).detach().float().cpu()
+                       for i in range(0, rows.numel(), batch_size)])
+        start = 0
+        for o in group:
+            k = rows_of_object[o].numel()
+            yield o, rows_of_object[o], z[start:start + k]
+            start += k
+
+    for o in objects:
+        if rows_of_object[o].numel() == 0:
+            continue
+        group.append(o)
+        n += rows_of_object[o].numel()
+        if n >= batch_size:
+            yield from flush()
+            group, n = [], 0
+    if group:
+        yield from flush()

@@ -1,4 +1,4 @@
-"""AdamW with decoupled weight-decay groups and a step-based cosine schedule with linear warm-up."""
+"""AdamW with decoupled weight-decay groups and the LR schedule (linear warm-up, then cosine per step or per epoch)."""
 
 from __future__ import annotations
 
@@ -42,7 +42,22 @@ def cosine_with_warmup(step: int, total: int, warmup: int, min_ratio: float = 0.
     return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def build_scheduler(opt: torch.optim.Optimizer, total_steps: int, cfg: OptimParams):
+def epoch_cosine(step: int, steps_per_epoch: int, t_max: int, warmup: int = 0, min_ratio: float = 0.0) -> float:
+    """LR multiplier of torch's CosineAnnealingLR(T_max=t_max) stepped once per epoch (closed form, so periodic
+    past t_max like torch's), after an optional linear warm-up over the first `warmup` steps."""
+    if warmup > 0 and step < warmup:
+        return (step + 1) / warmup
+    epoch = step // max(1, steps_per_epoch)
+    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * epoch / t_max))
+
+
+def lr_multiplier(cfg: OptimParams, total_steps: int, steps_per_epoch: int):
+    """step -> LR multiplier for the configured schedule."""
+    if cfg.schedule == "epoch_cosine":
+        return lambda s: epoch_cosine(s, steps_per_epoch, cfg.t_max_epochs, cfg.warmup_steps, cfg.min_lr_ratio)
+    return lambda s: cosine_with_warmup(s, total_steps, cfg.warmup_steps, cfg.min_lr_ratio)
+
+
+def build_scheduler(opt: torch.optim.Optimizer, total_steps: int, cfg: OptimParams, steps_per_epoch: int = 1):
     # LambdaLR's state is just the step counter, so a resumed run lands on exactly the same LR.
-    return torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: cosine_with_warmup(s, total_steps, cfg.warmup_steps, cfg.min_lr_ratio))
+    return torch.optim.lr_scheduler.LambdaLR(opt, lr_multiplier(cfg, total_steps, steps_per_epoch))

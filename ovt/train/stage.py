@@ -1,13 +1,21 @@
 """Train stage entry: for each listed variant, train (or, for `zeroshot`, just package) the OVT model into
 `models/<variant>/`, idempotently and resumably.
 
-Completion marker: `models/<variant>/train.json` holding the variant's content key (inputs, params, seed,
-implementation version). A rerun with the same key does nothing; a changed key retrains (resuming from a
-checkpoint only when the checkpoint was written under the same key).
+Layout:
+  models/<variant>/            adapter/, viformer.safetensors, model.json (the model); checkpoints/ (resume);
+                               history.json (every logged step and mining pass); train.json (completion marker)
+  models/train_metrics/        metrics.json (one summary row per variant), failures.jsonl
+  models/train_metrics/<variant>/  dvclive folder: metrics.json + plots/metrics/<metric>.tsv (dvc plots/exp show)
+
+Completion marker: `train.json` holds the variant's content key (inputs, params, seed, implementation version),
+written last. A rerun with the same key does nothing but rewrite the variant's dvclive folder from its saved
+history (DVC deletes non-persistent outputs before a run, and a kill can strike between variants); a changed key
+retrains (resuming from a checkpoint only when the checkpoint was written under the same key).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from pathlib import Path
@@ -20,14 +28,15 @@ from ovt.train.config import TrainParams
 from ovt.train.data import build_table
 from ovt.train.distributed import DistContext, barrier
 from ovt.train.loop import Trainer
+from ovt.train.tracking import HISTORY, write_live
 
 log = logging.getLogger(__name__)
 
-IMPL_VERSION = "ovt-train/1"
+IMPL_VERSION = "ovt-train/2"
 
 
 def input_digest(renders_dir: Path | None, captions_dir: Path | None, base_dir: Path | None,
-                 cfg: TrainParams) -> dict[str, str]:
+                 cfg: TrainParams, store: Any = None) -> dict[str, str]:
     """Digests of everything upstream that changes the training pairs or the starting weights."""
     out: dict[str, str] = {}
 
@@ -40,6 +49,9 @@ def input_digest(renders_dir: Path | None, captions_dir: Path | None, base_dir: 
     out["renders"] = files(renders_dir, ["manifest.jsonl", "shards/*.json"])
     out["captions"] = files(captions_dir, ["shards/*.jsonl", "shards/*.json"])
     out["base"] = files(base_dir, ["*.json", "*.safetensors"])
+    if store is not None:  # the frozen-tower outputs the variants train on
+        out["features"] = stable_digest([store.folder.name] + [json.loads(p.read_text())["key"]
+                                                               for p in sorted(store.folder.glob("shard-*.json"))])
     for name in ("mvcap_metadata", "twod_path"):
         p = getattr(cfg.data, name)
         if p is not None and Path(p).is_file():
@@ -61,7 +73,7 @@ def variant_key(cfg: TrainParams, variant: str, seed: int, inputs: dict, model_c
 
 
 def _default_builder(model_cfg: Any, base_dir: Path | None) -> Callable[[], torch.nn.Module]:
-    from ovt.model import build_base, build_ovt_model  # the model helper's factory (issue 5, item 1-2)
+    from ovt.model import build_base, build_ovt_model
 
     def build():
         return build_ovt_model(model_cfg, build_base(model_cfg, base_dir))
@@ -72,11 +84,13 @@ def run(cfg: TrainParams, *, seed: int, renders_dir: Path | None, captions_dir: 
         base_dir: Path | None, out_dir: Path, model_cfg: Any = None,
         build_model: Callable[[], torch.nn.Module] | None = None, metrics_dir: Path | None = None,
         resume: bool = True, ctx: DistContext | None = None,
-        on_step: Callable[[int], None] | None = None) -> dict:
+        on_step: Callable[[int], None] | None = None, features_dir: Path | None = None) -> dict:
     """Train every variant in `cfg.variants` into `out_dir/<variant>/`; returns per-variant stats.
 
     `build_model()` must return a fresh OVT model (ovt.model interface); by default it is built from `model_cfg`
     and the bootstrapped base in `base_dir`. Metrics go to `metrics_dir` (default `out_dir/train_metrics`).
+    `features_dir` (the features stage's output) supplies the frozen prefix of every render view; without it the
+    prefix is computed here.
     """
     ctx = ctx or DistContext()
     out_dir = Path(out_dir)
@@ -85,7 +99,14 @@ def run(cfg: TrainParams, *, seed: int, renders_dir: Path | None, captions_dir: 
         if model_cfg is None:
             raise ValueError("train stage: pass model_cfg (the params.yaml model block) or build_model")
         build_model = _default_builder(model_cfg, base_dir)
-    inputs = input_digest(renders_dir, captions_dir, base_dir, cfg)
+    store = None
+    if features_dir is not None:
+        from ovt.features import open_store
+
+        if model_cfg is None:
+            raise ValueError("train stage: features_dir needs model_cfg (it names the frozen tower configuration)")
+        store = open_store(features_dir, model_cfg)
+    inputs = input_digest(renders_dir, captions_dir, base_dir, cfg, store)
     failures = metrics_dir / "failures.jsonl"
     # One table per view selection (all views / the held-out-viewpoint bands); the frozen-tower stores inside
     # `shared` are common to both, so an image or caption is encoded once per run whichever variants use it.
@@ -103,13 +124,13 @@ def run(cfg: TrainParams, *, seed: int, renders_dir: Path | None, captions_dir: 
         dest = out_dir / variant
         key = variant_key(vcfg, kind, seed, inputs, model_cfg)
         marker = dest / "train.json"
-        if marker.exists():
-            import json
-
+        if marker.exists() and (kind == "zeroshot" or (dest / HISTORY).is_file()):
             done = json.loads(marker.read_text())
             if done.get("key") == key:
                 log.info("%s: up to date (key %s), skipping", variant, key[:12])
                 stats[variant] = {**done.get("stats", {}), "skipped": True}
+                if ctx.is_main and kind != "zeroshot":
+                    write_live(metrics_dir / variant, json.loads((dest / HISTORY).read_text()), done.get("stats"))
                 continue
         torch.manual_seed(seed)  # every variant starts from identical adapter initialisations
         model = build_model()
@@ -122,13 +143,12 @@ def run(cfg: TrainParams, *, seed: int, renders_dir: Path | None, captions_dir: 
             import copy
 
             trainer = Trainer(model, copy.deepcopy(tables[is_hv]), vcfg, variant=kind, seed=seed, work_dir=dest,
-                              ctx=ctx, key=key, failures=failures, on_step=on_step, shared_cache=shareds[is_hv])
+                              ctx=ctx, key=key, failures=failures, on_step=on_step, shared_cache=shareds[is_hv],
+                              store=store)
             try:
                 vstats = trainer.fit(resume=resume)
-                if ctx.is_main:
-                    trainer.tracker.write(metrics_dir / f"{variant}_steps.csv",
-                                          metrics_dir / f"{variant}_summary.json",
-                                          {**vstats, "mining_events": trainer.tracker.events})
+                history = trainer.tracker.history()
+                trainer.tracker.summary(vstats)
             finally:
                 trainer.tracker.close()
         vstats["wall_s"] = round(time.perf_counter() - t0, 2)
@@ -140,13 +160,16 @@ def run(cfg: TrainParams, *, seed: int, renders_dir: Path | None, captions_dir: 
                       "elevation_bands": vcfg.data.elevation_bands}
             # model.save writes adapter/, viformer.safetensors and model.json atomically, leaving checkpoints/
             model.to("cpu").save(dest, extra={"train": record})
-            atomic_write_json(marker, {**record, "inputs": inputs, "stats": vstats})
+            if kind != "zeroshot":
+                atomic_write_json(dest / HISTORY, history)
+                write_live(metrics_dir / variant, history, vstats)
+            atomic_write_json(marker, {**record, "inputs": inputs, "stats": vstats})  # last: the commit
         barrier(ctx)
         stats[variant] = vstats
     if ctx.is_main:
         metrics_dir.mkdir(parents=True, exist_ok=True)
         flat = {v: {k: s.get(k) for k in ("steps", "final_loss", "final_loss_itc", "final_loss_vc", "mining_s",
-                                          "train_s", "samples_per_s", "wall_s", "skipped") if k in s}
+                                          "train_s", "mining_share", "samples_per_s", "wall_s", "skipped") if k in s}
                 for v, s in stats.items()}
         atomic_write_json(metrics_dir / "metrics.json", flat)
     return stats

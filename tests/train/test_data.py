@@ -83,3 +83,37 @@ def test_webdataset_source(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match="no .tar"):
         webdataset_pairs(tmp_path / "empty")
+
+
+def test_mvcap_rows_keyed_by_path_and_hv_refused(tmp_path):
+    for i in range(4):
+        Image.new("RGB", (8, 8), (i * 50, 0, 0)).save(tmp_path / f"im{i}.png")
+    # img_id repeats across objects (as in released metadata): rows must still be told apart
+    meta = [{"path": f"./im{i}.png", "caption": f"c{i}", "obj_id": i // 2, "img_id": i % 2} for i in range(4)]
+    (tmp_path / "metadata.json").write_text(json.dumps(meta))
+    mv, _ = mvcap_pairs(tmp_path / "metadata.json", None, DataParams())
+    assert len({p.key for p in mv}) == 4
+    # the `_hv` variants hold viewpoints out by pose; MVCap records none: refused, never silently all views
+    with pytest.raises(DataError, match="heldout_viewpoints"):
+        build_table(DataParams(mvcap_metadata=tmp_path / "metadata.json", elevation_bands=[(-90, 45)],
+                               twod_source="none"), None, None)
+
+
+def test_only_train_split_objects_and_unlabelled_ones_too(tmp_path):
+    from tests.train.fixtures import make_tree
+
+    renders, captions = make_tree(tmp_path / "d", n_objects=6, heldout=(4, 5))
+    manifest = renders / "manifest.jsonl"
+    rows = [json.loads(line) for line in manifest.read_text().splitlines()]
+    for r in rows:
+        if r["obj_id"] == 4:
+            r["split"] = "validation"
+        if r["obj_id"] == 5:
+            r["split"] = "test"
+        if r["obj_id"] == 0:
+            r["label"] = None  # an unlabelled training object still trains (it has captions)
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    t = build_table(DataParams(twod_source="none"), renders, captions)
+    assert len(t.objects) == 4 and rows[0]["asset_id"] in t.objects
+    assert all(p.source is not None for p in t.mv)
+    assert len(build_table(DataParams(twod_source="none", labelled_only=True), renders, captions).objects) == 3

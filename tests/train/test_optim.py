@@ -47,3 +47,24 @@ def test_scheduler_state_roundtrip():
     sch2.load_state_dict(sch.state_dict())
     assert sch2.get_last_lr() == sch.get_last_lr()
     assert opt.param_groups[0]["betas"] == (0.9, 0.98) and opt.param_groups[0]["eps"] == 1e-6
+
+
+def test_epoch_cosine_is_torch_cosine_annealing_per_epoch():
+    from ovt.train.config import OptimParams
+    from ovt.train.optim import build_scheduler
+
+    cfg = OptimParams(lr=1.0, warmup_steps=0, schedule="epoch_cosine", t_max_epochs=30)
+    p = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([p], lr=1.0)
+    sched = build_scheduler(opt, total_steps=100, cfg=cfg, steps_per_epoch=4)
+    ref_opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    ref = torch.optim.lr_scheduler.CosineAnnealingLR(ref_opt, T_max=30)
+    for epoch in range(25):
+        lrs = []
+        for _ in range(4):  # constant within an epoch
+            lrs.append(opt.param_groups[0]["lr"])
+            opt.step()
+            sched.step()
+        assert lrs == pytest.approx([ref_opt.param_groups[0]["lr"]] * 4), epoch
+        ref_opt.step()
+        ref.step()

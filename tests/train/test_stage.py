@@ -69,7 +69,8 @@ def test_torchrun_entry_reads_params_yaml(tree, tmp_path):
               "train": cfg.model_dump(mode="json")}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     stats = main(["--params", str(tmp_path / "params.yaml"), "--renders", str(tree[0]), "--captions",
-                  str(tree[1]), "--base", str(tmp_path / "nobase"), "--out", str(tmp_path / "models")])
+                  str(tree[1]), "--base", str(tmp_path / "nobase"), "--out", str(tmp_path / "models"),
+                  "--features", "none"])
     assert stats["contrastive"]["steps"] == 5
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump({**params, "train": {"lamda": 1}}))
     import pytest
@@ -93,3 +94,46 @@ def test_heldout_viewpoint_variants_train_on_their_bands_only(tree, tmp_path):
     b = OVTModel.load(tmp_path / "ovt_hv").encode_image(torch.rand(2, 3, 32, 32))
     assert a.shape == b.shape
     assert all(s.get("skipped") for s in _run(cfg, tree, tmp_path).values())
+
+
+def test_train_reads_the_prefix_from_the_feature_store(tree, tmp_path, monkeypatch):
+    from safetensors.torch import load_file
+
+    from ovt.features import FeatureParams, FeaturePaths, run as run_features
+
+    def features(out, **over):
+        run_features(FeatureParams(dtype="float32", **over), model=tiny_model_cfg(), seed=0, progress=False,
+                     paths=FeaturePaths(renders_dir=tree[0], out_dir=out, stats=tmp_path / "f.json"))
+        return out
+
+    cfg = tiny_train_cfg(epochs=1, variants=["ovt"])
+    plain = _run(cfg, tree, tmp_path / "plain")  # no store: the prefix is computed in process
+    stored_dir = features(tmp_path / "features")
+
+    def no_tower(self, images):
+        raise AssertionError("the frozen tower ran although the feature store holds the prefix")
+
+    with monkeypatch.context() as m:
+        m.setattr(OVTModel, "image_prefix", no_tower)
+        stored = run(cfg, seed=2, renders_dir=tree[0], captions_dir=tree[1], base_dir=None,
+                     out_dir=tmp_path / "stored", model_cfg=tiny_model_cfg(), features_dir=stored_dir)
+    assert stored["ovt"]["input"] == "cached prefix" and plain["ovt"]["mv_pairs"] == stored["ovt"]["mv_pairs"]
+    a = load_file(tmp_path / "plain" / "ovt" / "viformer.safetensors")
+    b = load_file(tmp_path / "stored" / "ovt" / "viformer.safetensors")
+    assert all(torch.allclose(a[k], b[k], atol=1e-4) for k in a)
+    # a store that refused the prefix (too big): every step runs the full tower on decoded images
+    refused = features(tmp_path / "refused", max_prefix_gib=1e-9)
+    full = run(cfg, seed=2, renders_dir=tree[0], captions_dir=tree[1], base_dir=None, out_dir=tmp_path / "full",
+               model_cfg=tiny_model_cfg(), features_dir=refused)
+    assert full["ovt"]["input"] == "full forward" and full["ovt"]["steps"] == 5
+
+
+def test_bf16_without_cuda_warns_and_runs_fp32():
+    import pytest
+
+    from ovt.train.step import resolve_precision
+
+    with pytest.warns(RuntimeWarning, match="falling back to fp32"):
+        assert resolve_precision("bf16", torch.device("cpu")) == "fp32"
+    assert resolve_precision("auto", torch.device("cpu")) == "fp32"
+    assert resolve_precision("auto", torch.device("cuda", 0)) == "bf16"

@@ -1,37 +1,36 @@
-"""LiT bootstrap of the embedded base: align random projections over a locked EfficientNet and a tuned MiniLM.
+"""LiT training of the embedded base: align random projections over a locked EfficientNet and a tuned MiniLM.
 
 What trains: the image projection (1280 -> D), the text projection (384 -> D), the logit scale, and LoRA on the
 MiniLM attention query/value (r=8, alpha=16), merged into MiniLM's weights at export. What it sees: the CANONICAL
-views of TRAINING objects only (the analogue of web photos), so the base inherits CLIP's canonical-view bias that OVT
-must then fix; held-out objects are only ever used for the zero-shot report. Texts are class-name prompts.
+views of TRAINING-split objects only (the analogue of web photos), so the base inherits CLIP's canonical-view bias
+that OVT must then fix; validation objects are only used for the zero-shot report, test objects never.
 
-The image tower is locked, so its pooled 1280-d features are computed once per shard and cached (safetensors); each
-step then costs a linear layer on the image side and one MiniLM pass over the batch's distinct prompts.
+The image tower is locked, so its pooled 1280-d output comes from the shared frozen-feature store (the features
+stage); each step costs a linear layer on the image side and one MiniLM pass over the batch's distinct prompts.
 """
 
 from __future__ import annotations
 
-import json
-import logging
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save as safetensors_bytes
 from torch import nn
 from tqdm import tqdm
 
-from ovt.io import atomic_write_json, atomic_writer, stable_digest
+from ovt.evaluate.zeroshot import build_classifier
 from ovt.model import embedded
-from ovt.model.config import BootstrapParams
-from ovt.model.shards import Shard, iter_samples, load_rgb, view_metadata
+from ovt.model.config import BootstrapParams, ModelParams
+from ovt.train.optim import cosine_with_warmup
+from ovt.train.sampler import EpochSampler
 
-log = logging.getLogger(__name__)
-
-IMPL_VERSION = "lit-bootstrap-2"
 STAGE = "bootstrap"
+TRAIN_SPLIT = "train"
+# Objects a report may look at; the test split is scored once per pipeline run, by evaluate, never here.
+REPORT_SPLITS = ("validation", "heldout")  # "heldout": manifests written before the three-way split
 
 
 # ---- labels and prompts -----------------------------------------------------------------------------------------
@@ -52,116 +51,80 @@ def eval_class(meta: dict, cfg: BootstrapParams) -> str | None:
     return class_word(value, cfg) if value else None
 
 
-# ---- feature cache ----------------------------------------------------------------------------------------------
+# ---- features ---------------------------------------------------------------------------------------------------
 @dataclass
 class FeatureSet:
-    feats: torch.Tensor  # [N, 1280] pooled EfficientNet-Lite0 features
+    feats: torch.Tensor  # [N, F] pooled frozen-tower features (before the image projection)
     rows: list[dict] = field(default_factory=list)  # key, asset_id, split, canonical, train_class, eval_class
 
-    @staticmethod
-    def concat(parts: list["FeatureSet"]) -> "FeatureSet":
-        feats = [p.feats for p in parts if len(p.rows)]
-        return FeatureSet(torch.cat(feats) if feats else torch.zeros(0, 1280), [r for p in parts for r in p.rows])
-
-    def select(self, keep) -> "FeatureSet":
+    def select(self, keep) -> FeatureSet:
         idx = [i for i, r in enumerate(self.rows) if keep(r)]
         return FeatureSet(self.feats[idx], [self.rows[i] for i in idx])
 
 
-def wanted(meta: dict, cfg: BootstrapParams) -> bool:
-    """Training objects' canonical views; held-out views only for the report (never trained on)."""
-    if meta.get("split") == "train":
-        return bool(meta.get("canonical"))
-    return cfg.eval_heldout and meta.get("split") == "heldout"
+def wanted(row: dict, cfg: BootstrapParams) -> bool:
+    """Training objects' canonical views; validation views only for the report (never trained on)."""
+    if row.get("split") == TRAIN_SPLIT:
+        return bool(row.get("canonical"))
+    return cfg.eval_heldout and row.get("split") in REPORT_SPLITS
 
 
-def _row(key: str, meta: dict, cfg: BootstrapParams) -> dict:
-    return {"key": key, "asset_id": meta.get("asset_id"), "split": meta.get("split"),
-            "canonical": bool(meta.get("canonical")), "train_class": train_class(meta, cfg),
-            "eval_class": eval_class(meta, cfg)}
+def _row(meta: dict, cfg: BootstrapParams) -> dict:
+    return {"key": meta["key"], "shard": meta["shard"], "asset_id": meta.get("asset_id"),
+            "split": meta.get("split"), "canonical": bool(meta.get("canonical")),
+            "train_class": train_class(meta, cfg), "eval_class": eval_class(meta, cfg)}
 
 
-class FeatureStore:
-    """Pooled trunk features per shard, keyed by sample key: `<shard>-<key>.safetensors` (+ `.json` key list).
-
-    The store depends only on pixels and preprocessing (the shard's content key, image size, weights), never on
-    split or label, so relabelling or re-splitting in the manifest reuses it; views not yet encoded are added.
-    """
-
-    def __init__(self, cache_dir: Path, cfg: BootstrapParams):
-        self.cache_dir, self.cfg = Path(cache_dir), cfg
-
-    def _stem(self, shard: Shard) -> Path:
-        key = stable_digest({"shard": shard.key, "image_size": self.cfg.image_size, "impl": IMPL_VERSION,
-                             "weights": embedded.efficientnet_weights_path().name}, 16)
-        return self.cache_dir / f"{shard.tar.stem}-{key}"
-
-    def load(self, shard: Shard) -> dict[str, torch.Tensor]:
-        stem = self._stem(shard)
-        tensors, keys = stem.with_suffix(".safetensors"), stem.with_suffix(".json")
-        if not (tensors.is_file() and keys.is_file()):
-            return {}
-        feats = load_file(str(tensors))["feats"]
-        return dict(zip(json.loads(keys.read_text()), feats))
-
-    def save(self, shard: Shard, feats: dict[str, torch.Tensor]) -> None:
-        stem = self._stem(shard)
-        keys = sorted(feats)
-        with atomic_writer(stem.with_suffix(".safetensors")) as fh:
-            fh.write(safetensors_bytes({"feats": torch.stack([feats[k] for k in keys]).contiguous()}))
-        atomic_write_json(stem.with_suffix(".json"), keys, indent=None)  # written last: the entry's commit
-
-
-@torch.no_grad()
-def shard_features(shard: Shard, trunk: nn.Module, preprocess, cfg: BootstrapParams, store: FeatureStore,
-                   manifest: dict[str, dict]) -> tuple[FeatureSet, list[dict]]:
-    """Features and rows of the wanted views of one shard, plus per-view failures (never cached: retried)."""
-    cached = store.load(shard)
-    rows, failures, pending, pending_keys = [], [], [], []
-    new: dict[str, torch.Tensor] = {}
-
-    def flush():
-        if pending:
-            new.update(zip(pending_keys, trunk(torch.stack(pending)).float()))
-            pending.clear(), pending_keys.clear()
-
-    for key, sample_meta, png in iter_samples(shard):
-        meta = view_metadata(sample_meta, manifest, key)
-        if not wanted(meta, cfg):
-            continue
-        if key not in cached:
+def available(store, rows: Sequence[dict]) -> tuple[list[dict], list[dict]]:
+    """(rows the store holds features for, per-view failures for the others: unreadable or unrendered views)."""
+    keys_of: dict[str, set[str] | None] = {}
+    ok, failures = [], []
+    for r in rows:
+        stem = Path(r["shard"]).stem
+        if stem not in keys_of:
             try:
-                if png is None:
-                    raise ValueError("no .png member")
-                pending.append(preprocess(load_rgb(png)))
-                pending_keys.append(key)
-            except Exception as err:  # one unreadable view must not stop the stage
-                failures.append({"stage": STAGE, "item": key, "error": type(err).__name__, "detail": str(err)})
-                continue
-        rows.append(_row(key, meta, cfg))
-        if len(pending) >= cfg.feature_batch_size:
-            flush()
-    flush()
-    if new:
-        store.save(shard, {**cached, **new})
-    feats = [cached.get(r["key"], new.get(r["key"])) for r in rows]
-    return FeatureSet(torch.stack(feats) if feats else torch.zeros(0, 1280), rows), failures
+                keys_of[stem] = set(store._record(stem)["keys"])
+            except FileNotFoundError:
+                keys_of[stem] = None
+        keys = keys_of[stem]
+        if keys is not None and r["key"] in keys:
+            ok.append(r)
+        else:
+            why = "no features for this view" if keys is not None else f"no features for render shard {stem}"
+            failures.append({"stage": STAGE, "item": r["key"], "error": "MissingFeatures", "detail": why})
+    return ok, failures
+
+
+def load_features(store, manifest: Sequence[dict], cfg: BootstrapParams) -> tuple[FeatureSet, list[dict]]:
+    """Pooled features of the wanted views (manifest order), read from the feature store; no image is decoded."""
+    rows = [_row(m, cfg) for m in manifest if wanted(m, cfg)]
+    rows, failures = available(store, rows)
+    if not rows:
+        return FeatureSet(torch.zeros(0, 0), []), failures
+    _, pooled = store.lookup(rows, prefix=False)
+    return FeatureSet(pooled, rows), failures
 
 
 # ---- model ------------------------------------------------------------------------------------------------------
-def build_lit_model(cfg: BootstrapParams, seed: int):
-    """(clip, tokenizer, preprocess) with everything frozen except the projections, the scale and MiniLM LoRA."""
+def embedded_size(model_cfg: ModelParams) -> tuple[int, int]:
+    """(joint embedding width, image size) of the embedded base: both read from the model block, nowhere else."""
+    return model_cfg.embedded_dim, model_cfg.image_size or embedded.DEFAULT_IMAGE_SIZE
+
+
+def build_lit_model(cfg: BootstrapParams, model_cfg: ModelParams, seed: int):
+    """(clip, tokenizer) with everything frozen except the projections, the scale and MiniLM LoRA."""
     from peft import LoraConfig, inject_adapter_in_model
 
+    dim, size = embedded_size(model_cfg)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)  # the projections' random init is part of the reproducible result
-        clip, preprocess, tokenizer = embedded.create_embedded(cfg.embed_dim, cfg.image_size)
+        clip, _, tokenizer = embedded.create_embedded(dim, size)
         clip.requires_grad_(False)
         inject_adapter_in_model(LoraConfig(r=cfg.text_lora_r, lora_alpha=cfg.text_lora_alpha, lora_dropout=0.0,
                                            target_modules=list(cfg.text_lora_targets)), clip.text.transformer)
     for name, p in clip.named_parameters():
         p.requires_grad = "lora_" in name or name in trained_projection_keys()
-    return clip, tokenizer, preprocess
+    return clip, tokenizer
 
 
 def trained_projection_keys() -> set[str]:
@@ -242,15 +205,10 @@ def mean_loss(clip, text_enc, data: FeatureSet, cfg: BootstrapParams) -> float:
     return total / max(n, 1)
 
 
-def lr_at(step: int, cfg: BootstrapParams) -> float:
-    if step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
-    progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
-    return cfg.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+def train(clip, tokenizer, data: FeatureSet, cfg: BootstrapParams, seed: int, on_step=None) -> dict:
+    """AdamW (no decay on the scale), the trainer's warm-up + cosine schedule, seeded sampling; loss history.
 
-
-def train(clip, tokenizer, data: FeatureSet, cfg: BootstrapParams, seed: int) -> dict:
-    """AdamW (no decay on the scale), warm-up + cosine, seeded sampling; returns the loss history."""
+    `on_step(step, row)` receives each step's metrics (the stage sends them to dvclive)."""
     if len(data.rows) < 2:
         raise ValueError(f"bootstrap needs at least 2 training views (canonical, split=train); got {len(data.rows)}")
     text_enc = TextEncoder(clip, tokenizer)
@@ -258,30 +216,31 @@ def train(clip, tokenizer, data: FeatureSet, cfg: BootstrapParams, seed: int) ->
     decay = [p for n, p in clip.named_parameters() if p.requires_grad and n != "logit_scale"]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                              {"params": [clip.logit_scale], "weight_decay": 0.0}], lr=cfg.lr)
-    gen = torch.Generator().manual_seed(seed)  # batch order and template choice
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: cosine_with_warmup(s, cfg.steps, cfg.warmup_steps))
+    gen = torch.Generator().manual_seed(seed)  # template choice
     torch.manual_seed(seed)  # MiniLM's dropout draws from the global generator
     loss_before = mean_loss(clip, text_enc, data, cfg)
     n, batch = len(data.rows), min(cfg.batch_size, len(data.rows))
-    order, cursor, history = torch.randperm(n, generator=gen), 0, []
+    sampler = EpochSampler(n, batch, seed=seed)
+    history = []
     bar = tqdm(range(cfg.steps), desc="bootstrap", leave=False)
     for step in bar:
-        if cursor + batch > n:  # new epoch
-            order, cursor = torch.randperm(n, generator=gen), 0
-        idx = order[cursor:cursor + batch]
-        cursor += batch
+        idx = sampler.batch(step)
         clip.train()
         classes = [data.rows[i]["train_class"] for i in idx.tolist()]
         templates = torch.randint(len(cfg.templates), (len(classes),), generator=gen).tolist()
         loss = _batch_loss(clip, text_enc, data.feats[idx], classes, cfg, templates)
-        for group in opt.param_groups:
-            group["lr"] = lr_at(step, cfg)
+        lr = opt.param_groups[0]["lr"]
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
+        sched.step()
         with torch.no_grad():
             clip.logit_scale.clamp_(0, math.log(100))  # CLIP's cap on the temperature
         history.append(loss.item())
+        if on_step is not None:
+            on_step(step + 1, {"loss": loss.item(), "lr": lr, "logit_scale": float(clip.logit_scale.exp())})
         bar.set_postfix(loss=f"{loss.item():.3f}")
     loss_after = mean_loss(clip, text_enc, data, cfg)
     clip.eval()
@@ -291,19 +250,18 @@ def train(clip, tokenizer, data: FeatureSet, cfg: BootstrapParams, seed: int) ->
 
 @torch.no_grad()
 def zero_shot_accuracy(clip, tokenizer, data: FeatureSet, cfg: BootstrapParams) -> dict:
-    """Top-1 over the label space (template-ensembled class embeddings), by split and canonical/off-canonical."""
+    """Top-1 over the label space with the evaluation's classifier (template-ensembled class embeddings), by split
+    and canonical/off-canonical."""
     labelled = data.select(lambda r: r["eval_class"] is not None)
     classes = sorted({r["eval_class"] for r in labelled.rows})
     if len(classes) < 2:
         return {"n_classes": len(classes)}
     clip.eval()
-    text_enc = TextEncoder(clip, tokenizer)
-    class_emb = torch.stack([F.normalize(text_enc([t.format(c) for t in cfg.templates]).mean(0), dim=-1)
-                             for c in classes])
-    pred = (F.normalize(clip.visual.head(labelled.feats), dim=-1) @ class_emb.T).argmax(1)
+    classifier = build_classifier(TextEncoder(clip, tokenizer), classes, cfg.templates)
+    pred = classifier.logits(F.normalize(clip.visual.head(labelled.feats), dim=-1)).argmax(1)
     truth = torch.tensor([classes.index(r["eval_class"]) for r in labelled.rows])
     out: dict = {"n_classes": len(classes), "chance": 1 / len(classes)}
-    for split in ("train", "heldout"):
+    for split in (TRAIN_SPLIT, *REPORT_SPLITS):
         for canon, tag in ((True, "canonical"), (False, "off_canonical")):
             mask = torch.tensor([r["split"] == split and r["canonical"] == canon for r in labelled.rows])
             if mask.any():
