@@ -37,9 +37,9 @@ TINY = {
               "data": {"mvcap_batch": 16, "twod_batch": 4},
               "mining": {"batch_size": 32}, "tracking": {"progress": False},
               "heldout_viewpoints": {"train_bands": [[-90.0, 45.0]]}},
-    "evaluate": {"bootstrap": {"n_resamples": 50},
-                 "adversarial": {"budget": 4, "n_random": 2, "population": 2, "max_objects": 2,
-                                 "models": ["base", "ovt"]}},
+    "evaluate": {"intervals": {"n_resamples": 50},
+                 "search": {"budget": 4, "n_random": 2, "population": 2, "max_objects": 2,
+                            "models": ["base", "ovt"]}},
 }
 
 
@@ -213,7 +213,7 @@ def test_whole_pipeline_end_to_end(project, env, stack):
     # compared with the commit by `dvc metrics diff` / `dvc plots diff` — without touching the model registry
     assert json.loads(_dvc(project, env, "metrics", "diff", "HEAD", "--json") or "{}") == {}
     lock_before = yaml.safe_load((project / "dvc.lock").read_text())["stages"]
-    _dvc(project, env, "exp", "run", "-S", "evaluate.bootstrap.n_resamples=60")
+    _dvc(project, env, "exp", "run", "-S", "evaluate.intervals.n_resamples=60")
     lock_after = yaml.safe_load((project / "dvc.lock").read_text())["stages"]
     assert {s for s in lock_before if lock_before[s] != lock_after[s]} == {"evaluate"}
     shown = json.loads(_dvc(project, env, "exp", "show", "--json"))
