@@ -57,8 +57,12 @@ def main() -> None:
     import trimesh
 
     verts, faces = grid(args.faces)
-    result: dict = {"faces": int(len(faces)), "max_faces": args.max_faces, "cpus": os.cpu_count(),
-                    "loadavg_1min_before": round(os.getloadavg()[0], 2)}
+    result: dict = {
+        "faces": int(len(faces)),
+        "max_faces": args.max_faces,
+        "cpus": os.cpu_count(),
+        "loadavg_1min_before": round(os.getloadavg()[0], 2),
+    }
     with tempfile.TemporaryDirectory() as tmp:
         for fmt in ("obj", "ply"):
             path = Path(tmp) / f"grid.{fmt}"
@@ -67,10 +71,14 @@ def main() -> None:
             pre_s, pre_outcome = _time(lambda: check_declared(path.name, data, args.max_faces))
             rss0 = _rss_mib()
             full_s, full_outcome = _time(lambda: inspect_mesh(path))
-            result[fmt] = {"file_mib": round(len(data) / 2**20, 1), "precheck_s": round(pre_s, 4),
-                           "precheck_outcome": pre_outcome, "full_load_s": round(full_s, 3),
-                           "full_load_outcome": full_outcome,
-                           "full_load_peak_rss_growth_mib": round(max(0.0, _rss_mib() - rss0), 1)}
+            result[fmt] = {
+                "file_mib": round(len(data) / 2**20, 1),
+                "precheck_s": round(pre_s, 4),
+                "precheck_outcome": pre_outcome,
+                "full_load_s": round(full_s, 3),
+                "full_load_outcome": full_outcome,
+                "full_load_peak_rss_growth_mib": round(max(0.0, _rss_mib() - rss0), 1),
+            }
     print(json.dumps(result, indent=2))
     dest = Path(__file__).parent / "results" / "acquire_face_precheck.json"
     atomic_write_json(dest, result)

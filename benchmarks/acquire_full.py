@@ -41,18 +41,43 @@ def main() -> None:
 
     store_bytes = sum(p.stat().st_size for p in (out / "store").rglob("*") if p.is_file())
     result = {
-        "config": "embedded default (AcquireParams())", "seed": args.seed,
+        "config": "embedded default (AcquireParams())",
+        "seed": args.seed,
         # Wall time depends on what else runs on the machine (load average recorded); CPU time much less so.
-        "cold_s": round(cold_s, 2), "warm_s": round(warm_s, 2), "cold_cpu_s": round(cold_cpu, 2),
-        "warm_cpu_s": round(warm_cpu, 2), "loadavg_1min_before": round(load_before, 2), "cpus": os.cpu_count(),
+        "cold_s": round(cold_s, 2),
+        "warm_s": round(warm_s, 2),
+        "cold_cpu_s": round(cold_cpu, 2),
+        "warm_cpu_s": round(warm_cpu, 2),
+        "loadavg_1min_before": round(load_before, 2),
+        "cpus": os.cpu_count(),
         "cold_timings_s": cold["timings_s"],
-        "warm_timings_s": warm["timings_s"], "warm_extracted": warm["n_extracted"], "warm_reused": warm["n_reused"],
+        "warm_timings_s": warm["timings_s"],
+        "warm_extracted": warm["n_extracted"],
+        "warm_reused": warm["n_reused"],
         "manifest_identical_on_rerun": digest_cold == digest_warm,
         "store_mib": round(store_bytes / 2**20, 1),
-        **{k: cold[k] for k in ("n_assets", "n_labelled", "n_labels", "n_candidates", "n_filtered", "n_failures",
-                                "failures_by_reason", "n_duplicates", "n_textured", "n_with_missing_files", "groups",
-                                "by_source", "by_category",
-                                "by_split", "by_split_labelled", "by_label", "by_label_split")},
+        **{
+            k: cold[k]
+            for k in (
+                "n_assets",
+                "n_labelled",
+                "n_labels",
+                "n_candidates",
+                "n_filtered",
+                "n_failures",
+                "failures_by_reason",
+                "n_duplicates",
+                "n_textured",
+                "n_with_missing_files",
+                "groups",
+                "by_source",
+                "by_category",
+                "by_split",
+                "by_split_labelled",
+                "by_label",
+                "by_label_split",
+            )
+        },
     }
     print(json.dumps(result, indent=2))
     dest = Path(__file__).parent / "results" / "acquire_full.json"

@@ -45,8 +45,13 @@ def main() -> None:
     load_before = os.getloadavg()[0]
     r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-c", _CHILD, a.renders, a.assets, a.out], cwd=ROOT, capture_output=True,
-                          text=True, env={**os.environ, "HF_HUB_OFFLINE": "1", "TQDM_DISABLE": "1"})
+    proc = subprocess.run(
+        [sys.executable, "-c", _CHILD, a.renders, a.assets, a.out],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "TQDM_DISABLE": "1"},
+    )
     wall = time.perf_counter() - t0
     r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0:
@@ -55,11 +60,17 @@ def main() -> None:
     cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
     result = {
         "command": " ".join(["python", "benchmarks/bench_caption.py", *sys.argv[1:]]),
-        "backend": stats["backend"], "views": stats["views"], "captions": stats["captions"],
-        "stage_wall_s": round(wall, 2), "stage_cpu_s": round(cpu, 2),
-        "captions_per_s": round(stats["views"] / wall, 1), "captions_per_cpu_s": round(stats["views"] / cpu, 1),
-        "in_stage_s": stats["seconds"], "cpus": os.cpu_count(),
-        "loadavg_1min_before": round(load_before, 2), "loadavg_1min_after": round(os.getloadavg()[0], 2),
+        "backend": stats["backend"],
+        "views": stats["views"],
+        "captions": stats["captions"],
+        "stage_wall_s": round(wall, 2),
+        "stage_cpu_s": round(cpu, 2),
+        "captions_per_s": round(stats["views"] / wall, 1),
+        "captions_per_cpu_s": round(stats["views"] / cpu, 1),
+        "in_stage_s": stats["seconds"],
+        "cpus": os.cpu_count(),
+        "loadavg_1min_before": round(load_before, 2),
+        "loadavg_1min_after": round(os.getloadavg()[0], 2),
         "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     print(json.dumps(result, indent=2))

@@ -58,8 +58,13 @@ def main() -> None:
     search = p.evaluate.search
     n_models = len(search.models) if search.models else 3
     torch.manual_seed(0)
-    out: dict = {"arch": model_cfg.arch, "torch_threads": torch.get_num_threads(), "machine": platform.machine(),
-                 "cpus": os.cpu_count(), "loadavg_1m": round(os.getloadavg()[0], 2)}
+    out: dict = {
+        "arch": model_cfg.arch,
+        "torch_threads": torch.get_num_threads(),
+        "machine": platform.machine(),
+        "cpus": os.cpu_count(),
+        "loadavg_1m": round(os.getloadavg()[0], 2),
+    }
 
     t = time.perf_counter()
     models = build_models(model_cfg, n_models)
@@ -81,7 +86,7 @@ def main() -> None:
         prefix = model.image_prefix(torch.stack([model.preprocess(im) for im in imgs]))
         t = time.perf_counter()
         for i in range(0, len(prefix), args.batch):
-            model.image_tail(prefix[i:i + args.batch])
+            model.image_tail(prefix[i : i + args.batch])
         tail = time.perf_counter() - t
     out["full_tower_ms_per_image"] = round(1000 * full / args.images, 2)
     out["tail_on_prefix_ms_per_image"] = round(1000 * tail / args.images, 2)
@@ -102,32 +107,57 @@ def main() -> None:
             mesh.export(Path(tmp) / f"m{o}.obj")
             aid = f"{o:064x}"
             rows[aid] = {"asset_id": aid, "mesh": f"m{o}.obj", "rotation": None, "label": "table"}
-            vrows.append({"key": f"{aid}_000", "asset_id": aid, "azimuth": 0.0, "elevation": 10.0,
-                          "distance": 3.0, "canonical": True, "label": "table"})
+            vrows.append(
+                {
+                    "key": f"{aid}_000",
+                    "asset_id": aid,
+                    "azimuth": 0.0,
+                    "elevation": 10.0,
+                    "distance": 3.0,
+                    "canonical": True,
+                    "label": "table",
+                }
+            )
         renderer = GLViewRenderer(p.render, Path(tmp), seed=0)
         t = time.perf_counter()
         for _ in range(20):
             renderer(rows[vrows[0]["asset_id"]], 30.0, 20.0, 3.2)
         out["gl_render_ms_per_view"] = round(1000 * (time.perf_counter() - t) / 20, 2)
-        views = EvalViews(vrows, [], tuple(classes), tuple(rows), np.arange(args.objects),
-                          np.ones(args.objects, int))
+        views = EvalViews(vrows, [], tuple(classes), tuple(rows), np.arange(args.objects), np.ones(args.objects, int))
         cache = PrefixCache()
         t = time.perf_counter()
         for i, m in enumerate(models):
-            search_model(m, clf, views, np.full(args.objects, 0.05), rows, renderer,
-                         search.model_copy(update={"max_objects": None}), seed=0, name=f"m{i}",
-                         on_failure=lambda *a: print("failure", a), cache=cache, progress=False)
+            search_model(
+                m,
+                clf,
+                views,
+                np.full(args.objects, 0.05),
+                rows,
+                renderer,
+                search.model_copy(update={"max_objects": None}),
+                seed=0,
+                name=f"m{i}",
+                on_failure=lambda *a: print("failure", a),
+                cache=cache,
+                progress=False,
+            )
         dt = time.perf_counter() - t
         renderer.close()
     per_obj = dt / args.objects
     n_default = search.max_objects or 66
-    out.update({"search_budget": search.budget, "search_n_random": search.n_random, "search_models": n_models,
-                "search_prefixes_per_object": round(len(cache) / args.objects, 1),
-                "search_s_per_object_all_models": round(per_obj, 2),
-                "search_default_objects": n_default,
-                "search_default_s": round(per_obj * n_default, 1),
-                # the same cost in full-tower image passes measured in this run: comparable across machine loads
-                "search_default_in_full_tower_passes": round(per_obj * n_default / (full / args.images))})
+    out.update(
+        {
+            "search_budget": search.budget,
+            "search_n_random": search.n_random,
+            "search_models": n_models,
+            "search_prefixes_per_object": round(len(cache) / args.objects, 1),
+            "search_s_per_object_all_models": round(per_obj, 2),
+            "search_default_objects": n_default,
+            "search_default_s": round(per_obj * n_default, 1),
+            # the same cost in full-tower image passes measured in this run: comparable across machine loads
+            "search_default_in_full_tower_passes": round(per_obj * n_default / (full / args.images)),
+        }
+    )
     for k, v in out.items():
         print(f"{k:36s} {v}")
     atomic_write_json(RESULTS, out)

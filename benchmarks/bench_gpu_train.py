@@ -51,8 +51,17 @@ RESULTS = Path(__file__).parent / "results" / "gpu_train.json"
 # Dense (no sparsity) bf16 tensor-core peaks from the vendors' datasheets, FLOP/s. Matched by substring of
 # torch.cuda.get_device_name(), most specific first.
 PEAK_BF16 = [
-    ("H100 PCIe", 756e12), ("H100 NVL", 835e12), ("GH200", 989e12), ("H200", 989e12), ("H100", 989e12),
-    ("B200", 2250e12), ("A100", 312e12), ("L40S", 362e12), ("L4", 121e12), ("A10G", 70e12), ("A10", 125e12),
+    ("H100 PCIe", 756e12),
+    ("H100 NVL", 835e12),
+    ("GH200", 989e12),
+    ("H200", 989e12),
+    ("H100", 989e12),
+    ("B200", 2250e12),
+    ("A100", 312e12),
+    ("L40S", 362e12),
+    ("L4", 121e12),
+    ("A10G", 70e12),
+    ("A10", 125e12),
 ]
 
 TARGET_OVT_IMAGES_PER_S = 5000
@@ -87,9 +96,19 @@ def _write_shard(args) -> str:
     samples = []
     for i in range(start, stop):
         obj, view = divmod(i, views)
-        samples.append({"__key__": f"o{obj:07d}_{view:03d}", "png": _image(i, obj, view, size, "PNG"),
-                        "json": {"path": f"./views/o{obj:07d}/{view:03d}.png", "caption": caption_of(obj, view),
-                                 "obj_id": obj, "img_id": i, "view": view}})
+        samples.append(
+            {
+                "__key__": f"o{obj:07d}_{view:03d}",
+                "png": _image(i, obj, view, size, "PNG"),
+                "json": {
+                    "path": f"./views/o{obj:07d}/{view:03d}.png",
+                    "caption": caption_of(obj, view),
+                    "obj_id": obj,
+                    "img_id": i,
+                    "view": view,
+                },
+            }
+        )
     tar = Path(folder) / f"{shards.shard_name(index)}.tar"
     with open(tar, "wb") as fh:
         shards.write_samples(fh, samples)
@@ -97,12 +116,14 @@ def _write_shard(args) -> str:
     return str(tar)
 
 
-def write_synthetic_shards(folder: Path, images: int, views: int, size: int, per_shard: int,
-                           procs: int = 1) -> list[Path]:
+def write_synthetic_shards(
+    folder: Path, images: int, views: int, size: int, per_shard: int, procs: int = 1
+) -> list[Path]:
     """`images` samples in MVCap record layout (path, caption, obj_id, img_id + view), `per_shard` per tar."""
     folder.mkdir(parents=True, exist_ok=True)
-    jobs = [(str(folder), k, s, min(s + per_shard, images), views, size)
-            for k, s in enumerate(range(0, images, per_shard))]
+    jobs = [
+        (str(folder), k, s, min(s + per_shard, images), views, size) for k, s in enumerate(range(0, images, per_shard))
+    ]
     if procs > 1:
         with ProcessPoolExecutor(procs) as ex:
             list(ex.map(_write_shard, jobs))
@@ -115,8 +136,9 @@ def write_synthetic_shards(folder: Path, images: int, views: int, size: int, per
 # ---- model and steps ------------------------------------------------------------------------------------------------
 def model_params(tiny: bool) -> ModelParams:
     if tiny:
-        return ModelParams(arch="tiny-test", lora={"placement": "qkv", "last_blocks": None, "r": 8},
-                           viformer={"ffn": 64})
+        return ModelParams(
+            arch="tiny-test", lora={"placement": "qkv", "last_blocks": None, "r": 8}, viformer={"ffn": 64}
+        )
     return ModelParams(arch="ViT-B-32", lora={"placement": "qkv", "last_blocks": None, "r": 8})
 
 
@@ -131,8 +153,11 @@ def _sdpa_cpu_flops():
 
     def bwd(g, q, k, v, *_, out_shape=None, **__):
         return fc.sdpa_backward_flop_count(g, q, k, v)
-    return {aten._scaled_dot_product_flash_attention_for_cpu: fwd,
-            aten._scaled_dot_product_flash_attention_for_cpu_backward: bwd}
+
+    return {
+        aten._scaled_dot_product_flash_attention_for_cpu: fwd,
+        aten._scaled_dot_product_flash_attention_for_cpu_backward: bwd,
+    }
 
 
 class Bench:
@@ -145,8 +170,7 @@ class Bench:
     def autocast(self):
         import contextlib
 
-        return torch.autocast("cuda", dtype=torch.bfloat16) if self.device.type == "cuda" \
-            else contextlib.nullcontext()
+        return torch.autocast("cuda", dtype=torch.bfloat16) if self.device.type == "cuda" else contextlib.nullcontext()
 
     def loss(self, images, text, hard, centres, vc: bool) -> torch.Tensor:
         with self.autocast():
@@ -199,8 +223,12 @@ def to_device(b, device, index: dict, mined) -> tuple:
     hard = mined.hard[rows].nonzero().squeeze(1)
     objs = torch.tensor([int(o) for o in b.objects])[hard]
     nb = device.type == "cuda"
-    return (b.images.to(device, non_blocking=nb), F.normalize(b.text_emb, dim=-1).to(device, non_blocking=nb),
-            hard.to(device, non_blocking=nb), mined.centres[objs].to(device, non_blocking=nb))
+    return (
+        b.images.to(device, non_blocking=nb),
+        F.normalize(b.text_emb, dim=-1).to(device, non_blocking=nb),
+        hard.to(device, non_blocking=nb),
+        mined.centres[objs].to(device, non_blocking=nb),
+    )
 
 
 def time_steps(bench: Bench, batches: list[tuple], vc: bool, reps: int) -> list[float]:
@@ -238,21 +266,36 @@ def run(args) -> dict:
     model = build_ovt_model(mcfg, build_base(mcfg, None)).to(device)
     model.train(False)  # official: eval mode (VIFormer dropout off); LoRA still trains
     size = int(model.base_info.model.visual.image_size[0])
-    res: dict = {"device": torch.cuda.get_device_name(device) if cuda else "cpu", "tiny": tiny,
-                 "gpu_result": bool(cuda and not tiny), "host": platform.node(), "torch": torch.__version__,
-                 "cpu_count": os.cpu_count(), "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
+    res: dict = {
+        "device": torch.cuda.get_device_name(device) if cuda else "cpu",
+        "tiny": tiny,
+        "gpu_result": bool(cuda and not tiny),
+        "host": platform.node(),
+        "torch": torch.__version__,
+        "cpu_count": os.cpu_count(),
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    }
     if not res["gpu_result"]:
-        res["note"] = ("code-path check on a tiny model (no GPU): these numbers are not a GPU measurement"
-                       if not cuda else "tiny model on a GPU: a code-path check, not the paper configuration")
+        res["note"] = (
+            "code-path check on a tiny model (no GPU): these numbers are not a GPU measurement"
+            if not cuda
+            else "tiny model on a GPU: a code-path check, not the paper configuration"
+        )
     with tempfile.TemporaryDirectory(prefix="bench-gpu-train-") as tmp:
         t0 = time.perf_counter()
-        tars = write_synthetic_shards(Path(tmp) / "shards", images, args.views, size, args.per_shard,
-                                      procs=max(1, workers))
+        tars = write_synthetic_shards(
+            Path(tmp) / "shards", images, args.views, size, args.per_shard, procs=max(1, workers)
+        )
         res["shards_write_s"] = round(time.perf_counter() - t0, 2)
         texts = [caption_of(*divmod(i, args.views)) for i in range(images)]
         t0 = time.perf_counter()
-        bank = CaptionBank.build(Path(tmp) / "captions", lambda: texts, text_encoder(model),
-                                 encoder_key=mcfg.arch, batch_size=256 if cuda else 64)
+        bank = CaptionBank.build(
+            Path(tmp) / "captions",
+            lambda: texts,
+            text_encoder(model),
+            encoder_key=mcfg.arch,
+            batch_size=256 if cuda else 64,
+        )
         res["caption_bank"] = {"captions": bank.count, "s": round(time.perf_counter() - t0, 2)}
         spec = LoaderSpec(batch_size=batch, num_workers=workers, shuffle_buffer=min(1000, batch * 2))
         loader = make_loader(tars, model.preprocess, spec, seed=0, bank=bank)
@@ -269,11 +312,23 @@ def run(args) -> dict:
                 emb[torch.tensor([index[k] for k in b.keys])] = z
         n_obj = math.ceil(images / args.views)
         rows_of = [torch.arange(o * args.views, min((o + 1) * args.views, images)) for o in range(n_obj)]
-        mined = mine_from_embeddings(((o, r, emb[r]) for o, r in enumerate(rows_of)), n_obj, images,
-                                     emb.shape[1], knn=5, hard_k=5, weight="inv_cos", renormalise=False)
+        mined = mine_from_embeddings(
+            ((o, r, emb[r]) for o, r in enumerate(rows_of)),
+            n_obj,
+            images,
+            emb.shape[1],
+            knn=5,
+            hard_k=5,
+            weight="inv_cos",
+            renormalise=False,
+        )
         t_max = time.perf_counter() - t0
-        res["max_step"] = {"s": round(t_max, 3), "images_per_s": round(images / t_max, 1),
-                           "hard_views": int(mined.hard.sum()), "hard_fraction": round(float(mined.hard.float().mean()), 3)}
+        res["max_step"] = {
+            "s": round(t_max, 3),
+            "images_per_s": round(images / t_max, 1),
+            "hard_views": int(mined.hard.sum()),
+            "hard_fraction": round(float(mined.hard.float().mean()), 3),
+        }
 
         loader.dataset.set_epoch(1)
         batches = device_batches(loader, n_dev, device, index, mined, n_dev)
@@ -304,8 +359,10 @@ def run(args) -> dict:
         for name, _ in kinds:
             med = statistics.median(times[name])
             steps[name] = {
-                "step_s_median": round(med, 5), "step_s_min": round(min(times[name]), 5),
-                "images_per_s": round(batch / med, 1), "flops_per_step": flops[name],
+                "step_s_median": round(med, 5),
+                "step_s_min": round(min(times[name]), 5),
+                "images_per_s": round(batch / med, 1),
+                "flops_per_step": flops[name],
                 "achieved_tflops_per_s": round(flops[name] / med / 1e12, 3),
                 "mfu": round(flops[name] / med / peak, 4) if peak else None,
                 "peak_memory_bytes": peaks[name] if cuda else None,
@@ -332,27 +389,50 @@ def run(args) -> dict:
         bench.sync()
         t_end = time.perf_counter()
     res["config"] = {
-        "arch": mcfg.arch, "image_size": size, "batch": batch, "lora": mcfg.lora.model_dump(mode="json"),
-        "viformer": mcfg.viformer.model_dump(mode="json"), "trainable_params": model.count_trainable(),
-        "precision": "bf16 autocast" if cuda else "fp32 (no autocast on CPU)", "compile": compile_info,
-        "loader_workers": workers, "torch_threads": threads, "images": images, "views_per_object": args.views, "lambda": 1.0, "margin": 0.3,
-        "device_batches": len(batches), "warmup": warmup, "reps": reps,
+        "arch": mcfg.arch,
+        "image_size": size,
+        "batch": batch,
+        "lora": mcfg.lora.model_dump(mode="json"),
+        "viformer": mcfg.viformer.model_dump(mode="json"),
+        "trainable_params": model.count_trainable(),
+        "precision": "bf16 autocast" if cuda else "fp32 (no autocast on CPU)",
+        "compile": compile_info,
+        "loader_workers": workers,
+        "torch_threads": threads,
+        "images": images,
+        "views_per_object": args.views,
+        "lambda": 1.0,
+        "margin": 0.3,
+        "device_batches": len(batches),
+        "warmup": warmup,
+        "reps": reps,
         "peak_bf16_flops_per_s": peak,
         # what FlopCounterMode counts: matmul, convolution and attention kernels of one forward + backward (the
         # MFU convention); L_VC's cosine terms are elementwise, so both step types count the same FLOPs
         "flops_counted": "torch.utils.flop_counter.FlopCounterMode: mm/conv/attention, forward + backward",
     }
     res["steps"] = steps
-    res["ratio_ovt_over_contrastive_time"] = round(steps["ovt"]["step_s_median"]
-                                                   / steps["contrastive"]["step_s_median"], 4)
-    res["pipeline"] = {"epoch_s": round(t_end - t_start, 3), "first_batch_s": round(t_first - t_start, 3),
-                       "ovt_images_per_s_after_first_batch":
-                           round(n_seen / (t_end - t_first), 1) if n_seen and t_end > t_first else None}
+    res["ratio_ovt_over_contrastive_time"] = round(
+        steps["ovt"]["step_s_median"] / steps["contrastive"]["step_s_median"], 4
+    )
+    res["pipeline"] = {
+        "epoch_s": round(t_end - t_start, 3),
+        "first_batch_s": round(t_first - t_start, 3),
+        "ovt_images_per_s_after_first_batch": round(n_seen / (t_end - t_first), 1)
+        if n_seen and t_end > t_first
+        else None,
+    }
     res["host_peak_rss_bytes"] = host_peak_rss()
-    res["targets"] = {"ovt_images_per_s_min": TARGET_OVT_IMAGES_PER_S, "ratio_max": TARGET_RATIO,
-                      "met": (steps["ovt"]["images_per_s"] >= TARGET_OVT_IMAGES_PER_S
-                              and res["ratio_ovt_over_contrastive_time"] <= TARGET_RATIO)
-                      if res["gpu_result"] else None}
+    res["targets"] = {
+        "ovt_images_per_s_min": TARGET_OVT_IMAGES_PER_S,
+        "ratio_max": TARGET_RATIO,
+        "met": (
+            steps["ovt"]["images_per_s"] >= TARGET_OVT_IMAGES_PER_S
+            and res["ratio_ovt_over_contrastive_time"] <= TARGET_RATIO
+        )
+        if res["gpu_result"]
+        else None,
+    }
     return res
 
 
@@ -363,6 +443,7 @@ def text_encoder(model):
     @torch.no_grad()
     def encode(texts: list[str]) -> torch.Tensor:
         return F.normalize(model.clip.encode_text(model.tokenizer(texts).to(model.device)).float(), dim=-1)
+
     return encode
 
 
@@ -389,9 +470,11 @@ def main(argv: list[str] | None = None) -> dict:
     res = run(args)
     atomic_write_json(args.out, res)
     kind = "GPU result" if res["gpu_result"] else "NOT a GPU result (tiny code-path check)"
-    print(f"[{kind}] device={res['device']} "
-          + " ".join(f"{k}={v['images_per_s']} img/s" for k, v in res["steps"].items())
-          + f" ratio={res['ratio_ovt_over_contrastive_time']} -> {args.out}")
+    print(
+        f"[{kind}] device={res['device']} "
+        + " ".join(f"{k}={v['images_per_s']} img/s" for k, v in res["steps"].items())
+        + f" ratio={res['ratio_ovt_over_contrastive_time']} -> {args.out}"
+    )
     return res
 
 

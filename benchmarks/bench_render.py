@@ -47,9 +47,17 @@ def build_assets(dest: Path, n: int) -> Path:
     for i in idx[:: max(1, len(idx) // n)][:n]:
         mesh = Path("store") / props[f"model#{i}"].lstrip("/")
         rot = props.get(f"modelRotation#{i}")
-        rows.append({"asset_id": hashlib.sha256((dest / mesh).read_bytes()).hexdigest(), "name": props[f"name#{i}"],
-                     "category": props.get(f"category#{i}"), "mesh": mesh.as_posix(),
-                     "rotation": [float(x) for x in rot.split()] if rot else None, "split": "train", "label": None})
+        rows.append(
+            {
+                "asset_id": hashlib.sha256((dest / mesh).read_bytes()).hexdigest(),
+                "name": props[f"name#{i}"],
+                "category": props.get(f"category#{i}"),
+                "mesh": mesh.as_posix(),
+                "rotation": [float(x) for x in rot.split()] if rot else None,
+                "split": "train",
+                "label": None,
+            }
+        )
     rows.sort(key=lambda r: r["asset_id"])
     (dest / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     return dest
@@ -59,9 +67,14 @@ def bench_stage(cfg: RenderParams, assets: Path, out: Path) -> dict:
     t0 = time.perf_counter()
     s = stage.run(cfg, seed=0, assets_dir=assets, out_dir=out, progress=False)
     wall = time.perf_counter() - t0
-    return {"objects": s["objects_ok"], "views": s["views_rendered"], "wall_s": round(wall, 2),
-            "worker_s": s["worker_seconds"], "views_per_s_worker": s["views_per_worker_s"],
-            "views_per_s_wall": round(s["views_rendered"] / wall, 2)}
+    return {
+        "objects": s["objects_ok"],
+        "views": s["views_rendered"],
+        "wall_s": round(wall, 2),
+        "worker_s": s["worker_seconds"],
+        "views_per_s_worker": s["views_per_worker_s"],
+        "views_per_s_wall": round(s["views_rendered"] / wall, 2),
+    }
 
 
 def bench_gl_inprocess(assets: Path, cfg: RenderParams) -> dict:
@@ -91,11 +104,20 @@ def bench_gl_inprocess(assets: Path, cfg: RenderParams) -> dict:
         scaling.append({"n_views": k, "seconds": round(time.perf_counter() - t0, 4)})
     r.close()
     slope, icpt = np.polyfit([s["n_views"] for s in scaling], [s["seconds"] for s in scaling], 1)
-    return {"views": n, "render_views_per_s": round(n / t_render, 1), "render_png_views_per_s": round(n / (t_render + t_png), 1),
-            "ms_per_view_render": round(1000 * t_render / n, 2), "ms_per_view_png": round(1000 * t_png / n, 2),
-            "median_faces": int(np.median(faces)), "time_vs_views": scaling, "time_vs_views_fit": {
-                "seconds_per_view": round(float(slope), 5), "intercept_s": round(float(icpt), 5),
-                "mid_object_faces": mid.n_faces}}
+    return {
+        "views": n,
+        "render_views_per_s": round(n / t_render, 1),
+        "render_png_views_per_s": round(n / (t_render + t_png), 1),
+        "ms_per_view_render": round(1000 * t_render / n, 2),
+        "ms_per_view_png": round(1000 * t_png / n, 2),
+        "median_faces": int(np.median(faces)),
+        "time_vs_views": scaling,
+        "time_vs_views_fit": {
+            "seconds_per_view": round(float(slope), 5),
+            "intercept_s": round(float(icpt), 5),
+            "mid_object_faces": mid.n_faces,
+        },
+    }
 
 
 def main() -> None:
@@ -105,14 +127,19 @@ def main() -> None:
     ap.add_argument("--blender-views", type=int, default=4)
     a = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    res: dict = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                             "load_avg_1m": os.getloadavg()[0]}}
+    res: dict = {
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "load_avg_1m": os.getloadavg()[0]}
+    }
     with tempfile.TemporaryDirectory(prefix="bench-render-") as tmp:
         tmp = Path(tmp)
         assets = build_assets(tmp / "assets", a.objects)
         cfg = RenderParams(workers=1)
-        res["config"] = {"image_size": cfg.image_size, "views_per_object": len(sample_views(cfg, 0)),
-                         "msaa": cfg.msaa, "png_compress_level": cfg.png_compress_level}
+        res["config"] = {
+            "image_size": cfg.image_size,
+            "views_per_object": len(sample_views(cfg, 0)),
+            "msaa": cfg.msaa,
+            "png_compress_level": cfg.png_compress_level,
+        }
         res["gl_stage_1_worker"] = bench_stage(cfg, assets, tmp / "gl")
         res["gl_stage_1_worker_msaa4"] = bench_stage(cfg.model_copy(update={"msaa": 4}), assets, tmp / "gl4")
         res["gl_inprocess"] = bench_gl_inprocess(assets, cfg)
@@ -124,13 +151,17 @@ def main() -> None:
             (small / "store").symlink_to(assets / "store")
             lines = (assets / "manifest.jsonl").read_text().splitlines()[: a.blender_objects]
             (small / "manifest.jsonl").write_text("\n".join(lines) + "\n")
-            bcfg = RenderParams(backend="blender", workers=1, view_sampler="fibonacci", n_views=a.blender_views,
-                                object_timeout_s=600)
+            bcfg = RenderParams(
+                backend="blender", workers=1, view_sampler="fibonacci", n_views=a.blender_views, object_timeout_s=600
+            )
             gcfg = bcfg.model_copy(update={"backend": "gl"})
-            res["same_objects"] = {"objects": a.blender_objects, "views_per_object": a.blender_views,
-                                   "blender_samples": bcfg.blender.samples,
-                                   "gl": bench_stage(gcfg, small, tmp / "gl_b"),
-                                   "blender": bench_stage(bcfg, small, tmp / "bl")}
+            res["same_objects"] = {
+                "objects": a.blender_objects,
+                "views_per_object": a.blender_views,
+                "blender_samples": bcfg.blender.samples,
+                "gl": bench_stage(gcfg, small, tmp / "gl_b"),
+                "blender": bench_stage(bcfg, small, tmp / "bl"),
+            }
         else:
             res["same_objects"] = {"skipped": f"no blender python at {bpy}"}
     atomic_write_json(OUT, res)

@@ -51,17 +51,27 @@ def synthetic_tree(root: Path, objects: int, views: int, size: int) -> tuple[Pat
                 key = f"obj{o:04d}_{v:03d}"
                 im = Image.new("RGB", (size, size))
                 s = size // 4 + (v * size // 13) % (size // 2)
-                ImageDraw.Draw(im).ellipse([v % 7 * size // 20, size // 8, v % 7 * size // 20 + s, size // 8 + s],
-                                           fill=colour)
+                ImageDraw.Draw(im).ellipse(
+                    [v % 7 * size // 20, size // 8, v % 7 * size // 20 + s, size // 8 + s], fill=colour
+                )
                 buf = io.BytesIO()
                 im.save(buf, format="PNG")
                 info = tarfile.TarInfo(f"{key}.png")
                 info.size = len(buf.getvalue())
                 tf.addfile(info, io.BytesIO(buf.getvalue()))
                 elev = [-30, 0, 20, 45][v % 4]
-                manifest.append({"key": key, "shard": "shards/shard-00000.tar", "asset_id": f"obj{o:04d}",
-                                 "split": "train", "elevation": elev, "canonical": v == 1, "label": f"class{o % 8}",
-                                 "name": f"class{o % 8}"})
+                manifest.append(
+                    {
+                        "key": key,
+                        "shard": "shards/shard-00000.tar",
+                        "asset_id": f"obj{o:04d}",
+                        "split": "train",
+                        "elevation": elev,
+                        "canonical": v == 1,
+                        "label": f"class{o % 8}",
+                        "name": f"class{o % 8}",
+                    }
+                )
                 caps.append({"key": key, "caption": f"a 3D render of a class{o % 8} object, view {v}"})
     (renders / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in manifest))
     (captions / "shards" / "captions-00000.jsonl").write_text("".join(json.dumps(c) + "\n" for c in caps))
@@ -91,30 +101,44 @@ def bench_steps(args) -> dict:
     mcfg = model_cfg_for(args.arch)
     torch.manual_seed(0)
     model = build_ovt_model(mcfg, build_base(mcfg, Path(args.base) if args.base else None))
-    size = int(getattr(model.preprocess.transforms[0], "size", 224) if hasattr(model.preprocess, "transforms")
-               else 224)
+    size = int(getattr(model.preprocess.transforms[0], "size", 224) if hasattr(model.preprocess, "transforms") else 224)
     size = size if isinstance(size, int) else size[0]
     with tempfile.TemporaryDirectory() as tmp:
-        tree = (Path(args.renders), Path(args.captions)) if args.renders else \
-            synthetic_tree(Path(tmp), args.objects, args.views, size)
+        tree = (
+            (Path(args.renders), Path(args.captions))
+            if args.renders
+            else synthetic_tree(Path(tmp), args.objects, args.views, size)
+        )
         # a long schedule with no warm-up: the timed steps must not exhaust the cosine (LR 0 would freeze the
         # weights and make the reuse-vs-full comparison below trivially identical)
-        cfg = TrainParams(epochs=1000, optim={"warmup_steps": 0}, data={"mvcap_batch": args.batch, "twod_batch": args.twod_batch},
-                          mining={"batch_size": args.mining_batch, "mode": "reuse"},
-                          tracking={"progress": False})
-        tr = Trainer(model, build_table(cfg.data, *tree), cfg, variant="ovt", seed=0, work_dir=Path(tmp) / "w",
-                     ctx=DistContext(device=torch.device("cuda") if torch.cuda.is_available() else
-                                     torch.device("cpu")), key="bench")
+        cfg = TrainParams(
+            epochs=1000,
+            optim={"warmup_steps": 0},
+            data={"mvcap_batch": args.batch, "twod_batch": args.twod_batch},
+            mining={"batch_size": args.mining_batch, "mode": "reuse"},
+            tracking={"progress": False},
+        )
+        tr = Trainer(
+            model,
+            build_table(cfg.data, *tree),
+            cfg,
+            variant="ovt",
+            seed=0,
+            work_dir=Path(tmp) / "w",
+            ctx=DistContext(device=torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")),
+            key="bench",
+        )
         tr.prepare(resume=False)
         t_full = timed(lambda: setattr(tr, "mined", tr.mine(0)), 1)[0]  # full pass (epoch 0)
         full = tr.mined
         order = tr.epoch_order(0)
-        rows, rows2d = order[:args.batch], tr.twod.rows(0)
+        rows, rows2d = order[: args.batch], tr.twod.rows(0)
         tr.train_step(rows, rows2d, 0)  # warm-up (allocator, autograd graph caches)
 
         def step(vc: bool):
             tr.use_vc, tr.lam = vc, (1.0 if vc else 0.0)
             return lambda: tr.train_step(rows, rows2d, 0)
+
         ovt_t, con_t = [], []
         for _ in range(args.reps):  # interleaved so drift and neighbours' load hit both alike
             ovt_t += timed(step(True), 1)
@@ -123,7 +147,7 @@ def bench_steps(args) -> dict:
         tr.use_vc, tr.lam = True, 1.0
         t0 = time.perf_counter()
         for s in range(tr.steps_per_epoch):
-            tr.train_step(order[s * args.batch:(s + 1) * args.batch], tr.twod.rows(s), 0)
+            tr.train_step(order[s * args.batch : (s + 1) * args.batch], tr.twod.rows(s), 0)
         epoch_s = time.perf_counter() - t0
         t_reuse = timed(lambda: setattr(tr, "mined", tr.mine(1)), 1)[0]
         reused = tr.mined
@@ -135,14 +159,22 @@ def bench_steps(args) -> dict:
         cos = torch.nn.functional.cosine_similarity(reused.centres, fresh.centres, dim=-1)
         med = statistics.median
         return {
-            "arch": args.arch, "device": str(tr.device), "trainable_params": model.count_trainable(),
-            "mv_pairs": tr.n_mv, "objects": len(tr.rows_of_object), "batch": [args.batch, args.twod_batch],
+            "arch": args.arch,
+            "device": str(tr.device),
+            "trainable_params": model.count_trainable(),
+            "mv_pairs": tr.n_mv,
+            "objects": len(tr.rows_of_object),
+            "batch": [args.batch, args.twod_batch],
             "cache_build_s": round(tr.timings["cache_s"], 3),
-            "step_ovt_s_median": round(med(ovt_t), 4), "step_contrastive_s_median": round(med(con_t), 4),
+            "step_ovt_s_median": round(med(ovt_t), 4),
+            "step_contrastive_s_median": round(med(con_t), 4),
             "step_overhead_pct": round(100 * (med(ovt_t) / med(con_t) - 1), 1),
-            "epoch_s": round(epoch_s, 3), "steps_per_epoch": tr.steps_per_epoch,
-            "mining_full_pass_s": round(t_full2, 3), "mining_full_pass_first_s": round(t_full, 3),
-            "mining_reuse_s": round(t_reuse, 3), "mining_reuse_fresh_rows": tr.tracker.events[-2]["fresh_rows"],
+            "epoch_s": round(epoch_s, 3),
+            "steps_per_epoch": tr.steps_per_epoch,
+            "mining_full_pass_s": round(t_full2, 3),
+            "mining_full_pass_first_s": round(t_full, 3),
+            "mining_reuse_s": round(t_reuse, 3),
+            "mining_reuse_fresh_rows": tr.tracker.events[-2]["fresh_rows"],
             "mining_batch": args.mining_batch,
             "mining_full_vs_epoch_pct": round(100 * t_full2 / epoch_s, 1),
             "reuse_vs_full_hard_jaccard": round(inter / max(1, union), 3),
@@ -176,11 +208,18 @@ def bench_gpu_vit(args) -> dict | None:
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.trainable_parameters(), 1.0)
         opt.step()
+
     timed(step, 3)
     t = timed(step, args.gpu_reps)
-    return {"gpu": torch.cuda.get_device_name(), "arch": "ViT-B-32", "trainable_params": n, "batch": b,
-            "step_s_median": round(statistics.median(t), 4),
-            "images_per_s": round(b / statistics.median(t), 1), "precision": "bf16 autocast"}
+    return {
+        "gpu": torch.cuda.get_device_name(),
+        "arch": "ViT-B-32",
+        "trainable_params": n,
+        "batch": b,
+        "step_s_median": round(statistics.median(t), 4),
+        "images_per_s": round(b / statistics.median(t), 1),
+        "precision": "bf16 autocast",
+    }
 
 
 def main() -> None:
@@ -199,11 +238,18 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args()
     load_before = os.getloadavg()[0]
-    res = {"host": platform.node(), "torch": torch.__version__, "threads": torch.get_num_threads(),
-           "cpus": os.cpu_count(), "loadavg_1m_before": round(load_before, 2),
-           "steps": bench_steps(args), "gpu_vit_b32": bench_gpu_vit(args),
-           "loadavg_1m_after": round(os.getloadavg()[0], 2), "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-           "command": "python benchmarks/bench_train.py " + " ".join(sys.argv[1:])}
+    res = {
+        "host": platform.node(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "cpus": os.cpu_count(),
+        "loadavg_1m_before": round(load_before, 2),
+        "steps": bench_steps(args),
+        "gpu_vit_b32": bench_gpu_vit(args),
+        "loadavg_1m_after": round(os.getloadavg()[0], 2),
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "command": "python benchmarks/bench_train.py " + " ".join(sys.argv[1:]),
+    }
     print(json.dumps(res, indent=2))
     atomic_write_json(args.out, res)
 

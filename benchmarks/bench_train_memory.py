@@ -84,20 +84,24 @@ def run(args) -> dict:
     rss_after_model = proc.memory_info().rss
     with tempfile.TemporaryDirectory(prefix="bench-train-memory-") as tmp:
         t0 = time.perf_counter()
-        tars = write_synthetic_shards(Path(tmp) / "shards", args.images, args.views, 32, 1000,
-                                      procs=max(1, args.workers))
+        tars = write_synthetic_shards(
+            Path(tmp) / "shards", args.images, args.views, 32, 1000, procs=max(1, args.workers)
+        )
         write_s = time.perf_counter() - t0
         shard_bytes = sum(t.stat().st_size for t in tars)
 
         def captions():  # streamed twice by the bank; never a list of all captions
             return (caption_of(*divmod(i, args.views)) for i in range(args.images))
+
         t0 = time.perf_counter()
-        bank = CaptionBank.build(Path(tmp) / "captions", captions, text_encoder(model), encoder_key=cfg.arch,
-                                 batch_size=256)
+        bank = CaptionBank.build(
+            Path(tmp) / "captions", captions, text_encoder(model), encoder_key=cfg.arch, batch_size=256
+        )
         bank_s = time.perf_counter() - t0
         bank_bytes = sum(p.stat().st_size for p in (Path(tmp) / "captions").glob("*.npy"))
-        loader = make_loader(tars, model.preprocess, LoaderSpec(batch_size=args.batch, num_workers=args.workers),
-                             seed=0, bank=bank)
+        loader = make_loader(
+            tars, model.preprocess, LoaderSpec(batch_size=args.batch, num_workers=args.workers), seed=0, bank=bank
+        )
         rss_start = proc.memory_info().rss
         pss_start = rank_pss(proc)
         seen, samples = 0, []
@@ -120,13 +124,28 @@ def run(args) -> dict:
     pss = [s for s in tail if "pss_rank" in s]
     peak_workers = max(sum(s["workers_rss"]) for s in samples)
     return {
-        "host": platform.node(), "cpu_count": os.cpu_count(), "torch": torch.__version__,
+        "host": platform.node(),
+        "cpu_count": os.cpu_count(),
+        "torch": torch.__version__,
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "config": {"images": args.images, "views_per_object": args.views, "image_size": 32, "batch": args.batch,
-                   "loader_workers": args.workers, "shards": len(tars), "images_per_shard": 1000,
-                   "caption_encoder": cfg.arch, "prefetch_factor": 2},
-        "data": {"shard_bytes": shard_bytes, "caption_bank_bytes": bank_bytes, "distinct_captions": bank.count,
-                 "shards_write_s": round(write_s, 2), "caption_bank_s": round(bank_s, 2)},
+        "config": {
+            "images": args.images,
+            "views_per_object": args.views,
+            "image_size": 32,
+            "batch": args.batch,
+            "loader_workers": args.workers,
+            "shards": len(tars),
+            "images_per_shard": 1000,
+            "caption_encoder": cfg.arch,
+            "prefetch_factor": 2,
+        },
+        "data": {
+            "shard_bytes": shard_bytes,
+            "caption_bank_bytes": bank_bytes,
+            "distinct_captions": bank.count,
+            "shards_write_s": round(write_s, 2),
+            "caption_bank_s": round(bank_s, 2),
+        },
         "epoch": {"s": round(epoch_s, 2), "images_per_s": round(seen / epoch_s, 1), "batches": len(samples)},
         "rss_after_model_bytes": rss_after_model,
         "rss_start_bytes": rss_start,
@@ -136,12 +155,14 @@ def run(args) -> dict:
         "workers_rss_peak_bytes": peak_workers,
         "workers_uss_first_bytes": samples[0]["workers_uss"],
         "workers_uss_peak_bytes": max(s["workers_uss"] for s in samples if "workers_uss" in s),
-        "workers_uss_growth_per_10k_images_bytes": round(slope_per_10k([s["images"] for s in pss],
-                                                                       [s["workers_uss"] for s in pss])),
+        "workers_uss_growth_per_10k_images_bytes": round(
+            slope_per_10k([s["images"] for s in pss], [s["workers_uss"] for s in pss])
+        ),
         "rank_pss_start_bytes": pss_start,
         "rank_pss_peak_bytes": max(s["pss_rank"] for s in samples if "pss_rank" in s),
-        "rank_pss_growth_per_10k_images_bytes": round(slope_per_10k([s["images"] for s in pss],
-                                                                    [s["pss_rank"] for s in pss])),
+        "rank_pss_growth_per_10k_images_bytes": round(
+            slope_per_10k([s["images"] for s in pss], [s["pss_rank"] for s in pss])
+        ),
         "batch_tensor_bytes": args.batch * 3 * 32 * 32 * 4,
         "checksum": round(checksum, 3),
         "total_s": round(time.perf_counter() - t_all, 1),
@@ -158,12 +179,14 @@ def main(argv: list[str] | None = None) -> dict:
     args = ap.parse_args(argv)
     res = run(args)
     atomic_write_json(args.out, res)
-    print(f"{args.images} images in {res['epoch']['s']} s: RSS start {res['rss_start_bytes'] / MB:.0f} MiB, "
-          f"peak {res['rss_peak_bytes'] / MB:.0f} MiB, growth {res['rss_growth_per_10k_images_bytes'] / MB:+.2f} "
-          f"MiB/10k images; rank PSS start {res['rank_pss_start_bytes'] / MB:.0f} MiB, peak "
-          f"{res['rank_pss_peak_bytes'] / MB:.0f} MiB, growth {res['rank_pss_growth_per_10k_images_bytes'] / MB:+.2f} "
-          f"MiB/10k; workers USS peak {res['workers_uss_peak_bytes'] / MB:.0f} MiB, growth "
-          f"{res['workers_uss_growth_per_10k_images_bytes'] / MB:+.2f} MiB/10k -> {args.out}")
+    print(
+        f"{args.images} images in {res['epoch']['s']} s: RSS start {res['rss_start_bytes'] / MB:.0f} MiB, "
+        f"peak {res['rss_peak_bytes'] / MB:.0f} MiB, growth {res['rss_growth_per_10k_images_bytes'] / MB:+.2f} "
+        f"MiB/10k images; rank PSS start {res['rank_pss_start_bytes'] / MB:.0f} MiB, peak "
+        f"{res['rank_pss_peak_bytes'] / MB:.0f} MiB, growth {res['rank_pss_growth_per_10k_images_bytes'] / MB:+.2f} "
+        f"MiB/10k; workers USS peak {res['workers_uss_peak_bytes'] / MB:.0f} MiB, growth "
+        f"{res['workers_uss_growth_per_10k_images_bytes'] / MB:+.2f} MiB/10k -> {args.out}"
+    )
     return res
 
 

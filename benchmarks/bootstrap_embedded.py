@@ -29,11 +29,19 @@ def main() -> None:
     ap.add_argument("--note", default="")
     args = ap.parse_args()
     t = time.perf_counter()
-    paths = BootstrapPaths(renders_dir=args.renders_dir, features_dir=args.features_dir, out_dir=args.out_dir,
-                           metrics=None)
+    paths = BootstrapPaths(
+        renders_dir=args.renders_dir, features_dir=args.features_dir, out_dir=args.out_dir, metrics=None
+    )
     stats = run(BootstrapParams(), model=ModelParams(), seed=args.seed, paths=paths)
-    result = {"wall_s": round(time.perf_counter() - t, 1), "seed": args.seed, "loadavg_1m": os.getloadavg()[0],
-              "cpus": os.cpu_count(), "renders_dir": str(args.renders_dir), "note": args.note, **stats}
+    result = {
+        "wall_s": round(time.perf_counter() - t, 1),
+        "seed": args.seed,
+        "loadavg_1m": os.getloadavg()[0],
+        "cpus": os.cpu_count(),
+        "renders_dir": str(args.renders_dir),
+        "note": args.note,
+        **stats,
+    }
     print(json.dumps(result, indent=2))
     out = Path(__file__).parent / "results" / "bootstrap_embedded.json"
     out.write_text(json.dumps(result, indent=2) + "\n")

@@ -55,29 +55,53 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     cams = cameras()
-    res: dict = {"objects": args.objects, "views_per_object": N_VIEWS, "image_px": 224, "threads": args.threads,
-                 "cpu": platform.processor() or platform.machine(), "torch": torch.__version__}
+    res: dict = {
+        "objects": args.objects,
+        "views_per_object": N_VIEWS,
+        "image_px": 224,
+        "threads": args.threads,
+        "cpu": platform.processor() or platform.machine(),
+        "torch": torch.__version__,
+    }
 
-    views = [View(key=f"{a[0]}_{v:03d}", asset_id=a[0], view=v, image=render_image(a[6], v, size=224),
-                  azimuth=az, elevation=el, name=a[1], category=a[2], label=a[3], tags=a[4], dims_cm=a[5])
-             for a in assets(args.objects) for v, (az, el) in enumerate(cams)]
+    views = [
+        View(
+            key=f"{a[0]}_{v:03d}",
+            asset_id=a[0],
+            view=v,
+            image=render_image(a[6], v, size=224),
+            azimuth=az,
+            elevation=el,
+            name=a[1],
+            category=a[2],
+            label=a[3],
+            tags=a[4],
+            dims_cm=a[5],
+        )
+        for a in assets(args.objects)
+        for v, (az, el) in enumerate(cams)
+    ]
     cap = TemplateCaptioner(TemplateParams())
     t = time.perf_counter()
     cap.caption(views, list(range(len(views))))
     res["template_captioner_captions_per_s"] = round(len(views) / (time.perf_counter() - t), 1)
 
     with tempfile.TemporaryDirectory() as tmp:
-        a_dir, r_dir = write_fixture(Path(tmp) / "data", assets=assets(args.objects), cameras=cams,
-                                     objects_per_shard=10, image_size=224)
-        for name, cfg in [("template_stage_filter_on", CaptionParams()),
-                          ("template_stage_filter_off", CaptionParams(cleaning=CleaningParams(consistency_filter=False)))]:
+        a_dir, r_dir = write_fixture(
+            Path(tmp) / "data", assets=assets(args.objects), cameras=cams, objects_per_shard=10, image_size=224
+        )
+        for name, cfg in [
+            ("template_stage_filter_on", CaptionParams()),
+            ("template_stage_filter_off", CaptionParams(cleaning=CleaningParams(consistency_filter=False))),
+        ]:
             out = Path(tmp) / name
             t = time.perf_counter()
             stats = stage.run(cfg, seed=0, renders_dir=r_dir, assets_dir=a_dir, out_dir=out)
             dt = time.perf_counter() - t
             res[f"{name}_captions_per_s"] = round(stats["views"] / dt, 1)
-            res[f"{name}_stats"] = {k: stats[k] for k in ("views", "captions", "dropped", "truncated",
-                                                          "consistency_unchecked")}
+            res[f"{name}_stats"] = {
+                k: stats[k] for k in ("views", "captions", "dropped", "truncated", "consistency_unchecked")
+            }
             t = time.perf_counter()
             again = stage.run(cfg, seed=0, renders_dir=r_dir, assets_dir=a_dir, out_dir=out)
             res[f"{name}_noop_rerun_s"] = round(time.perf_counter() - t, 3)
@@ -85,19 +109,25 @@ def main() -> None:
 
         sub = views[: 4 * N_VIEWS]
         for name, folder, prompts in [
-            ("tiny_blip", build_tiny_blip(Path(tmp) / "tiny_blip"),
-             dict(prompt_guided="a 3d render of a {category},", prompt_plain="a 3d render of")),
-            ("tiny_instructblip", build_tiny_instructblip(Path(tmp) / "tiny_instructblip"), {}),   # paper's prompt
+            (
+                "tiny_blip",
+                build_tiny_blip(Path(tmp) / "tiny_blip"),
+                dict(prompt_guided="a 3d render of a {category},", prompt_plain="a 3d render of"),
+            ),
+            ("tiny_instructblip", build_tiny_instructblip(Path(tmp) / "tiny_instructblip"), {}),  # paper's prompt
         ]:
             for beams in (1, 5):
-                vlm = VlmCaptioner(VlmParams(model=str(folder), max_new_tokens=32, batch_size=16, num_beams=beams,
-                                             **prompts))
-                vlm.caption(sub[:2], [0, 1])   # warm-up
+                vlm = VlmCaptioner(
+                    VlmParams(model=str(folder), max_new_tokens=32, batch_size=16, num_beams=beams, **prompts)
+                )
+                vlm.caption(sub[:2], [0, 1])  # warm-up
                 t = time.perf_counter()
                 vlm.caption(sub, list(range(len(sub))))
                 res[f"{name}_beams{beams}_captions_per_s"] = round(len(sub) / (time.perf_counter() - t), 1)
-        res["tiny_vlm_note"] = ("random-init tiny models (2 layers, width 32, 32 px input, up to 32 new tokens), "
-                                "batch 16, CPU: pipeline overhead only, not a real model's speed")
+        res["tiny_vlm_note"] = (
+            "random-init tiny models (2 layers, width 32, 32 px input, up to 32 new tokens), "
+            "batch 16, CPU: pipeline overhead only, not a real model's speed"
+        )
 
     out = ROOT / "benchmarks" / "results" / "caption_speed.json"
     out.write_text(json.dumps(res, indent=2) + "\n")

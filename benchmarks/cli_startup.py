@@ -27,9 +27,11 @@ HEAVY = ("torch", "open_clip", "peft", "mlflow", "prefect", "dvc")
 COMMANDS = {"help": ["--help"], "params": ["params"]}
 
 # Runs the CLI exactly as the console script does, then reports which heavy modules got imported.
-PROBE = ("import sys, runpy\nsys.argv = ['ovt', *sys.argv[1:]]\ntry:\n    runpy.run_module('cli.app', "
-         "run_name='__main__')\nexcept SystemExit:\n    pass\nfinally:\n    import json\n    print('HEAVY ' + "
-         f"json.dumps(sorted({{m.split('.')[0] for m in sys.modules}} & set({list(HEAVY)!r}))), file=sys.stderr)\n")
+PROBE = (
+    "import sys, runpy\nsys.argv = ['ovt', *sys.argv[1:]]\ntry:\n    runpy.run_module('cli.app', "
+    "run_name='__main__')\nexcept SystemExit:\n    pass\nfinally:\n    import json\n    print('HEAVY ' + "
+    f"json.dumps(sorted({{m.split('.')[0] for m in sys.modules}} & set({list(HEAVY)!r}))), file=sys.stderr)\n"
+)
 
 
 def once(args: list[str]) -> tuple[float, float, list[str]]:
@@ -42,7 +44,7 @@ def once(args: list[str]) -> tuple[float, float, list[str]]:
     if not heavy:
         raise SystemExit(f"`ovt {' '.join(args)}` did not finish: {proc.stderr[-2000:]}")
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return wall, cpu, json.loads(heavy[-1][len("HEAVY "):])
+    return wall, cpu, json.loads(heavy[-1][len("HEAVY ") :])
 
 
 def main() -> None:
@@ -56,13 +58,20 @@ def main() -> None:
         runs = [once(argv) for _ in range(args.repeats)]
         walls = [r[0] for r in runs]
         med = sorted(runs)[len(runs) // 2]
-        commands[name] = {"argv": ["ovt", *argv], "runs_s": [round(w, 3) for w in walls],
-                          "median_s": round(statistics.median(walls), 3), "median_cpu_s": round(med[1], 3),
-                          "heavy_imports": sorted({m for r in runs for m in r[2]})}
-    rec = {"benchmark": "cli_startup", "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-           "machine": {"cpus": os.cpu_count(), "load_avg_1m_before": round(load, 2),
-                       "python": platform.python_version()},
-           "repeats": args.repeats, "commands": commands}
+        commands[name] = {
+            "argv": ["ovt", *argv],
+            "runs_s": [round(w, 3) for w in walls],
+            "median_s": round(statistics.median(walls), 3),
+            "median_cpu_s": round(med[1], 3),
+            "heavy_imports": sorted({m for r in runs for m in r[2]}),
+        }
+    rec = {
+        "benchmark": "cli_startup",
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "machine": {"cpus": os.cpu_count(), "load_avg_1m_before": round(load, 2), "python": platform.python_version()},
+        "repeats": args.repeats,
+        "commands": commands,
+    }
     sys.path.insert(0, str(ROOT))
     from ovt.io import atomic_write_json
 

@@ -55,11 +55,19 @@ def main() -> None:
 
     model.train()
     tail_step = timed(step, args.repeats)
-    result = {"batch": args.batch, "image_size": 224, "last_blocks": args.last_blocks,
-              "trainable_parameters": model.count_trainable(), "build_s": round(build_s, 2),
-              "encode_image_full_s": round(full, 3), "image_tail_s": round(tail, 3),
-              "tail_train_step_s": round(tail_step, 3), "prefix_bytes_per_image": prefix[0].numel() * 4,
-              "threads": torch.get_num_threads(), "loadavg_1m": os.getloadavg()[0]}
+    result = {
+        "batch": args.batch,
+        "image_size": 224,
+        "last_blocks": args.last_blocks,
+        "trainable_parameters": model.count_trainable(),
+        "build_s": round(build_s, 2),
+        "encode_image_full_s": round(full, 3),
+        "image_tail_s": round(tail, 3),
+        "tail_train_step_s": round(tail_step, 3),
+        "prefix_bytes_per_image": prefix[0].numel() * 4,
+        "threads": torch.get_num_threads(),
+        "loadavg_1m": os.getloadavg()[0],
+    }
     print(json.dumps(result, indent=2))
     out = Path(__file__).parent / "results" / "model_forward.json"
     out.write_text(json.dumps(result, indent=2) + "\n")

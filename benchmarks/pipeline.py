@@ -41,8 +41,9 @@ def run_ovt(workspace: Path, args: list[str], env: dict[str, str]) -> tuple[dict
     """`ovt run …` in `workspace`: (its JSON summary, wall seconds, CPU seconds of it and its waited children)."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "cli.app", "run", *args], cwd=workspace, env=env,
-                          stdout=subprocess.PIPE, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "cli.app", "run", *args], cwd=workspace, env=env, stdout=subprocess.PIPE, text=True
+    )
     wall = time.perf_counter() - t0
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0:
@@ -62,17 +63,24 @@ def parse_summary(stdout: str) -> dict:
     return summary
 
 
-def record(first: dict, first_wall: float, first_cpu: float, noop: dict | None, noop_wall: float | None,
-           machine: dict) -> dict:
+def record(
+    first: dict, first_wall: float, first_cpu: float, noop: dict | None, noop_wall: float | None, machine: dict
+) -> dict:
     """benchmarks/results/pipeline.json from the two runs' summaries."""
     timings = first.get("timings") or {}
     out = {
-        "benchmark": "pipeline", "date": machine.pop("date"), "machine": machine,
-        "stages": [{"stage": s["stage"], "ran": s["ran"], "seconds": s["seconds"],
-                    "cpu_seconds": s.get("cpu_seconds")} for s in first["stages"]],
+        "benchmark": "pipeline",
+        "date": machine.pop("date"),
+        "machine": machine,
+        "stages": [
+            {"stage": s["stage"], "ran": s["ran"], "seconds": s["seconds"], "cpu_seconds": s.get("cpu_seconds")}
+            for s in first["stages"]
+        ],
         "push_s": timings.get("push"),
         "register_s": round(timings.get("register", 0.0) + timings.get("promote", 0.0), 2) if timings else None,
-        "flow_s": first["seconds"], "total_s": round(first_wall, 1), "total_cpu_s": round(first_cpu, 1),
+        "flow_s": first["seconds"],
+        "total_s": round(first_wall, 1),
+        "total_cpu_s": round(first_cpu, 1),
     }
     if noop is not None:
         out["noop_rerun_s"] = round(noop_wall or 0.0, 1)
@@ -84,16 +92,22 @@ def record(first: dict, first_wall: float, first_cpu: float, noop: dict | None, 
 
 def machine_info(workspace: Path) -> dict:
     commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=workspace, capture_output=True, text=True).stdout
-    return {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "cpus": os.cpu_count(),
-            "load_avg_1m": round(os.getloadavg()[0], 2), "python": platform.python_version(),
-            "platform": platform.platform(), "commit": commit.strip()}
+    return {
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "cpus": os.cpu_count(),
+        "load_avg_1m": round(os.getloadavg()[0], 2),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "commit": commit.strip(),
+    }
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--workspace", type=Path, help="checkout to run in (default: a fresh git clone of HEAD)")
-    ap.add_argument("--clean", action="store_true",
-                    help=f"delete {', '.join(WORKSPACE_OUTPUTS)} in the workspace first")
+    ap.add_argument(
+        "--clean", action="store_true", help=f"delete {', '.join(WORKSPACE_OUTPUTS)} in the workspace first"
+    )
     ap.add_argument("--no-rerun", action="store_true", help="skip the no-op rerun")
     ap.add_argument("--out", type=Path, default=RESULTS)
     ap.add_argument("ovt_args", nargs="*", help="extra `ovt run` arguments (after --)")
@@ -110,8 +124,10 @@ def main() -> None:
         workspace = args.workspace.resolve()
     outputs = untracked_outputs(workspace)
     if outputs and not args.clean:
-        raise SystemExit(f"{workspace} is not empty ({len(outputs)} output files under "
-                         f"{', '.join(WORKSPACE_OUTPUTS)}): pass --clean to delete them")
+        raise SystemExit(
+            f"{workspace} is not empty ({len(outputs)} output files under "
+            f"{', '.join(WORKSPACE_OUTPUTS)}): pass --clean to delete them"
+        )
     for p in outputs:
         p.unlink()
     try:
@@ -132,11 +148,16 @@ def main() -> None:
 
 def untracked_outputs(workspace: Path) -> list[Path]:
     """Files under data/ models/ metrics/ that git does not track (git-tracked metrics are rewritten by the run)."""
-    listed = subprocess.run(["git", "ls-files", "-z", "--", *WORKSPACE_OUTPUTS], cwd=workspace, capture_output=True,
-                            text=True, check=True).stdout
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--", *WORKSPACE_OUTPUTS], cwd=workspace, capture_output=True, text=True, check=True
+    ).stdout
     tracked = {workspace / f for f in listed.split("\0") if f}
-    return [p for d in WORKSPACE_OUTPUTS for p in (workspace / d).rglob("*")
-            if (p.is_file() or p.is_symlink()) and p not in tracked and p.name != ".gitignore"]
+    return [
+        p
+        for d in WORKSPACE_OUTPUTS
+        for p in (workspace / d).rglob("*")
+        if (p.is_file() or p.is_symlink()) and p not in tracked and p.name != ".gitignore"
+    ]
 
 
 if __name__ == "__main__":

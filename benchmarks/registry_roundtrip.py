@@ -64,18 +64,34 @@ def main() -> None:
     reg, t_reg = timed(lambda: register(cfg, **kw))
     again, t_noop = timed(lambda: register(cfg, **kw))
     dec, t_gate = timed(lambda: promote(cfg))
-    code = ("import mlflow,sys,time; t=time.perf_counter(); m=mlflow.pyfunc.load_model(sys.argv[1]); "
-            "t1=time.perf_counter(); m.predict({'text':['a chair']}); print('T', t1-t, time.perf_counter()-t1)")
-    proc, t_fresh = timed(lambda: subprocess.run(
-        [sys.executable, "-c", code, f"models:/{name}@champion"], capture_output=True, text=True,
-        env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=600))
+    code = (
+        "import mlflow,sys,time; t=time.perf_counter(); m=mlflow.pyfunc.load_model(sys.argv[1]); "
+        "t1=time.perf_counter(); m.predict({'text':['a chair']}); print('T', t1-t, time.perf_counter()-t1)"
+    )
+    proc, t_fresh = timed(
+        lambda: subprocess.run(
+            [sys.executable, "-c", code, f"models:/{name}@champion"],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+            timeout=600,
+        )
+    )
     load_s, predict_s = (float(x) for x in proc.stdout.split("T ", 1)[1].split()) if "T " in proc.stdout else (-1, -1)
     res = {
-        "store": "server" if args.tracking_uri else "sqlite+file", "model": "tiny-test OVT (LoRA qkv + VIFormer)",
-        "store_init_s": t_store, "register_s": t_reg, "register_noop_s": t_noop, "gate_s": t_gate,
-        "fresh_process_total_s": t_fresh, "fresh_load_model_s": round(load_s, 2),
-        "fresh_predict_s": round(predict_s, 3), "created": [reg.created, again.created], "gate": dec.action,
-        "machine": f"{platform.machine()} {os.cpu_count()} cpu", "python": platform.python_version(),
+        "store": "server" if args.tracking_uri else "sqlite+file",
+        "model": "tiny-test OVT (LoRA qkv + VIFormer)",
+        "store_init_s": t_store,
+        "register_s": t_reg,
+        "register_noop_s": t_noop,
+        "gate_s": t_gate,
+        "fresh_process_total_s": t_fresh,
+        "fresh_load_model_s": round(load_s, 2),
+        "fresh_predict_s": round(predict_s, 3),
+        "created": [reg.created, again.created],
+        "gate": dec.action,
+        "machine": f"{platform.machine()} {os.cpu_count()} cpu",
+        "python": platform.python_version(),
     }
     print(json.dumps(res, indent=2))
     out = REPO / "benchmarks" / "results" / "registry_roundtrip.json"

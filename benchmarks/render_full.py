@@ -51,8 +51,9 @@ def main() -> None:
     load_before = os.getloadavg()[0]
     r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-c", _CHILD, json.dumps(update), a.assets, str(out)], cwd=ROOT,
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-c", _CHILD, json.dumps(update), a.assets, str(out)], cwd=ROOT, capture_output=True, text=True
+    )
     wall = time.perf_counter() - t0
     r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0:
@@ -63,14 +64,23 @@ def main() -> None:
     views = stats["views_rendered"]
     result = {
         "command": " ".join(["python", "benchmarks/render_full.py", *sys.argv[1:]]),
-        "assets": stats["assets"], "objects_ok": stats["objects_ok"], "views": views,
-        "workers": a.workers, "executor": a.executor, "cores_used": cores, "cpus": os.cpu_count(),
-        "stage_wall_s": round(wall, 2), "stage_cpu_s": round(cpu, 2),
+        "assets": stats["assets"],
+        "objects_ok": stats["objects_ok"],
+        "views": views,
+        "workers": a.workers,
+        "executor": a.executor,
+        "cores_used": cores,
+        "cpus": os.cpu_count(),
+        "stage_wall_s": round(wall, 2),
+        "stage_cpu_s": round(cpu, 2),
         "views_per_s_per_core": round(views / wall / cores, 1),
         "views_per_cpu_s": round(views / cpu, 1),
-        "loadavg_1min_before": round(load_before, 2), "loadavg_1min_after": round(os.getloadavg()[0], 2),
-        "renderer": stats["renderer"], "in_stage_wall_s": stats["wall_seconds"],
-        "worker_seconds": stats["worker_seconds"], "timings_s": stats.get("timings_s"),
+        "loadavg_1min_before": round(load_before, 2),
+        "loadavg_1min_after": round(os.getloadavg()[0], 2),
+        "renderer": stats["renderer"],
+        "in_stage_wall_s": stats["wall_seconds"],
+        "worker_seconds": stats["worker_seconds"],
+        "timings_s": stats.get("timings_s"),
         "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     print(json.dumps(result, indent=2))

@@ -10,7 +10,6 @@ tree, read after the service has been healthy for `--settle` seconds.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -60,17 +59,27 @@ def main() -> None:
     summary["stop_all_s"] = {p: statistics.median(r["_stop_all_s"][p] for r in runs) for p in ("cold", "warm")}
     summary["total_cold_s"] = round(sum(summary[n]["cold_s"] for n in SERVICE_NAMES), 2)
     summary["total_rss_mb"] = round(sum(summary[n]["cold_rss_mb"] for n in SERVICE_NAMES), 1)
-    out = {"benchmark": "services_startup", "repeats": args.repeats, "settle_s": args.settle,
-           "machine": {"cpus": os.cpu_count(), "load_avg_1m_at_end": round(os.getloadavg()[0], 2),
-                       "python": platform.python_version()},
-           "summary": summary, "runs": runs}
+    out = {
+        "benchmark": "services_startup",
+        "repeats": args.repeats,
+        "settle_s": args.settle,
+        "machine": {
+            "cpus": os.cpu_count(),
+            "load_avg_1m_at_end": round(os.getloadavg()[0], 2),
+            "python": platform.python_version(),
+        },
+        "summary": summary,
+        "runs": runs,
+    }
     atomic_write_json(RESULTS, out)
     print(f"{'service':8} {'cold s':>7} {'warm s':>7} {'RSS MB':>7} {'procs':>5}")
     for name in SERVICE_NAMES:
         s = summary[name]
         print(f"{name:8} {s['cold_s']:7.2f} {s['warm_s']:7.2f} {s['cold_rss_mb']:7.1f} {s['cold_processes']:5.0f}")
-    print(f"total cold start {summary['total_cold_s']} s, RSS {summary['total_rss_mb']} MB, "
-          f"stop all {summary['stop_all_s']} s; load {out['machine']['load_avg_1m_at_end']}; wrote {RESULTS}")
+    print(
+        f"total cold start {summary['total_cold_s']} s, RSS {summary['total_rss_mb']} MB, "
+        f"stop all {summary['stop_all_s']} s; load {out['machine']['load_avg_1m_at_end']}; wrote {RESULTS}"
+    )
 
 
 if __name__ == "__main__":

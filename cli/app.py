@@ -12,15 +12,18 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Annotated, List, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
 
 from cli import schedule
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
-                  help="Omniview-Tuning pipeline: services, DVC stages, Prefect flows, MLflow registry.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Omniview-Tuning pipeline: services, DVC stages, Prefect flows, MLflow registry.",
+)
 console = Console(stderr=True)
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SUMMARY_PREFIX = "OVT_SUMMARY "  # flows.pipeline prints its summary after this (not imported: prefect is slow)
@@ -52,8 +55,8 @@ def _client_env(params=None) -> dict[str, str]:
 
 # Service commands call the services package's own commands (also `python -m ovt.services`), imported only when
 # one runs: the settings model behind them costs a third of `ovt --help`'s start-up.
-SERVICE_NAMES = ("s3", "mlflow", "prefect")   # ovt.services.definitions.SERVICE_NAMES (tests/test_layers.py)
-Names = Annotated[Optional[List[str]], typer.Argument(help=f"services (default all): {', '.join(SERVICE_NAMES)}")]
+SERVICE_NAMES = ("s3", "mlflow", "prefect")  # ovt.services.definitions.SERVICE_NAMES (tests/test_layers.py)
+Names = Annotated[list[str] | None, typer.Argument(help=f"services (default all): {', '.join(SERVICE_NAMES)}")]
 app.add_typer(schedule.app, name="schedule")
 
 
@@ -70,9 +73,11 @@ def up(names: Names = None) -> None:
 
 
 @app.command()
-def status(names: Names = None,
-           as_json: bool = typer.Option(False, "--json", help="print JSON instead of a table"),
-           check: bool = typer.Option(False, "--check", help="exit 1 unless every service is healthy")) -> None:
+def status(
+    names: Names = None,
+    as_json: bool = typer.Option(False, "--json", help="print JSON instead of a table"),
+    check: bool = typer.Option(False, "--check", help="exit 1 unless every service is healthy"),
+) -> None:
     """Show pid, url, health and log file of each service."""
     _svc().status(names, as_json=as_json, check=check)
 
@@ -84,8 +89,9 @@ def env() -> None:
 
 
 @app.command()
-def logs(name: str = typer.Argument(..., help="service name"),
-         lines: int = typer.Option(40, "-n", help="number of lines")) -> None:
+def logs(
+    name: str = typer.Argument(..., help="service name"), lines: int = typer.Option(40, "-n", help="number of lines")
+) -> None:
     """Print the last lines of a service's log."""
     _svc().logs(name, lines=lines)
 
@@ -109,13 +115,18 @@ def remote(cwd: Path = typer.Option(REPO_ROOT, "--repo", help="the DVC repositor
 
 
 @app.command()
-def run(stage: Optional[List[str]] = typer.Option(None, "--stage", "-s", help="only these stages (repeatable)"),
-        push: bool = typer.Option(True, help="dvc push at the end"),
-        register: bool = typer.Option(True, help="register the trained variant in MLflow after dvc repro"),
-        promote: bool = typer.Option(True, help="run the MLflow promotion gate at the end"),
-        start_services: bool = typer.Option(True, "--up/--no-up", help="start the local services first"),
-        run_cache: bool = typer.Option(True, help="let DVC restore outputs of a stage run it has seen before "
-                                                  "(--no-run-cache: run every stale stage's command)")) -> None:
+def run(
+    stage: list[str] | None = typer.Option(None, "--stage", "-s", help="only these stages (repeatable)"),
+    push: bool = typer.Option(True, help="dvc push at the end"),
+    register: bool = typer.Option(True, help="register the trained variant in MLflow after dvc repro"),
+    promote: bool = typer.Option(True, help="run the MLflow promotion gate at the end"),
+    start_services: bool = typer.Option(True, "--up/--no-up", help="start the local services first"),
+    run_cache: bool = typer.Option(
+        True,
+        help="let DVC restore outputs of a stage run it has seen before "
+        "(--no-run-cache: run every stale stage's command)",
+    ),
+) -> None:
     """The whole pipeline as a Prefect flow on the local server: services check, dvc repro stage by stage,
     dvc push, MLflow register and the promotion gate. Prints the run summary (per-stage times) as JSON."""
     from ovt import dvc_driver
@@ -127,17 +138,28 @@ def run(stage: Optional[List[str]] = typer.Option(None, "--stage", "-s", help="o
 
         services_up(None)
     dvc_driver.configure_remote(dvc_driver.s3_remote_options(load_settings()), cwd=REPO_ROOT)
-    params = {"stages": stage or None, "do_push": push, "do_register": register, "do_promote": promote,
-              "repo": str(REPO_ROOT), "run_cache": run_cache}
+    params = {
+        "stages": stage or None,
+        "do_push": push,
+        "do_register": register,
+        "do_promote": promote,
+        "repo": str(REPO_ROOT),
+        "run_cache": run_cache,
+    }
     # The flow runs in its own process with the services' settings in its environment (the registry clients
     # read theirs from there); its output streams to this terminal, its summary is the line after the prefix.
-    proc = subprocess.Popen([sys.executable, "-m", "flows.pipeline", json.dumps(params)], cwd=REPO_ROOT,
-                            env=_client_env(p), stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "flows.pipeline", json.dumps(params)],
+        cwd=REPO_ROOT,
+        env=_client_env(p),
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     summary = None
     assert proc.stdout is not None
     for line in proc.stdout:
         if line.startswith(SUMMARY_PREFIX):
-            summary = json.loads(line[len(SUMMARY_PREFIX):])
+            summary = json.loads(line[len(SUMMARY_PREFIX) :])
         else:
             sys.stderr.write(line)
     if proc.wait() != 0 or summary is None:
@@ -147,8 +169,10 @@ def run(stage: Optional[List[str]] = typer.Option(None, "--stage", "-s", help="o
 
 
 @app.command()
-def repro(stage: Optional[str] = typer.Argument(None, help="one stage of dvc.yaml (default: all)"),
-          force: bool = typer.Option(False, help="run even if nothing changed")) -> None:
+def repro(
+    stage: str | None = typer.Argument(None, help="one stage of dvc.yaml (default: all)"),
+    force: bool = typer.Option(False, help="run even if nothing changed"),
+) -> None:
     """`dvc repro` without Prefect (with the local services' client settings), live progress in the terminal."""
     from ovt import dvc_driver
 
@@ -176,9 +200,12 @@ def promote(params_path: Path = typer.Option(Path("params.yaml"), "--params")) -
 
 
 @app.command()
-def report(check: bool = typer.Option(False, "--check", help="fail when README.md differs from what the "
-                                                            "committed results render to; change nothing"),
-           readme: Path = typer.Option(REPO_ROOT / "README.md", help="the file with the generated sections")) -> None:
+def report(
+    check: bool = typer.Option(
+        False, "--check", help="fail when README.md differs from what the committed results render to; change nothing"
+    ),
+    readme: Path = typer.Option(REPO_ROOT / "README.md", help="the file with the generated sections"),
+) -> None:
     """Rewrite README.md's generated sections (results, pipeline times, benchmarks) from the committed files."""
     from ovt.report import ReportError, render_readme
 

@@ -10,15 +10,15 @@ import json
 import socket
 import sys
 from pathlib import Path
-from typing import Optional
 
 import typer
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SCHEDULE_NAME = "schedule"  # <state>/run/schedule.pid, <state>/logs/schedule.log
 
-app = typer.Typer(help="The scheduled deployment of the full pipeline (flow.serve), stopped by `ovt down`.",
-                  no_args_is_help=True)
+app = typer.Typer(
+    help="The scheduled deployment of the full pipeline (flow.serve), stopped by `ovt down`.", no_args_is_help=True
+)
 
 
 def _free_port() -> int:
@@ -33,14 +33,25 @@ def _managed(settings=None, port: int | None = None, argv: list[str] | None = No
 
     s = settings or load_settings()
     port = port or 0
-    spec = ProcessSpec(name=SCHEDULE_NAME, argv=argv or [], env=env or {}, cwd=REPO_ROOT,
-                       health_url=f"http://127.0.0.1:{port}/health", url=f"{s.prefect_url}/deployments",
-                       ports=(port,) if port else ())
+    spec = ProcessSpec(
+        name=SCHEDULE_NAME,
+        argv=argv or [],
+        env=env or {},
+        cwd=REPO_ROOT,
+        health_url=f"http://127.0.0.1:{port}/health",
+        url=f"{s.prefect_url}/deployments",
+        ports=(port,) if port else (),
+    )
     return ManagedProcess(spec, s.run_dir, s.log_dir)
 
 
-def start_schedule(params_path: str = "params.yaml", interval_s: Optional[float] = None,
-                   parameters: Optional[dict] = None, settings=None, timeout_s: float = 120.0) -> dict:
+def start_schedule(
+    params_path: str = "params.yaml",
+    interval_s: float | None = None,
+    parameters: dict | None = None,
+    settings=None,
+    timeout_s: float = 120.0,
+) -> dict:
     """Start the serving runner in the background (no-op when one is running); needs the Prefect server up."""
     import os
 
@@ -61,8 +72,13 @@ def start_schedule(params_path: str = "params.yaml", interval_s: Optional[float]
     if parameters:
         argv += ["--parameters", json.dumps(parameters)]
     # The child's environment is built here and passed on; this process's own environment stays untouched.
-    env = {**os.environ, **client_env(s), "PREFECT_RUNNER_SERVER_HOST": "127.0.0.1",
-           "PREFECT_RUNNER_SERVER_PORT": str(port), "PYTHONPATH": str(REPO_ROOT)}
+    env = {
+        **os.environ,
+        **client_env(s),
+        "PREFECT_RUNNER_SERVER_HOST": "127.0.0.1",
+        "PREFECT_RUNNER_SERVER_PORT": str(port),
+        "PYTHONPATH": str(REPO_ROOT),
+    }
     proc = _managed(s, port, argv, env)
     proc.start(timeout_s)
     return {"started": True, "pid": proc.pid(), "log": str(proc.log_file), "ui": proc.spec.url}
@@ -75,14 +91,21 @@ def stop_schedule(settings=None, timeout_s: float = 20.0) -> bool:
 
 def schedule_status(settings=None) -> dict:
     proc = _managed(settings)
-    return {"running": proc.pid() is not None, "pid": proc.pid(), "pid_file": str(proc.pid_file),
-            "log": str(proc.log_file)}
+    return {
+        "running": proc.pid() is not None,
+        "pid": proc.pid(),
+        "pid_file": str(proc.pid_file),
+        "log": str(proc.log_file),
+    }
 
 
 @app.command("start")
-def start(interval: Optional[float] = typer.Option(None, help="seconds between runs (default: the cron in "
-                                                               "params.yaml registry.schedule)"),
-          params_path: str = typer.Option("params.yaml", "--params")) -> None:
+def start(
+    interval: float | None = typer.Option(
+        None, help="seconds between runs (default: the cron in params.yaml registry.schedule)"
+    ),
+    params_path: str = typer.Option("params.yaml", "--params"),
+) -> None:
     """Start serving the scheduled deployment in the background (PID file in the state folder)."""
     from ovt.config import ParamsError, load_params
     from ovt.entry import exit_params_error
@@ -106,9 +129,11 @@ def status() -> None:
 
 
 @app.command("serve")
-def serve(params_path: str = typer.Option("params.yaml", "--params"),
-          interval: Optional[float] = typer.Option(None, help="seconds; overrides the cron in params"),
-          parameters: Optional[str] = typer.Option(None, help="JSON of extra flow parameters")) -> None:
+def serve(
+    params_path: str = typer.Option("params.yaml", "--params"),
+    interval: float | None = typer.Option(None, help="seconds; overrides the cron in params"),
+    parameters: str | None = typer.Option(None, help="JSON of extra flow parameters"),
+) -> None:
     """Run the schedule in the foreground until SIGTERM/Ctrl-C (what `start` runs in the background)."""
     from flows.deploy import serve as serve_deployment
 

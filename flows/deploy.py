@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
 
 from prefect import flow, get_run_logger
 
@@ -29,9 +28,14 @@ REQUIRED = ["s3", "mlflow"]
 
 
 @flow(name=FLOW_NAME, log_prints=True)
-def scheduled_pipeline(params_path: str = "params.yaml", stages: Optional[list[str]] = None, push: bool = True,
-                       promote: bool = True, required_services: Optional[list[str]] = None,
-                       dry_run: bool = False) -> dict:
+def scheduled_pipeline(
+    params_path: str = "params.yaml",
+    stages: list[str] | None = None,
+    push: bool = True,
+    promote: bool = True,
+    required_services: list[str] | None = None,
+    dry_run: bool = False,
+) -> dict:
     """The whole pipeline, as the scheduled deployment runs it. `dry_run` checks the services and reports the plan
     without running DVC (used to test that the schedule fires)."""
     from ovt import dvc_driver
@@ -45,12 +49,19 @@ def scheduled_pipeline(params_path: str = "params.yaml", stages: Optional[list[s
     if dry_run:
         logger.info("dry run: %s", json.dumps(plan))
         return {"dry_run": True, "plan": plan}
-    return pipeline(stages=stages, do_push=push, check_services=False, env=env, repo=str(REPO_ROOT),
-                    do_register=True, do_promote=promote, params_path=params_path)
+    return pipeline(
+        stages=stages,
+        do_push=push,
+        check_services=False,
+        env=env,
+        repo=str(REPO_ROOT),
+        do_register=True,
+        do_promote=promote,
+        params_path=params_path,
+    )
 
 
-def serve(params_path: str = "params.yaml", interval_s: Optional[float] = None,
-          parameters: Optional[dict] = None) -> None:
+def serve(params_path: str = "params.yaml", interval_s: float | None = None, parameters: dict | None = None) -> None:
     """Create/update the deployment and run the schedule in this process until SIGTERM/Ctrl-C."""
     from prefect.schedules import Cron, Interval
 
@@ -58,11 +69,13 @@ def serve(params_path: str = "params.yaml", interval_s: Optional[float] = None,
     every = interval_s or cfg.interval_s
     schedule = Interval(every) if every else Cron(cfg.cron, timezone=cfg.timezone)
     scheduled_pipeline.serve(
-        name=cfg.deployment_name, schedules=[schedule],
+        name=cfg.deployment_name,
+        schedules=[schedule],
         parameters={"params_path": params_path, "push": cfg.push, **(parameters or {})},
-        global_limit=1,   # deployment concurrency limit: one pipeline run at a time, server-side
-        limit=1,          # and this runner never starts a second run itself
-        tags=["ovt", "pipeline"], description=(__doc__ or "").splitlines()[0],
-        webserver=True,   # /health for `ovt schedule start` and `status`
+        global_limit=1,  # deployment concurrency limit: one pipeline run at a time, server-side
+        limit=1,  # and this runner never starts a second run itself
+        tags=["ovt", "pipeline"],
+        description=(__doc__ or "").splitlines()[0],
+        webserver=True,  # /health for `ovt schedule start` and `status`
         pause_on_shutdown=True,  # a stopped schedule does not pile up late runs for the next start
     )

@@ -25,7 +25,7 @@ from prefect.artifacts import create_markdown_artifact
 
 from ovt import dvc_driver
 
-SUMMARY_PREFIX = "OVT_SUMMARY "   # the line `ovt run` and benchmarks/pipeline.py read the summary from
+SUMMARY_PREFIX = "OVT_SUMMARY "  # the line `ovt run` and benchmarks/pipeline.py read the summary from
 
 
 @task(name="services-check")
@@ -36,8 +36,10 @@ def services_check(required: list[str]) -> dict:
     rows = {row["name"]: row for row in status(required)}
     down = [name for name in required if not rows.get(name, {}).get("healthy")]
     if down:
-        raise RuntimeError(f"service(s) not healthy: {', '.join(down)} — start them with `ovt up` "
-                           f"(status: {[rows.get(n) for n in down]})")
+        raise RuntimeError(
+            f"service(s) not healthy: {', '.join(down)} — start them with `ovt up` "
+            f"(status: {[rows.get(n) for n in down]})"
+        )
     return rows
 
 
@@ -48,8 +50,9 @@ def repro_stage(stage: str, repo: str, env: dict | None = None, run_cache: bool 
     logger = get_run_logger()
     res = dvc_driver.repro(stage, cwd=repo, env=env, on_line=lambda line: logger.info(line), run_cache=run_cache)
     ran = stage in res.ran_stages
-    logger.info("stage %s %s in %.1f s (%.1f s CPU)", stage, "ran" if ran else "was up to date", res.seconds,
-                res.cpu_seconds)
+    logger.info(
+        "stage %s %s in %.1f s (%.1f s CPU)", stage, "ran" if ran else "was up to date", res.seconds, res.cpu_seconds
+    )
     return {"stage": stage, "ran": ran, "seconds": round(res.seconds, 2), "cpu_seconds": round(res.cpu_seconds, 2)}
 
 
@@ -74,10 +77,16 @@ def register(repo: str, params_path: str = "params.yaml") -> dict:
 
     logger = get_run_logger()
     root = Path(repo)
-    reg = register_variant(_registry_params(repo, params_path), root=root, models_dir=root / "models",
-                           eval_dir=root / "data" / "eval")
-    logger.info("%s %s v%s (aliases %s)", "registered" if reg.created else "already registered", reg.name,
-                reg.version, reg.aliases)
+    reg = register_variant(
+        _registry_params(repo, params_path), root=root, models_dir=root / "models", eval_dir=root / "data" / "eval"
+    )
+    logger.info(
+        "%s %s v%s (aliases %s)",
+        "registered" if reg.created else "already registered",
+        reg.name,
+        reg.version,
+        reg.aliases,
+    )
     return reg.to_json()
 
 
@@ -88,26 +97,43 @@ def promote(repo: str, params_path: str = "params.yaml") -> dict:
 
     logger = get_run_logger()
     decision = run_gate(_registry_params(repo, params_path))
-    logger.info("gate: %s (challenger v%s, champion v%s -> v%s)", decision.action, decision.challenger,
-                decision.champion_before, decision.champion_after)
+    logger.info(
+        "gate: %s (challenger v%s, champion v%s -> v%s)",
+        decision.action,
+        decision.challenger,
+        decision.champion_before,
+        decision.champion_after,
+    )
     return decision.to_json()
 
 
 def _markdown(summary: dict) -> str:
-    rows = "\n".join(f"| {r['stage']} | {'ran' if r['ran'] else 'up to date'} | {r['seconds']} | {r['cpu_seconds']} |"
-                     for r in summary["stages"])
+    rows = "\n".join(
+        f"| {r['stage']} | {'ran' if r['ran'] else 'up to date'} | {r['seconds']} | {r['cpu_seconds']} |"
+        for r in summary["stages"]
+    )
     reg, gate, pushed = summary.get("register"), summary.get("promote"), summary.get("push")
     registered = f"{reg['name']} v{reg['version']} (new: {reg['created']})" if reg else "skipped"
-    return (f"# OVT pipeline run\n\n| stage | result | wall s | CPU s |\n|---|---|---|---|\n{rows}\n\n"
-            f"dvc push: {pushed['output'] if pushed else 'skipped'}\n\n"
-            f"registered: {registered}\n\n"
-            f"gate: {gate['action'] if gate else 'skipped'}\n\ntotal: {summary['seconds']} s\n")
+    return (
+        f"# OVT pipeline run\n\n| stage | result | wall s | CPU s |\n|---|---|---|---|\n{rows}\n\n"
+        f"dvc push: {pushed['output'] if pushed else 'skipped'}\n\n"
+        f"registered: {registered}\n\n"
+        f"gate: {gate['action'] if gate else 'skipped'}\n\ntotal: {summary['seconds']} s\n"
+    )
 
 
 @flow(name="ovt-pipeline", log_prints=True)
-def pipeline(stages: list[str] | None = None, do_push: bool = True, check_services: bool = True,
-             env: dict | None = None, repo: str | None = None, do_register: bool = True, do_promote: bool = True,
-             params_path: str = "params.yaml", run_cache: bool = True) -> dict:
+def pipeline(
+    stages: list[str] | None = None,
+    do_push: bool = True,
+    check_services: bool = True,
+    env: dict | None = None,
+    repo: str | None = None,
+    do_register: bool = True,
+    do_promote: bool = True,
+    params_path: str = "params.yaml",
+    run_cache: bool = True,
+) -> dict:
     """Reproduce `stages` (default: all of dvc.yaml, in order), push outputs to the DVC remote, register the
     trained variant and run the promotion gate. A second run with nothing changed reproduces nothing and
     registers nothing new (registration is idempotent on the lineage)."""
@@ -118,13 +144,15 @@ def pipeline(stages: list[str] | None = None, do_push: bool = True, check_servic
     unknown = [s for s in targets if s not in order]
     if unknown:
         raise ValueError(f"unknown stage(s) {unknown}; dvc.yaml has {order}")
-    if stages and order[-1] not in targets:   # a partial run (`ovt run -s acquire`) has no new model to register
+    if stages and order[-1] not in targets:  # a partial run (`ovt run -s acquire`) has no new model to register
         do_register = do_promote = False
     registry = do_register or do_promote
     if registry and not os.environ.get("MLFLOW_TRACKING_URI"):
-        raise RuntimeError("MLFLOW_TRACKING_URI is not set: run the pipeline with `ovt run` (which passes the "
-                           "services' settings), export them with `eval $(ovt env)`, or pass "
-                           "do_register=False, do_promote=False")
+        raise RuntimeError(
+            "MLFLOW_TRACKING_URI is not set: run the pipeline with `ovt run` (which passes the "
+            "services' settings), export them with `eval $(ovt env)`, or pass "
+            "do_register=False, do_promote=False"
+        )
     if check_services and (do_push or registry):
         services_check((["s3"] if do_push else []) + (["mlflow"] if registry else []))
     results = [repro_stage(stage, repo, env=env, run_cache=run_cache) for stage in sorted(targets, key=order.index)]
@@ -139,10 +167,19 @@ def pipeline(stages: list[str] | None = None, do_push: bool = True, check_servic
     pushed = timed("push", push, repo, env=env) if do_push else None
     reg = timed("register", register, repo, params_path) if do_register else None
     gate = timed("promote", promote, repo, params_path) if do_promote else None
-    summary = {"stages": results, "push": pushed, "register": reg, "promote": gate, "timings": timings,
-               "seconds": round(time.perf_counter() - t0, 1)}
-    create_markdown_artifact(key="ovt-pipeline-summary", markdown=_markdown(summary),
-                             description="What the pipeline run reproduced, pushed, registered and promoted")
+    summary = {
+        "stages": results,
+        "push": pushed,
+        "register": reg,
+        "promote": gate,
+        "timings": timings,
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
+    create_markdown_artifact(
+        key="ovt-pipeline-summary",
+        markdown=_markdown(summary),
+        description="What the pipeline run reproduced, pushed, registered and promoted",
+    )
     return summary
 
 

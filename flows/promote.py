@@ -46,15 +46,21 @@ def promote_flow(params_path: str = "params.yaml") -> dict:
     d = promote(str(path.parent), path.name)
     rows = ""
     if d.get("gate"):
-        rows = "\n".join(f"| {k} | {c['challenger']} | {c['champion']} | {c['delta']:+} | {c['required']:+} | "
-                         f"{'ok' if c['ok'] else 'FAIL'} |" for k, c in d["gate"]["checks"].items())
+        rows = "\n".join(
+            f"| {k} | {c['challenger']} | {c['champion']} | {c['delta']:+} | {c['required']:+} | "
+            f"{'ok' if c['ok'] else 'FAIL'} |"
+            for k, c in d["gate"]["checks"].items()
+        )
         rows = "| metric | challenger | champion | delta | required | |\n|---|---|---|---|---|---|\n" + rows
     create_markdown_artifact(
         key="ovt-promotion-gate",
-        markdown=(f"# Promotion gate: {d['action']}\n\nmodel `{d['name']}`: challenger v{d['challenger']}, "
-                  f"champion v{d['champion_before']} -> v{d['champion_after']}\n\n{rows}\n\n"
-                  + "\n".join(f"- {r}" for r in ((d.get('gate') or {}).get('reasons') or []))),
-        description="Challenger vs champion on the held-out metrics")
+        markdown=(
+            f"# Promotion gate: {d['action']}\n\nmodel `{d['name']}`: challenger v{d['challenger']}, "
+            f"champion v{d['champion_before']} -> v{d['champion_after']}\n\n{rows}\n\n"
+            + "\n".join(f"- {r}" for r in ((d.get("gate") or {}).get("reasons") or []))
+        ),
+        description="Challenger vs champion on the held-out metrics",
+    )
     return d
 
 

@@ -41,10 +41,10 @@ class DvcError(RuntimeError):
 class DvcResult:
     args: list[str]
     returncode: int
-    seconds: float                 # wall time of the dvc process
-    cpu_seconds: float             # user + system CPU of dvc and every process it waited for (the stage)
+    seconds: float  # wall time of the dvc process
+    cpu_seconds: float  # user + system CPU of dvc and every process it waited for (the stage)
     lines: list[str] = field(default_factory=list)
-    ran_stages: list[str] = field(default_factory=list)       # from `dvc status --json` before the run
+    ran_stages: list[str] = field(default_factory=list)  # from `dvc status --json` before the run
     skipped_stages: list[str] = field(default_factory=list)
 
 
@@ -77,7 +77,7 @@ class _Progress:
                 return True
             return False
         pct = float(m.group(1))
-        label = line[: m.start()].strip()[:40]   # one bar per label: several bars may share the stream
+        label = line[: m.start()].strip()[:40]  # one bar per label: several bars may share the stream
         prev = self.last_pct.get(label)
         if prev is None or pct >= prev + self.step or (pct == 100 and prev != 100) or pct < prev:
             self.last_pct[label] = pct
@@ -99,17 +99,25 @@ def _split_stream(stream, on_segment: Callable[[str, bool], None]) -> None:
             if not cands:
                 break
             i = min(cands)
-            seg, sep, buf = buf[:i], buf[i:i + 1], buf[i + 1:]
-            if sep == b"\r" and buf.startswith(b"\n"):   # a Windows-style line end is a plain line end
+            seg, sep, buf = buf[:i], buf[i : i + 1], buf[i + 1 :]
+            if sep == b"\r" and buf.startswith(b"\n"):  # a Windows-style line end is a plain line end
                 sep, buf = b"\n", buf[1:]
             on_segment(seg.decode("utf-8", "replace"), sep == b"\r")
     if buf:
         on_segment(buf.decode("utf-8", "replace"), False)
 
 
-def run_dvc(args: list[str], *, cwd: Path | str = REPO_ROOT, env: Mapping[str, str] | None = None,
-            on_line: Callable[[str], None] | None = None, check: bool = True, live: bool = False,
-            progress_step: float = 5.0, progress_every_s: float = 30.0) -> DvcResult:
+def run_dvc(
+    args: list[str],
+    *,
+    cwd: Path | str = REPO_ROOT,
+    env: Mapping[str, str] | None = None,
+    on_line: Callable[[str], None] | None = None,
+    check: bool = True,
+    live: bool = False,
+    progress_step: float = 5.0,
+    progress_every_s: float = 30.0,
+) -> DvcResult:
     """Run `python -m dvc <args>`. Output lines go to `on_line` (default: this module's logger), progress redraws
     thinned out; with `live=True` the output goes straight to this process's terminal instead."""
     cmd = [sys.executable, "-m", "dvc", *args]
@@ -125,8 +133,13 @@ def run_dvc(args: list[str], *, cwd: Path | str = REPO_ROOT, env: Mapping[str, s
         emit(text)
 
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=str(cwd), env=dvc_env(env),
-                            stdout=None if live else subprocess.PIPE, stderr=None if live else subprocess.STDOUT)
+    proc = subprocess.Popen(
+        cmd,
+        cwd=str(cwd),
+        env=dvc_env(env),
+        stdout=None if live else subprocess.PIPE,
+        stderr=None if live else subprocess.STDOUT,
+    )
     if not live:
         assert proc.stdout is not None
         _split_stream(proc.stdout, segment)
@@ -134,22 +147,34 @@ def run_dvc(args: list[str], *, cwd: Path | str = REPO_ROOT, env: Mapping[str, s
     # of this process, which a Prefect server or a test harness may share)
     _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = rc = os.waitstatus_to_exitcode(status)
-    res = DvcResult(args=args, returncode=rc, seconds=time.perf_counter() - t0,
-                    cpu_seconds=usage.ru_utime + usage.ru_stime, lines=lines)
+    res = DvcResult(
+        args=args,
+        returncode=rc,
+        seconds=time.perf_counter() - t0,
+        cpu_seconds=usage.ru_utime + usage.ru_stime,
+        lines=lines,
+    )
     if check and rc != 0:
         tail = "\n".join(lines[-40:])
         raise DvcError(f"`dvc {' '.join(args)}` failed with exit code {rc} (in {cwd}):\n{tail}")
     return res
 
 
-def status(targets: list[str] | None = None, *, cwd: Path | str = REPO_ROOT,
-           env: Mapping[str, str] | None = None) -> dict[str, list]:
+def status(
+    targets: list[str] | None = None, *, cwd: Path | str = REPO_ROOT, env: Mapping[str, str] | None = None
+) -> dict[str, list]:
     """`dvc status --json`: {stage name: [what changed, ...]} for every stage that is not up to date."""
-    proc = subprocess.run([sys.executable, "-m", "dvc", "status", "--json", *(targets or [])], cwd=str(cwd),
-                          env=dvc_env(env), capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "dvc", "status", "--json", *(targets or [])],
+        cwd=str(cwd),
+        env=dvc_env(env),
+        capture_output=True,
+        text=True,
+    )
     if proc.returncode != 0:
-        raise DvcError(f"`dvc status --json` failed with exit code {proc.returncode} (in {cwd}):\n"
-                       f"{proc.stderr[-4000:]}")
+        raise DvcError(
+            f"`dvc status --json` failed with exit code {proc.returncode} (in {cwd}):\n{proc.stderr[-4000:]}"
+        )
     out = proc.stdout.strip()
     try:
         doc = json.loads(out or "{}")
@@ -166,9 +191,16 @@ def stage_order(dvc_yaml: Path | str = REPO_ROOT / "dvc.yaml") -> list[str]:
     return list((doc.get("stages") or {}).keys())
 
 
-def repro(stage: str | None = None, *, cwd: Path | str = REPO_ROOT, env: Mapping[str, str] | None = None,
-          on_line: Callable[[str], None] | None = None, force: bool = False, live: bool = False,
-          run_cache: bool = True) -> DvcResult:
+def repro(
+    stage: str | None = None,
+    *,
+    cwd: Path | str = REPO_ROOT,
+    env: Mapping[str, str] | None = None,
+    on_line: Callable[[str], None] | None = None,
+    force: bool = False,
+    live: bool = False,
+    run_cache: bool = True,
+) -> DvcResult:
     """`dvc repro --single-item <stage>` (upstream stages are run separately, in order, by the caller), or the
     whole pipeline when `stage` is None. Which stages ran is what `dvc status --json` said was stale before.
     `run_cache=False` makes a stale stage run its command rather than restore outputs DVC saw before (timings)."""
@@ -188,30 +220,46 @@ def repro(stage: str | None = None, *, cwd: Path | str = REPO_ROOT, env: Mapping
     return res
 
 
-def push(*, cwd: Path | str = REPO_ROOT, env: Mapping[str, str] | None = None,
-         on_line: Callable[[str], None] | None = None) -> DvcResult:
+def push(
+    *, cwd: Path | str = REPO_ROOT, env: Mapping[str, str] | None = None, on_line: Callable[[str], None] | None = None
+) -> DvcResult:
     return run_dvc(["push"], cwd=cwd, env=env, on_line=on_line)
 
 
 def default_remote(*, cwd: Path | str = REPO_ROOT, env: Mapping[str, str] | None = None) -> str:
     """The name of the repository's default DVC remote (`core.remote`)."""
-    proc = subprocess.run([sys.executable, "-m", "dvc", "remote", "default"], cwd=str(cwd), env=dvc_env(env),
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "dvc", "remote", "default"],
+        cwd=str(cwd),
+        env=dvc_env(env),
+        capture_output=True,
+        text=True,
+    )
     name = proc.stdout.strip()
     if proc.returncode != 0 or not name:
         raise DvcError(f"no default DVC remote in {cwd} (`dvc remote default`: {proc.stderr.strip()[-500:]})")
     return name
 
 
-def configure_remote(options: Mapping[str, str], *, remote: str | None = None, cwd: Path | str = REPO_ROOT,
-                     env: Mapping[str, str] | None = None) -> dict[str, str]:
+def configure_remote(
+    options: Mapping[str, str],
+    *,
+    remote: str | None = None,
+    cwd: Path | str = REPO_ROOT,
+    env: Mapping[str, str] | None = None,
+) -> dict[str, str]:
     """Write `options` (url, endpointurl, access_key_id, …) for `remote` (default: the default remote) into
     .dvc/config.local — git-ignored, so the keys and this machine's endpoint never reach a commit, and it
     overrides the committed .dvc/config option by option."""
     name = remote or default_remote(cwd=cwd, env=env)
     for key, value in options.items():
-        proc = subprocess.run([sys.executable, "-m", "dvc", "remote", "modify", "--local", name, key, value],
-                              cwd=str(cwd), env=dvc_env(env), capture_output=True, text=True)
+        proc = subprocess.run(
+            [sys.executable, "-m", "dvc", "remote", "modify", "--local", name, key, value],
+            cwd=str(cwd),
+            env=dvc_env(env),
+            capture_output=True,
+            text=True,
+        )
         if proc.returncode != 0:
             raise DvcError(f"`dvc remote modify --local {name} {key} …` failed in {cwd}: {proc.stderr[-1000:]}")
     return {"remote": name, **{k: v for k, v in options.items() if "secret" not in k}}
@@ -220,6 +268,10 @@ def configure_remote(options: Mapping[str, str], *, remote: str | None = None, c
 def s3_remote_options(settings) -> dict[str, str]:
     """DVC's remote options from the services' settings (ovt.services.ServiceSettings): the same endpoint and
     keys that boto3, MLflow and the S3 server itself use, so a moved `OVT_S3_PORT` moves DVC too."""
-    return {"url": f"s3://{settings.dvc_bucket}/store", "endpointurl": settings.s3_url,
-            "access_key_id": settings.access_key, "secret_access_key": settings.secret_key.get_secret_value(),
-            "region": settings.region}
+    return {
+        "url": f"s3://{settings.dvc_bucket}/store",
+        "endpointurl": settings.s3_url,
+        "access_key_id": settings.access_key,
+        "secret_access_key": settings.secret_key.get_secret_value(),
+        "region": settings.region,
+    }

@@ -68,8 +68,9 @@ def _allowed_keys(model: type[BaseModel] | None, loc: tuple) -> list[str]:
     return []
 
 
-def format_validation_error(err: ValidationError, model: type[BaseModel] | None = None, source: str = "params.yaml",
-                            prefix: str = "") -> str:
+def format_validation_error(
+    err: ValidationError, model: type[BaseModel] | None = None, source: str = "params.yaml", prefix: str = ""
+) -> str:
     lines = [f"{source}: {err.error_count()} invalid parameter(s):"]
     for e in err.errors():
         loc = tuple(e["loc"])

@@ -43,26 +43,38 @@ RESULT_COUNTS = ("n_objects", "n_views", "n_classes")
 
 # Benchmarks: (file in benchmarks/results, dotted key, what it measures, unit).
 BENCHMARKS: tuple[tuple[str, str, str, str], ...] = (
-    ("render.json", "gl_stage_1_worker.views_per_s_worker", "render, gl backend, per worker (PNG + shards incl.)",
-     "views/s"),
-    ("render.json", "same_objects.blender.views_per_s_worker", "render, Blender Cycles backend, per worker",
-     "views/s"),
+    (
+        "render.json",
+        "gl_stage_1_worker.views_per_s_worker",
+        "render, gl backend, per worker (PNG + shards incl.)",
+        "views/s",
+    ),
+    ("render.json", "same_objects.blender.views_per_s_worker", "render, Blender Cycles backend, per worker", "views/s"),
     ("caption_speed.json", "template_captioner_captions_per_s", "template captioner", "captions/s"),
     ("bench_train.json", "steps.step_ovt_s_median", "OVT train step (embedded model, CPU)", "s"),
     ("bench_train.json", "steps.step_contrastive_s_median", "contrastive train step, same batch", "s"),
-    ("bench_train.json", "steps.mining_full_vs_epoch_pct", "hard-view mining pass (`full_pass`), share of an epoch",
-     "%"),
-    ("render_full.json", "views_per_cpu_s", "render stage, gl backend, whole stage (see the file for the load)",
-     "views/CPU-s"),
+    (
+        "bench_train.json",
+        "steps.mining_full_vs_epoch_pct",
+        "hard-view mining pass (`full_pass`), share of an epoch",
+        "%",
+    ),
+    (
+        "render_full.json",
+        "views_per_cpu_s",
+        "render stage, gl backend, whole stage (see the file for the load)",
+        "views/CPU-s",
+    ),
     ("caption_full.json", "captions_per_cpu_s", "caption stage, template captioner, whole stage", "captions/CPU-s"),
-    ("bench_eval.json", "tail_on_prefix_ms_per_image", "evaluate, a tuned model's tail on the stored prefix",
-     "ms/image"),
-    ("bench_eval.json", "full_tower_ms_per_image", "evaluate, the full image tower (what the store saves)",
-     "ms/image"),
-    ("train_memory.json", "epoch.images_per_s", "DataLoader over webdataset shards, 100k synthetic images",
-     "images/s"),
-    ("train_memory.json", "rss_growth_per_10k_images_bytes", "its host RSS growth per 10k images (O(batch))",
-     "bytes"),
+    (
+        "bench_eval.json",
+        "tail_on_prefix_ms_per_image",
+        "evaluate, a tuned model's tail on the stored prefix",
+        "ms/image",
+    ),
+    ("bench_eval.json", "full_tower_ms_per_image", "evaluate, the full image tower (what the store saves)", "ms/image"),
+    ("train_memory.json", "epoch.images_per_s", "DataLoader over webdataset shards, 100k synthetic images", "images/s"),
+    ("train_memory.json", "rss_growth_per_10k_images_bytes", "its host RSS growth per 10k images (O(batch))", "bytes"),
     ("acquire_face_precheck.json", "obj.precheck_s", "reject a 2M-face OBJ from its first pass", "s"),
     ("acquire_face_precheck.json", "obj.full_load_s", "the same OBJ, full parse (what the first pass saves)", "s"),
     ("services_startup.json", "summary.s3.cold_s", "S3 (SeaweedFS) cold start", "s"),
@@ -75,8 +87,7 @@ BENCHMARKS: tuple[tuple[str, str, str, str], ...] = (
     ("cli_startup.json", "commands.params.median_cpu_s", "`ovt params`, CPU", "s"),
 )
 
-_SECTION = re.compile(r"(<!-- ovt-report:(?P<name>[a-z]+) -->\n)(?P<body>.*?)(<!-- /ovt-report:(?P=name) -->)",
-                      re.S)
+_SECTION = re.compile(r"(<!-- ovt-report:(?P<name>[a-z]+) -->\n)(?P<body>.*?)(<!-- /ovt-report:(?P=name) -->)", re.S)
 
 
 class ReportError(ValueError):
@@ -109,19 +120,25 @@ def _num(v: Any, digits: int = 1, scale: float = 1.0, sign: bool = False) -> str
 def render_results(root: Path) -> str:
     path = root / METRICS_FILE
     if not path.is_file():
-        return (f"No results committed yet: `{METRICS_FILE}` is written by the evaluate stage (`ovt run`), "
-                f"committed, then rendered here by `ovt report`.\n")
+        return (
+            f"No results committed yet: `{METRICS_FILE}` is written by the evaluate stage (`ovt run`), "
+            f"committed, then rendered here by `ovt report`.\n"
+        )
     doc = _load(path)
-    for _, key in RESULT_COLUMNS:   # a renamed metric fails here, named, rather than leaving an empty column
+    for _, key in RESULT_COLUMNS:  # a renamed metric fails here, named, rather than leaving an empty column
         if not any(isinstance(doc.get(g), Mapping) and key in doc[g] for g, _ in RESULT_ROWS):
-            raise ReportError(f"{path}: no group has the metric `{key}` (renamed? update RESULT_COLUMNS in "
-                              f"ovt/report.py)")
+            raise ReportError(
+                f"{path}: no group has the metric `{key}` (renamed? update RESULT_COLUMNS in ovt/report.py)"
+            )
     counts = {k: doc.get(k) for k in RESULT_COUNTS}
-    lines = [f"From `{METRICS_FILE}` ({', '.join(f'{k} = {v}' for k, v in counts.items() if v is not None)}): "
-             "accuracy in %, differences in percentage points, [95 % paired-bootstrap interval over held-out "
-             "objects].", "",
-             "| model | " + " | ".join(h for h, _ in RESULT_COLUMNS) + " |",
-             "|---|" + "---|" * len(RESULT_COLUMNS)]
+    lines = [
+        f"From `{METRICS_FILE}` ({', '.join(f'{k} = {v}' for k, v in counts.items() if v is not None)}): "
+        "accuracy in %, differences in percentage points, [95 % paired-bootstrap interval over held-out "
+        "objects].",
+        "",
+        "| model | " + " | ".join(h for h, _ in RESULT_COLUMNS) + " |",
+        "|---|" + "---|" * len(RESULT_COLUMNS),
+    ]
     for group, label in RESULT_ROWS:
         row = doc.get(group)
         if not isinstance(row, Mapping):
@@ -143,24 +160,37 @@ def render_results(root: Path) -> str:
 
 def _machine(doc: Mapping) -> str:
     m = doc.get("machine") or {}
-    parts = [f"{m['cpus']} cores" if "cpus" in m else "", f"load average {m['load_avg_1m']:.2f} before the run"
-             if isinstance(m.get("load_avg_1m"), (int, float)) else "", str(doc.get("date", ""))]
+    parts = [
+        f"{m['cpus']} cores" if "cpus" in m else "",
+        f"load average {m['load_avg_1m']:.2f} before the run" if isinstance(m.get("load_avg_1m"), (int, float)) else "",
+        str(doc.get("date", "")),
+    ]
     return ", ".join(p for p in parts if p)
 
 
 def render_pipeline(root: Path) -> str:
     path = root / PIPELINE_FILE
     if not path.is_file():
-        return (f"Not measured yet: `benchmarks/pipeline.py` runs the default pipeline from an empty workspace "
-                f"and writes `{PIPELINE_FILE}`; `ovt report` renders it here.\n")
+        return (
+            f"Not measured yet: `benchmarks/pipeline.py` runs the default pipeline from an empty workspace "
+            f"and writes `{PIPELINE_FILE}`; `ovt report` renders it here.\n"
+        )
     doc = _load(path)
     stages = _get(doc, "stages", str(path))
-    lines = [f"From `{PIPELINE_FILE}` ({_machine(doc)}): `ovt run` from an empty workspace, services start "
-             "included.", "", "| stage | wall s | CPU s |", "|---|---|---|"]
+    lines = [
+        f"From `{PIPELINE_FILE}` ({_machine(doc)}): `ovt run` from an empty workspace, services start included.",
+        "",
+        "| stage | wall s | CPU s |",
+        "|---|---|---|",
+    ]
     for s in stages:
         lines.append(f"| {s['stage']} | {_num(s['seconds'])} | {_num(s.get('cpu_seconds'))} |")
-    for key, label in (("push_s", "dvc push"), ("register_s", "register + promote"),
-                       ("total_s", "**whole `ovt run`**"), ("noop_rerun_s", "second `ovt run`, nothing changed")):
+    for key, label in (
+        ("push_s", "dvc push"),
+        ("register_s", "register + promote"),
+        ("total_s", "**whole `ovt run`**"),
+        ("noop_rerun_s", "second `ovt run`, nothing changed"),
+    ):
         if key in doc:
             lines.append(f"| {label} | {_num(doc[key])} | |")
     return "\n".join(lines) + "\n"
@@ -182,7 +212,10 @@ def render_benchmarks(root: Path) -> str:
 
 
 RENDERERS: dict[str, Callable[[Path], str]] = {
-    "results": render_results, "pipeline": render_pipeline, "benchmarks": render_benchmarks}
+    "results": render_results,
+    "pipeline": render_pipeline,
+    "benchmarks": render_benchmarks,
+}
 
 
 def render_text(text: str, root: Path) -> tuple[str, list[str]]:
@@ -203,8 +236,10 @@ def render_text(text: str, root: Path) -> tuple[str, list[str]]:
     out = _SECTION.sub(sub, text)
     missing = set(RENDERERS) - seen
     if missing:
-        raise ReportError(f"README has no generated section(s) {sorted(missing)}: add "
-                          + ", ".join(f"`<!-- ovt-report:{n} -->` … `<!-- /ovt-report:{n} -->`" for n in missing))
+        raise ReportError(
+            f"README has no generated section(s) {sorted(missing)}: add "
+            + ", ".join(f"`<!-- ovt-report:{n} -->` … `<!-- /ovt-report:{n} -->`" for n in missing)
+        )
     return out, changed
 
 

@@ -120,8 +120,9 @@ def iter_samples(tar: str | Path, keys: set[str] | None = None) -> Iterator[tupl
     import webdataset as wds
 
     select = None if keys is None else (lambda name: name.split(".", 1)[0] in keys)
-    ds = wds.WebDataset(str(tar), shardshuffle=False, empty_check=False, select_files=select,
-                       nodesplitter=None, workersplitter=None)  # one file per call: never split it away
+    ds = wds.WebDataset(
+        str(tar), shardshuffle=False, empty_check=False, select_files=select, nodesplitter=None, workersplitter=None
+    )  # one file per call: never split it away
     for sample in ds:
         yield sample["__key__"], {k: v for k, v in sample.items() if not k.startswith("__")}
 

@@ -27,12 +27,15 @@ def _write(tmp_path, mutate):
     return path
 
 
-@pytest.mark.parametrize("mutate, fragments", [
-    (lambda r: r["render"].update(backend="vulkan"), ["render.backend", "'gl' or 'blender'"]),
-    (lambda r: r["train"]["loss"].update(lamda=1.0), ["train.loss.lamda: unknown key", "allowed keys:", "lam"]),
-    (lambda r: r.update(trian={}), ["trian: unknown key", "allowed keys:", "train"]),
-    (lambda r: r["caption"].update(backend="gpt"), ["caption.backend", "'template'"]),
-])
+@pytest.mark.parametrize(
+    "mutate, fragments",
+    [
+        (lambda r: r["render"].update(backend="vulkan"), ["render.backend", "'gl' or 'blender'"]),
+        (lambda r: r["train"]["loss"].update(lamda=1.0), ["train.loss.lamda: unknown key", "allowed keys:", "lam"]),
+        (lambda r: r.update(trian={}), ["trian: unknown key", "allowed keys:", "train"]),
+        (lambda r: r["caption"].update(backend="gpt"), ["caption.backend", "'template'"]),
+    ],
+)
 def test_bad_params_name_the_key(tmp_path, mutate, fragments):
     path = _write(tmp_path, mutate)
     with pytest.raises(ParamsError) as info:

@@ -27,20 +27,20 @@ def test_progress_redraws_become_a_few_lines(repo):
         "    sys.stderr.write(f'\\rwork {i / 10:5.1f}%|##| {i}/1000')\n"
         "sys.stderr.write('\\n')\n"
         "print('done')\n"
-        "open('x', 'w').write('1')\n")
+        "open('x', 'w').write('1')\n"
+    )
     (repo / "dvc.yaml").write_text("stages:\n  bar:\n    cmd: python bar.py\n    outs: [x]\n")
     lines = []
     res = dvc_driver.repro("bar", cwd=repo, on_line=lines.append)
     bar = [line for line in lines if line.startswith("work")]
-    assert 15 <= len(bar) <= 25, bar          # one per 5 %, plus the first and the last
+    assert 15 <= len(bar) <= 25, bar  # one per 5 %, plus the first and the last
     assert bar[-1].startswith("work 100.0%")
     assert "done" in lines
     assert res.ran_stages == ["bar"] and res.cpu_seconds > 0
 
 
 def test_ran_and_skipped_come_from_dvc_status(repo):
-    (repo / "dvc.yaml").write_text(
-        'stages:\n  a:\n    cmd: python -c "open(\'a\',\'w\').write(\'1\')"\n    outs: [a]\n')
+    (repo / "dvc.yaml").write_text("stages:\n  a:\n    cmd: python -c \"open('a','w').write('1')\"\n    outs: [a]\n")
     assert dvc_driver.status(cwd=repo) == {"a": [{"changed outs": {"a": "deleted"}}]}
     assert dvc_driver.repro("a", cwd=repo, on_line=lambda _: None).ran_stages == ["a"]
     assert dvc_driver.status(cwd=repo) == {}
@@ -56,7 +56,8 @@ def test_cpu_seconds_count_the_stage_process(repo):
         "t = time.process_time()\n"
         "while time.process_time() - t < 1.0:\n"
         "    pass\n"
-        "open('s', 'w').write('1')\n")
+        "open('s', 'w').write('1')\n"
+    )
     (repo / "dvc.yaml").write_text("stages:\n  spin:\n    cmd: python spin.py\n    outs: [s]\n")
     res = dvc_driver.repro("spin", cwd=repo, on_line=lambda _: None)
     assert res.cpu_seconds >= 1.0, res.cpu_seconds

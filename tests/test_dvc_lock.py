@@ -15,8 +15,10 @@ import pytest
 from ovt import dvc_driver
 from tests.imports import ROOT
 
-pending = pytest.mark.skipif(os.environ.get("OVT_LOCK_PENDING") == "1",
-                             reason="OVT_LOCK_PENDING=1: dvc.lock is refreshed by the next pipeline run")
+pending = pytest.mark.skipif(
+    os.environ.get("OVT_LOCK_PENDING") == "1",
+    reason="OVT_LOCK_PENDING=1: dvc.lock is refreshed by the next pipeline run",
+)
 
 DATA_PREFIXES = ("data/", "models/", "metrics/")
 
@@ -27,17 +29,17 @@ def code_drift(status: dict[str, list]) -> dict[str, list[str]]:
     for stage, changes in status.items():
         found: list[str] = []
         for change in changes:
-            if not isinstance(change, dict):       # e.g. "changed checksum", "always changed"
+            if not isinstance(change, dict):  # e.g. "changed checksum", "always changed"
                 found.append(str(change))
                 continue
             for kind, what in change.items():
                 if kind == "changed outs":
-                    continue                       # absent or different data: not this test's business
+                    continue  # absent or different data: not this test's business
                 if kind != "changed deps" or not isinstance(what, dict):
                     found.append(f"{kind}: {what}")
                     continue
                 for path, state in what.items():
-                    if isinstance(state, dict):    # params.yaml: {"bootstrap.steps": "modified"}
+                    if isinstance(state, dict):  # params.yaml: {"bootstrap.steps": "modified"}
                         found += [f"param {k} {v}" for k, v in state.items()]
                     elif not path.startswith(DATA_PREFIXES):
                         found.append(f"{path} {state}")
@@ -49,13 +51,25 @@ def code_drift(status: dict[str, list]) -> dict[str, list[str]]:
 @pending
 def test_lock_matches_committed_code_and_params():
     drift = code_drift(dvc_driver.status(cwd=ROOT))
-    assert not drift, ("dvc.lock was not written by this code/params (rerun the pipeline and commit dvc.lock): "
-                       + "; ".join(f"{s}: {', '.join(v)}" for s, v in drift.items()))
+    assert not drift, (
+        "dvc.lock was not written by this code/params (rerun the pipeline and commit dvc.lock): "
+        + "; ".join(f"{s}: {', '.join(v)}" for s, v in drift.items())
+    )
 
 
 def test_drift_ignores_data_and_reports_code_and_params():
-    status = {"train": [{"changed deps": {"data/renders/shards": "deleted", "ovt/train": "modified",
-                                          "params.yaml": {"train.epochs": "modified"}}},
-                        {"changed outs": {"models/ovt": "deleted"}}, "changed command"],
-              "acquire": [{"changed outs": {"data/assets/store": "deleted"}}]}
+    status = {
+        "train": [
+            {
+                "changed deps": {
+                    "data/renders/shards": "deleted",
+                    "ovt/train": "modified",
+                    "params.yaml": {"train.epochs": "modified"},
+                }
+            },
+            {"changed outs": {"models/ovt": "deleted"}},
+            "changed command",
+        ],
+        "acquire": [{"changed outs": {"data/assets/store": "deleted"}}],
+    }
     assert code_drift(status) == {"train": ["ovt/train modified", "param train.epochs modified", "changed command"]}

@@ -22,7 +22,7 @@ def _outs() -> tuple[list[str], list[str]]:
     for stage in DVC["stages"].values():
         for kind in ("outs", "metrics", "plots"):
             for entry in stage.get(kind, []) or []:
-                path, opts = (next(iter(entry.items())) if isinstance(entry, dict) else (entry, {}))
+                path, opts = next(iter(entry.items())) if isinstance(entry, dict) else (entry, {})
                 (tracked if (opts or {}).get("cache", True) is False else cached).append(path)
     return tracked, cached
 
@@ -52,7 +52,8 @@ def test_metrics_are_small_files_and_every_plot_is_declared_once():
     # files, or dvclive's step-metric folders (small .tsv files, one per metric)
     assert all(p.endswith((".json", ".csv", ".png", ".yaml", "/plots/metrics")) for p in TRACKED), TRACKED
     top = [next(iter(e)) if isinstance(e, dict) else e for e in DVC.get("plots", [])]
-    stage_plots = [next(iter(e)) if isinstance(e, dict) else e
-                   for s in DVC["stages"].values() for e in (s.get("plots") or [])]
+    stage_plots = [
+        next(iter(e)) if isinstance(e, dict) else e for s in DVC["stages"].values() for e in (s.get("plots") or [])
+    ]
     assert len(top + stage_plots) == len(set(top + stage_plots)), "a plot is declared twice"
     assert set(top + stage_plots) <= set(TRACKED), "a plot file is not a git-tracked stage output"

@@ -52,8 +52,9 @@ def test_sha256_file_matches_bytes(tmp_path):
     assert io.sha256_file(p) == io.sha256_bytes(b"hello" * 1000)
 
 
-@pytest.mark.parametrize("umask, file_mode, dir_mode", [(0o022, 0o644, 0o755), (0o002, 0o664, 0o775),
-                                                        (0o077, 0o600, 0o700)])
+@pytest.mark.parametrize(
+    "umask, file_mode, dir_mode", [(0o022, 0o644, 0o755), (0o002, 0o664, 0o775), (0o077, 0o600, 0o700)]
+)
 def test_outputs_follow_the_umask(tmp_path, umask, file_mode, dir_mode):
     old = os.umask(umask)
     try:

@@ -32,8 +32,11 @@ def _environ_writes(path):
     found = []
     for node in ast.walk(tree):
         target = None
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in (
-                "update", "setdefault", "pop", "clear", "popitem", "__setitem__"):
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr in ("update", "setdefault", "pop", "clear", "popitem", "__setitem__")
+        ):
             target = node.func.value
         elif isinstance(node, (ast.Assign, ast.AugAssign, ast.Delete)):
             targets = node.targets if isinstance(node, (ast.Assign, ast.Delete)) else [node.target]

@@ -58,9 +58,16 @@ def _bool_fields():
             yield s
             yield from subclasses(s)
 
-    return sorted({(m, k) for m in subclasses(StrictModel) if m.__module__.startswith("ovt.")
-                   for k, f in m.model_fields.items() if _is_bool_annotation(f.annotation)},
-                  key=lambda mk: (mk[0].__module__, mk[0].__name__, mk[1]))
+    return sorted(
+        {
+            (m, k)
+            for m in subclasses(StrictModel)
+            if m.__module__.startswith("ovt.")
+            for k, f in m.model_fields.items()
+            if _is_bool_annotation(f.annotation)
+        },
+        key=lambda mk: (mk[0].__module__, mk[0].__name__, mk[1]),
+    )
 
 
 BOOL_FIELDS = _bool_fields()
@@ -122,17 +129,25 @@ def _bad_params(tmp_path) -> Path:
     return tmp_path / "params.yaml"
 
 
-@pytest.mark.parametrize("argv", [["-m", "ovt.cli", "params"], ["-m", "ovt.cli", "repro", "render"],
-                                  ["-m", "ovt.cli", "promote"], ["-m", "stages.features"]],
-                         ids=["ovt params", "ovt repro", "ovt promote", "stage entry"])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["-m", "ovt.cli", "params"],
+        ["-m", "ovt.cli", "repro", "render"],
+        ["-m", "ovt.cli", "promote"],
+        ["-m", "stages.features"],
+    ],
+    ids=["ovt params", "ovt repro", "ovt promote", "stage entry"],
+)
 def test_bad_params_are_one_line_per_key_and_exit_2(tmp_path, argv):
     import subprocess
     import sys
 
     _bad_params(tmp_path)
     env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "200"}
-    proc = subprocess.run([sys.executable, *argv], check=False, cwd=tmp_path, env=env, capture_output=True, text=True,
-                          timeout=120)
+    proc = subprocess.run(
+        [sys.executable, *argv], check=False, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 2, proc.stderr[-2000:]
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip() and " INFO " not in ln]
     assert "Traceback" not in proc.stderr

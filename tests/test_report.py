@@ -40,7 +40,7 @@ def test_results_table_from_metrics(tmp_path):
     assert "n_objects = 12" in out and "data/eval/metrics.json" in out
     assert "| OVT | 50.0 [40.0, 60.0] | 51.0 [41.0, 61.0]" in out
     assert "| Δ OVT − contrastive | +1.2 [-8.8, +11.2]" in out
-    assert "ovt_hv" not in out   # absent groups are left out, not invented
+    assert "ovt_hv" not in out  # absent groups are left out, not invented
 
 
 def test_renamed_metric_is_named(tmp_path):
@@ -55,14 +55,21 @@ def test_renamed_metric_is_named(tmp_path):
 
 def test_pipeline_table_and_check_mode(tmp_path):
     (tmp_path / "benchmarks" / "results").mkdir(parents=True)
-    (tmp_path / "benchmarks/results/pipeline.json").write_text(json.dumps({
-        "date": "2026-01-01T00:00:00Z", "machine": {"cpus": 2, "load_avg_1m": 0.25},
-        "stages": [{"stage": "acquire", "seconds": 61.94, "cpu_seconds": 50.0}], "total_s": 700.0,
-        "noop_rerun_s": 4.2}))
+    (tmp_path / "benchmarks/results/pipeline.json").write_text(
+        json.dumps(
+            {
+                "date": "2026-01-01T00:00:00Z",
+                "machine": {"cpus": 2, "load_avg_1m": 0.25},
+                "stages": [{"stage": "acquire", "seconds": 61.94, "cpu_seconds": 50.0}],
+                "total_s": 700.0,
+                "noop_rerun_s": 4.2,
+            }
+        )
+    )
     readme = tmp_path / "README.md"
     readme.write_text("# x\n" + SECTIONS)
     assert report.render_readme(readme, root=tmp_path, check=True) == list(report.RENDERERS)
-    assert readme.read_text() == "# x\n" + SECTIONS             # --check changes nothing
+    assert readme.read_text() == "# x\n" + SECTIONS  # --check changes nothing
     report.render_readme(readme, root=tmp_path)
     text = readme.read_text()
     assert "| acquire | 61.9 | 50.0 |" in text and "2 cores, load average 0.25" in text
@@ -74,9 +81,13 @@ def test_pipeline_table_and_check_mode(tmp_path):
 
 def test_cli_check_fails_on_a_stale_readme(tmp_path):
     readme = tmp_path / "README.md"
-    readme.write_text(SECTIONS)   # empty sections: stale against the repository's results
-    res = subprocess.run([sys.executable, "-m", "cli.app", "report", "--check", "--readme", str(readme)], cwd=ROOT,
-                         capture_output=True, text=True)
+    readme.write_text(SECTIONS)  # empty sections: stale against the repository's results
+    res = subprocess.run(
+        [sys.executable, "-m", "cli.app", "report", "--check", "--readme", str(readme)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     assert res.returncode == 1 and "out of date" in " ".join(res.stderr.split()), res.stderr
     assert readme.read_text() == SECTIONS
 

@@ -29,8 +29,13 @@ def stage_inputs(dvc_yaml: dict, stage: str) -> list[str]:
     stages = dvc_yaml.get("stages") or {}
     if stage not in stages:
         raise KeyError(f"no stage {stage!r} in dvc.yaml (stages: {', '.join(stages)})")
-    produced = {p for name, s in stages.items() if name != stage
-                for key in ("outs", "metrics", "plots") for p in _paths(s.get(key))}
+    produced = {
+        p
+        for name, s in stages.items()
+        if name != stage
+        for key in ("outs", "metrics", "plots")
+        for p in _paths(s.get(key))
+    }
 
     def is_produced(dep: str) -> bool:
         d = PurePosixPath(dep)

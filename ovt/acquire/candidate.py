@@ -30,17 +30,17 @@ class ItemError(RuntimeError):
 @dataclass(frozen=True)
 class AssetCandidate:
     source: str
-    source_ref: str                       # where the asset is inside its source (library:item, CSV path, uid)
+    source_ref: str  # where the asset is inside its source (library:item, CSV path, uid)
     name: str
     category: str
-    mesh: str                             # path of the mesh file among the asset's files
+    mesh: str  # path of the mesh file among the asset's files
     load_files: Callable[[], dict[str, bytes]] = field(repr=False, compare=False)
     tags: tuple[str, ...] = ()
     licence: str | None = None
     creator: str | None = None
-    rotation: tuple[tuple[float, ...], ...] | None = None   # 3x3 row-major: raw mesh -> canonical (Y up, +Z front)
+    rotation: tuple[tuple[float, ...], ...] | None = None  # 3x3 row-major: raw mesh -> canonical (Y up, +Z front)
     dims_cm: dict[str, float] | None = None
-    label_hint: str | None = None         # a class name the source already knows (objaverse LVIS category)
+    label_hint: str | None = None  # a class name the source already knows (objaverse LVIS category)
     # Files stored with the asset but not part of its identity (licence/attribution texts).
     attribution: frozenset[str] = frozenset()
 

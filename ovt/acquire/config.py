@@ -73,7 +73,7 @@ class FilterParams(StrictModel):
         return v
 
     @model_validator(mode="after")
-    def _face_range(self) -> "FilterParams":
+    def _face_range(self) -> FilterParams:
         if self.min_faces > self.max_faces:
             raise ValueError(f"min_faces ({self.min_faces}) > max_faces ({self.max_faces})")
         return self
@@ -81,9 +81,14 @@ class FilterParams(StrictModel):
 
 class LabelParams(StrictModel):
     # Head nouns that name the same class; applied after lower-casing (and to objaverse LVIS hints).
-    merges: dict[str, str] = Field(default_factory=lambda: {
-        "couch": "sofa", "light": "lamp", "panes": "window", "shelves": "bookcase",
-    })
+    merges: dict[str, str] = Field(
+        default_factory=lambda: {
+            "couch": "sofa",
+            "light": "lamp",
+            "panes": "window",
+            "shelves": "bookcase",
+        }
+    )
     # Heads that are not object classes ("Kitchen unit", "Wine glass" vs "Glass door", "Parking slot").
     drop: list[str] = Field(default_factory=lambda: ["unit", "glass", "slot"])
     min_per_class: int = Field(default=6, ge=1)
@@ -100,10 +105,12 @@ class SplitParams(StrictModel):
     max_family_size: int = Field(default=10, ge=2)
 
     @model_validator(mode="after")
-    def _fractions(self) -> "SplitParams":
+    def _fractions(self) -> SplitParams:
         if self.validation_fraction + self.test_fraction >= 1.0:
-            raise ValueError(f"validation_fraction + test_fraction = "
-                             f"{self.validation_fraction + self.test_fraction} leaves no training objects (need < 1)")
+            raise ValueError(
+                f"validation_fraction + test_fraction = "
+                f"{self.validation_fraction + self.test_fraction} leaves no training objects (need < 1)"
+            )
         if len(set(self.group_by)) != len(self.group_by):
             raise ValueError(f"group_by lists an entry twice: {self.group_by}")
         return self
@@ -120,7 +127,7 @@ class AcquireParams(StrictModel):
     split: SplitParams = Field(default_factory=SplitParams)
 
     @model_validator(mode="after")
-    def _sources_configured(self) -> "AcquireParams":
+    def _sources_configured(self) -> AcquireParams:
         if len(set(self.sources)) != len(self.sources):
             raise ValueError(f"sources lists a source twice: {self.sources}")
         if "local" in self.sources and not self.local.root:

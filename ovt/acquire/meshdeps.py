@@ -28,16 +28,32 @@ from urllib.parse import unquote
 from ovt.acquire.candidate import ItemError
 from ovt.acquire.safezip import check_member_name
 
-Reader = Callable[[str], bytes]   # relative path -> bytes; raises FileNotFoundError
+Reader = Callable[[str], bytes]  # relative path -> bytes; raises FileNotFoundError
 
-_MTL_MAPS = ("map_kd", "map_ka", "map_ks", "map_ns", "map_d", "map_bump", "bump", "disp", "decal", "refl", "norm",
-             "map_pr", "map_pm", "map_ps", "map_ke")
+_MTL_MAPS = (
+    "map_kd",
+    "map_ka",
+    "map_ks",
+    "map_ns",
+    "map_d",
+    "map_bump",
+    "bump",
+    "disp",
+    "decal",
+    "refl",
+    "norm",
+    "map_pr",
+    "map_pm",
+    "map_ps",
+    "map_ke",
+)
 # The mesh formats the stage reads (trimesh loaders available in the environment); docs/architecture.md lists them.
 SUPPORTED = (".obj", ".gltf", ".glb", ".ply", ".stl", ".off", ".dae")
 _DAE_IMAGE = re.compile(rb"(<image\b[^>]*>\s*<init_from>\s*(?:<ref>)?)([^<]*)((?:</ref>)?\s*</init_from>)", re.DOTALL)
 
-_BLANK_PNG = ("data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAIAAACQd1PeAAAADElEQVR4nGP4//8/AAX+Av4N70a4"
-              "AAAAAElFTkSuQmCC")
+_BLANK_PNG = (
+    "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAIAAACQd1PeAAAADElEQVR4nGP4//8/AAX+Av4N70a4AAAAAElFTkSuQmCC"
+)
 
 
 def is_absolute(ref: str) -> bool:
@@ -57,7 +73,7 @@ def _mtl_refs(data: bytes) -> list[str]:
     for line in _lines(data):
         key, _, rest = line.partition(" ")
         if key.lower() in _MTL_MAPS and rest.strip():
-            out.append(rest.split()[-1])   # options ("-s 1 1 1 file.png") come first; the file name is last
+            out.append(rest.split()[-1])  # options ("-s 1 1 1 file.png") come first; the file name is last
     return out
 
 
@@ -78,8 +94,12 @@ def _gltf_uris(data: bytes, name: str) -> tuple[list[str], list[str]]:
         raise ItemError("unparseable", f"{name}: not a glTF document")
 
     def uris(key: str) -> list[str]:
-        return [unquote(e["uri"]) for e in doc.get(key, []) or []
-                if isinstance(e, dict) and isinstance(e.get("uri"), str) and not e["uri"].startswith("data:")]
+        return [
+            unquote(e["uri"])
+            for e in doc.get(key, []) or []
+            if isinstance(e, dict) and isinstance(e.get("uri"), str) and not e["uri"].startswith("data:")
+        ]
+
     return uris("buffers"), uris("images")
 
 
@@ -93,7 +113,7 @@ def _join(base_dir: str, ref: str, owner: str) -> str:
         raise ItemError("unsafe_path", f"{owner} references {ref!r}, outside the asset root") from None
 
 
-EXT = "_ext"   # where files from outside the mesh's folder go inside the stored asset
+EXT = "_ext"  # where files from outside the mesh's folder go inside the stored asset
 
 
 def collect_files(mesh: str, read: Reader) -> dict[str, bytes]:
@@ -106,11 +126,11 @@ def collect_files(mesh: str, read: Reader) -> dict[str, bytes]:
         found: dict[str, bytes] = {mesh: read(mesh)}
     except FileNotFoundError:
         raise ItemError("missing_file", f"mesh {mesh!r} does not exist") from None
-    refs: list[tuple[str, str, str]] = []          # (owner, reference as written, target), root-relative
+    refs: list[tuple[str, str, str]] = []  # (owner, reference as written, target), root-relative
 
     def add(owner: str, ref: str, required: bool = False) -> bytes | None:
         if is_absolute(ref):
-            return None                                  # listed as missing (and rewritten out) by sanitize()
+            return None  # listed as missing (and rewritten out) by sanitize()
         rel = _join(posixpath.dirname(owner), ref, owner)
         if rel not in found:
             try:
@@ -172,8 +192,14 @@ def _rewrite_ref(owner: str, data: bytes, old: str, new: str) -> bytes:
                 entry["uri"] = new
         return json.dumps(doc, sort_keys=True).encode()
     if ext == ".dae":
-        return _DAE_IMAGE.sub(lambda m: m.group(1) + new.encode() + m.group(3)
-                              if unquote(m.group(2).decode("utf-8", "replace").strip()) == old else m.group(0), data)
+        return _DAE_IMAGE.sub(
+            lambda m: (
+                m.group(1) + new.encode() + m.group(3)
+                if unquote(m.group(2).decode("utf-8", "replace").strip()) == old
+                else m.group(0)
+            ),
+            data,
+        )
     keywords = ("mtllib",) if ext == ".obj" else _MTL_MAPS
     lines = []
     for raw in data.split(b"\n"):
@@ -209,7 +235,7 @@ def sanitize(mesh: str, files: dict[str, bytes]) -> tuple[dict[str, bytes], list
         try:
             rel = str(check_member_name(posixpath.normpath(posixpath.join(base_dir, ref.strip().replace("\\", "/")))))
         except ItemError:
-            missing.add(ref.strip())        # climbs out of the stored folder: the renderer will not follow it
+            missing.add(ref.strip())  # climbs out of the stored folder: the renderer will not follow it
             return None
         if rel not in files:
             missing.add(ref.strip())
@@ -238,8 +264,13 @@ def sanitize(mesh: str, files: dict[str, bytes]) -> tuple[dict[str, bytes], list
             resolve(mesh_dir, uri)
         if any(is_absolute(u) for u in refs):
             files[mesh] = _DAE_IMAGE.sub(
-                lambda m: m.group(0) if not is_absolute(unquote(m.group(2).decode("utf-8", "replace")))
-                else m.group(1) + m.group(3), files[mesh])
+                lambda m: (
+                    m.group(0)
+                    if not is_absolute(unquote(m.group(2).decode("utf-8", "replace")))
+                    else m.group(1) + m.group(3)
+                ),
+                files[mesh],
+            )
     elif ext == ".gltf":
         _, images = _gltf_uris(files[mesh], mesh)
         for uri in images:
@@ -248,6 +279,6 @@ def sanitize(mesh: str, files: dict[str, bytes]) -> tuple[dict[str, bytes], list
             doc = json.loads(files[mesh])
             for img in doc.get("images", []):
                 if isinstance(img, dict) and isinstance(img.get("uri"), str) and is_absolute(unquote(img["uri"])):
-                    img["uri"] = _BLANK_PNG      # keeps texture indices valid; draws as plain white
+                    img["uri"] = _BLANK_PNG  # keeps texture indices valid; draws as plain white
             files[mesh] = json.dumps(doc, sort_keys=True).encode()
     return files, sorted(missing)

@@ -23,9 +23,9 @@ def _unescape(text: str) -> str:
             continue
         nxt = text[i + 1]
         if nxt == "u":
-            hexdigits = text[i + 2:i + 6]
+            hexdigits = text[i + 2 : i + 6]
             if not re.fullmatch(r"[0-9a-fA-F]{4}", hexdigits):
-                raise ValueError(f"malformed \\uXXXX escape: {text[i:i + 6]!r}")
+                raise ValueError(f"malformed \\uXXXX escape: {text[i : i + 6]!r}")
             out.append(chr(int(hexdigits, 16)))
             i += 6
             continue

@@ -76,8 +76,9 @@ def read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, *budgets: Budget) ->
     return b"".join(chunks)
 
 
-def safe_extract(zf: zipfile.ZipFile, dest: str | os.PathLike, members: list[str] | None = None,
-                 max_bytes: int = 1 << 30) -> list[Path]:
+def safe_extract(
+    zf: zipfile.ZipFile, dest: str | os.PathLike, members: list[str] | None = None, max_bytes: int = 1 << 30
+) -> list[Path]:
     """Extract `members` (default: all) under `dest`, refusing unsafe entries before writing anything.
 
     All-or-nothing on the checks: one unsafe or oversized member raises ItemError and nothing is written.

@@ -45,9 +45,9 @@ _NUMBER = re.compile(r"\d+(?:[x×]\d+)*")
 class SplitObject:
     asset_id: str
     label: str | None
-    scope: str                     # where names are comparable (source + library)
-    stem: str                      # mesh file stem (name families)
-    fingerprint: str | None        # geometry fingerprint, None = unknown
+    scope: str  # where names are comparable (source + library)
+    stem: str  # mesh file stem (name families)
+    fingerprint: str | None  # geometry fingerprint, None = unknown
 
 
 def split_u(seed: int, key: str) -> float:
@@ -103,7 +103,7 @@ def _refine(scope: str, members: list[tuple[str, list[str]]], level: int, cap: i
                 out[aid] = f"{scope}|{key}"
             continue
         finer = [(a, t) for a, t in fam if family_key(t, level + 1) != key]
-        if finer:   # some members have more numbers: split the family on the next one
+        if finer:  # some members have more numbers: split the family on the next one
             _refine(scope, fam, level + 1, cap, out)
         # else: a generic name shared by more than `cap` objects: no family
 
@@ -151,8 +151,9 @@ def _take(ranked: list[tuple[str, int]], k: int) -> set[str]:
     return chosen
 
 
-def assign_splits(objects: Sequence[SplitObject], groups: dict[str, str], seed: int, validation_fraction: float,
-                  test_fraction: float) -> dict[str, str]:
+def assign_splits(
+    objects: Sequence[SplitObject], groups: dict[str, str], seed: int, validation_fraction: float, test_fraction: float
+) -> dict[str, str]:
     """asset_id -> "train" | "validation" | "test" (rule in the module docstring)."""
     for name, f in (("validation_fraction", validation_fraction), ("test_fraction", test_fraction)):
         if not 0.0 <= f < 1.0:
@@ -183,6 +184,10 @@ def split_object(row: dict) -> SplitObject:
     src_ref = row.get("source_ref") or ""
     library = src_ref.split(":", 1)[0] if row.get("source") == "sweethome3d" else ""
     stem = posixpath.splitext(posixpath.basename(row.get("mesh") or ""))[0]
-    return SplitObject(asset_id=row["asset_id"], label=row.get("label"), scope=f"{row.get('source')}:{library}",
-                       stem=stem, fingerprint=geometry_fingerprint(row["n_vertices"], row["n_faces"],
-                                                                   row.get("extents")))
+    return SplitObject(
+        asset_id=row["asset_id"],
+        label=row.get("label"),
+        scope=f"{row.get('source')}:{library}",
+        stem=stem,
+        fingerprint=geometry_fingerprint(row["n_vertices"], row["n_faces"], row.get("extents")),
+    )

@@ -55,9 +55,12 @@ def _load_cache(out_dir: Path) -> dict[str, MeshInfo]:
     try:
         if json.loads(stats_path.read_text()).get("validator_version") != VALIDATOR_VERSION:
             return {}
-        return {r["asset_id"]: MeshInfo(int(r["n_vertices"]), int(r["n_faces"]), bool(r["textured_mesh"]),
-                                        tuple(float(x) for x in r["extents"]))
-                for r in iter_jsonl(manifest_path)}
+        return {
+            r["asset_id"]: MeshInfo(
+                int(r["n_vertices"]), int(r["n_faces"]), bool(r["textured_mesh"]), tuple(float(x) for x in r["extents"])
+            )
+            for r in iter_jsonl(manifest_path)
+        }
     except (ValueError, KeyError, TypeError) as err:  # a damaged previous output is just not a cache
         log.warning("ignoring unreadable previous manifest/stats: %s", err)
         return {}
@@ -91,13 +94,19 @@ def _ordered(cands: list[AssetCandidate], seed: int, max_assets: int | None) -> 
 @dataclass(frozen=True)
 class _Accepted:
     aid: str
-    mesh: str                 # the mesh's path inside the asset folder
+    mesh: str  # the mesh's path inside the asset folder
     info: MeshInfo
-    missing: list[str]        # references (MTL, textures) that are absent or absolute: drawn untextured
+    missing: list[str]  # references (MTL, textures) that are absent or absolute: drawn untextured
 
 
-def _process(c: AssetCandidate, out_dir: Path, cache: dict[str, MeshInfo], seen: dict[str, str],
-             cfg: AcquireParams, counters: Counter) -> _Accepted | None:
+def _process(
+    c: AssetCandidate,
+    out_dir: Path,
+    cache: dict[str, MeshInfo],
+    seen: dict[str, str],
+    cfg: AcquireParams,
+    counters: Counter,
+) -> _Accepted | None:
     """Read, hash, inspect and store one candidate; None if it duplicates an asset already accepted this run."""
     loaded = c.load_files()
     mesh = c.mesh
@@ -119,7 +128,7 @@ def _process(c: AssetCandidate, out_dir: Path, cache: dict[str, MeshInfo], seen:
         if aid in cache:
             counters["reused"] += 1
             info = cache[aid]
-        else:                                # in the store but not in the previous manifest: inspect in place
+        else:  # in the store but not in the previous manifest: inspect in place
             info = inspect_mesh(final / mesh)
         check_limits(info, *limits)
         return _Accepted(aid, mesh, info, missing)
@@ -140,16 +149,28 @@ def _row(c: AssetCandidate, a: _Accepted, out_dir: Path) -> dict[str, Any]:
     rel = store.rel_asset_dir(a.aid)
     info = a.info
     return {
-        "asset_id": a.aid, "name": c.name, "category": c.category, "label": None, "tags": list(c.tags),
-        "licence": c.licence, "creator": c.creator, "source": c.source, "source_ref": c.source_ref, "split": None,
-        "group": None, "mesh": f"{rel}/{a.mesh}",
+        "asset_id": a.aid,
+        "name": c.name,
+        "category": c.category,
+        "label": None,
+        "tags": list(c.tags),
+        "licence": c.licence,
+        "creator": c.creator,
+        "source": c.source,
+        "source_ref": c.source_ref,
+        "split": None,
+        "group": None,
+        "mesh": f"{rel}/{a.mesh}",
         "files": [f"{rel}/{f}" for f in store.list_files(store.asset_dir(out_dir, a.aid))],
         "rotation": [list(r) for r in c.rotation] if c.rotation is not None else None,
         "dims_cm": dict(c.dims_cm) if c.dims_cm is not None else None,
-        "n_vertices": info.n_vertices, "n_faces": info.n_faces, "extents": [round(x, 6) for x in info.extents],
+        "n_vertices": info.n_vertices,
+        "n_faces": info.n_faces,
+        "extents": [round(x, 6) for x in info.extents],
         # `textured`: what the renderer will draw; `textured_mesh`: what the loaded mesh has (trimesh puts a
         # placeholder image on an OBJ whose MTL is missing), kept so a rerun's cache reproduces `textured`.
-        "textured": info.textured and not a.missing, "textured_mesh": info.textured,
+        "textured": info.textured and not a.missing,
+        "textured_mesh": info.textured,
         "missing_files": list(a.missing),
     }
 
@@ -170,8 +191,12 @@ def label_and_split(rows: list[dict], hints: list[str | None], cfg: AcquireParam
 def _group_stats(rows: list[dict]) -> dict[str, int]:
     sizes = Counter(r["group"] for r in rows)
     merged = [s for s in sizes.values() if s > 1]
-    return {"n_groups": len(sizes), "n_merged_groups": len(merged), "n_objects_in_merged_groups": sum(merged),
-            "largest_group": max(sizes.values(), default=0)}
+    return {
+        "n_groups": len(sizes),
+        "n_merged_groups": len(merged),
+        "n_objects_in_merged_groups": sum(merged),
+        "largest_group": max(sizes.values(), default=0),
+    }
 
 
 def _count(rows: Iterable[dict], key) -> dict[str, int]:
@@ -234,27 +259,50 @@ def run(cfg: AcquireParams, *, seed: int, out_dir: str | Path, progress: bool = 
 
     labelled = [r for r in rows if r["label"] is not None]
     stats = {
-        "stage": STAGE, "validator_version": VALIDATOR_VERSION, "seed": seed,
-        "n_assets": len(rows), "n_labelled": len(labelled), "n_labels": len({r["label"] for r in labelled}),
-        "n_candidates": dict(n_candidates), "n_filtered": dict(sorted(filtered.items())),
-        "n_failures": len(failures), "failures_by_reason": _count(failures, lambda f: f["error"]),
-        "n_duplicates": counters["duplicates"], "n_extracted": counters["extracted"], "n_reused": counters["reused"],
-        "n_store_removed": removed, "n_textured": sum(r["textured"] for r in rows),
-        "by_source": _count(rows, lambda r: r["source"]), "by_category": _count(rows, lambda r: r["category"]),
+        "stage": STAGE,
+        "validator_version": VALIDATOR_VERSION,
+        "seed": seed,
+        "n_assets": len(rows),
+        "n_labelled": len(labelled),
+        "n_labels": len({r["label"] for r in labelled}),
+        "n_candidates": dict(n_candidates),
+        "n_filtered": dict(sorted(filtered.items())),
+        "n_failures": len(failures),
+        "failures_by_reason": _count(failures, lambda f: f["error"]),
+        "n_duplicates": counters["duplicates"],
+        "n_extracted": counters["extracted"],
+        "n_reused": counters["reused"],
+        "n_store_removed": removed,
+        "n_textured": sum(r["textured"] for r in rows),
+        "by_source": _count(rows, lambda r: r["source"]),
+        "by_category": _count(rows, lambda r: r["category"]),
         "n_with_missing_files": sum(bool(r["missing_files"]) for r in rows),
         "by_split": {s: sum(r["split"] == s for r in rows) for s in SPLITS},
         "by_split_labelled": {s: sum(r["split"] == s for r in labelled) for s in SPLITS},
         "groups": _group_stats(rows),
         "by_label": _count(rows, lambda r: r["label"] or UNLABELLED),
-        "by_label_split": {lab: _count((r for r in rows if (r["label"] or UNLABELLED) == lab), lambda r: r["split"])
-                           for lab in sorted({r["label"] or UNLABELLED for r in rows})},
-        "timings_s": {"enumerate": round(t_enum - t0, 3), "process": round(t_proc - t_enum, 3),
-                      "total": round(time.perf_counter() - t0, 3)},
+        "by_label_split": {
+            lab: _count((r for r in rows if (r["label"] or UNLABELLED) == lab), lambda r: r["split"])
+            for lab in sorted({r["label"] or UNLABELLED for r in rows})
+        },
+        "timings_s": {
+            "enumerate": round(t_enum - t0, 3),
+            "process": round(t_proc - t_enum, 3),
+            "total": round(time.perf_counter() - t0, 3),
+        },
     }
     atomic_write_json(out_dir / STATS, stats)
     if not rows:
-        raise RuntimeError(f"acquire: no usable asset from {cfg.sources} ({len(failures)} failures, "
-                           f"{sum(filtered.values())} filtered); see {out_dir / FAILURES}")
-    log.info("acquire: %d assets (%d labelled in %d classes), %d failures, %.1f s", len(rows), len(labelled),
-             stats["n_labels"], len(failures), stats["timings_s"]["total"])
+        raise RuntimeError(
+            f"acquire: no usable asset from {cfg.sources} ({len(failures)} failures, "
+            f"{sum(filtered.values())} filtered); see {out_dir / FAILURES}"
+        )
+    log.info(
+        "acquire: %d assets (%d labelled in %d classes), %d failures, %.1f s",
+        len(rows),
+        len(labelled),
+        stats["n_labels"],
+        len(failures),
+        stats["timings_s"]["total"],
+    )
     return stats

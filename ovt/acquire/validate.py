@@ -41,7 +41,7 @@ class MeshInfo:
     n_vertices: int
     n_faces: int
     textured: bool
-    extents: tuple[float, float, float] = (0.0, 0.0, 0.0)   # world-space bounding-box size of the raw mesh
+    extents: tuple[float, float, float] = (0.0, 0.0, 0.0)  # world-space bounding-box size of the raw mesh
 
 
 def _count_lines(data: bytes, keyword: bytes) -> int:
@@ -53,10 +53,10 @@ def _count_lines(data: bytes, keyword: bytes) -> int:
 
 
 def _obj(data: bytes) -> int:
-    if b"\x00" in data[:1 << 16]:
+    if b"\x00" in data[: 1 << 16]:
         raise ItemError("unparseable", "binary bytes in an OBJ (a text format)")
     n_faces = _count_lines(data, b"f")
-    low = data.lower()          # a plain substring scan first: the line regex is slow on 100 MB files
+    low = data.lower()  # a plain substring scan first: the line regex is slow on 100 MB files
     if (b"nan" in low or b"inf" in low) and _OBJ_NONFINITE.search(data):
         raise ItemError("nan_vertices", "a vertex line has a NaN/inf coordinate")
     if n_faces == 0:
@@ -98,7 +98,7 @@ def _stl(data: bytes) -> int:
 
 
 def _off(data: bytes) -> int:
-    toks = [t for line in data[:1 << 12].split(b"\n") if not line.lstrip().startswith(b"#") for t in line.split()]
+    toks = [t for line in data[: 1 << 12].split(b"\n") if not line.lstrip().startswith(b"#") for t in line.split()]
     if not toks or not toks[0].endswith(b"OFF"):
         raise ItemError("unparseable", "not an OFF file (no OFF header)")
     counts = toks[1:4]
@@ -180,8 +180,7 @@ def inspect_mesh(path: str | Path) -> MeshInfo:
     extent = hi - lo
     if not np.isfinite(area) or area <= 0.0 or not (extent > 0).any():
         raise ItemError("degenerate", f"area={area:.3g}, extents={np.round(extent, 6).tolist()}")
-    return MeshInfo(n_vertices=n_vertices, n_faces=n_faces, textured=textured,
-                    extents=tuple(float(x) for x in extent))
+    return MeshInfo(n_vertices=n_vertices, n_faces=n_faces, textured=textured, extents=tuple(float(x) for x in extent))
 
 
 def check_limits(info: MeshInfo, min_faces: int, max_faces: int) -> None:

@@ -34,8 +34,9 @@ def run(params: Any, *, seed: int, paths: CaptionPaths = CaptionPaths()) -> dict
 
     run_stage = importlib.import_module("ovt.caption.stage").run
 
-    return run_stage(params, seed=seed, renders_dir=paths.renders_dir, assets_dir=paths.assets_dir,
-                     out_dir=paths.out_dir)
+    return run_stage(
+        params, seed=seed, renders_dir=paths.renders_dir, assets_dir=paths.assets_dir, out_dir=paths.out_dir
+    )
 
 
 def __getattr__(name: str) -> Any:

@@ -16,12 +16,12 @@ from PIL import Image
 class View:
     """One rendered view joined with its asset's metadata (render row + acquire manifest row)."""
 
-    key: str                      # `<asset_id>_<view:03d>`, the webdataset sample key
+    key: str  # `<asset_id>_<view:03d>`, the webdataset sample key
     asset_id: str
     view: int
-    image: Image.Image            # RGB, or RGBA when the render is transparent
-    azimuth: float                # degrees; 0 = the asset's front (+Z), see viewpoint.py
-    elevation: float              # degrees; >0 camera above the object
+    image: Image.Image  # RGB, or RGBA when the render is transparent
+    azimuth: float  # degrees; 0 = the asset's front (+Z), see viewpoint.py
+    elevation: float  # degrees; >0 camera above the object
     name: str | None = None
     category: str | None = None
     label: str | None = None
@@ -29,7 +29,7 @@ class View:
     dims_cm: dict[str, float] | None = None
     obj_id: int | None = None
     img_id: int | None = None
-    path: str | None = None       # MVCap-style `./views/<asset_id>/<view:03d>.png`
+    path: str | None = None  # MVCap-style `./views/<asset_id>/<view:03d>.png`
 
     def field_value(self, name: str) -> str | None:
         value = getattr(self, name)

@@ -56,8 +56,8 @@ def dedup_key(text: str) -> str:
 @dataclass
 class CleanResult:
     kept: list[Caption] = field(default_factory=list)
-    dropped: list[dict] = field(default_factory=list)   # {key, caption, reason, detail}
-    counts: Counter = field(default_factory=Counter)   # kept, truncated, unchecked, dropped_<reason>
+    dropped: list[dict] = field(default_factory=list)  # {key, caption, reason, detail}
+    counts: Counter = field(default_factory=Counter)  # kept, truncated, unchecked, dropped_<reason>
 
 
 class TextTower:
@@ -104,7 +104,7 @@ class TextTower:
         enc = self.tokenizer(text, truncation=True, max_length=max_tokens, return_offsets_mapping=True)
         end = max((e for s, e in enc["offset_mapping"] if e > s), default=0)
         cut = text[:end]
-        if end < len(text) and text[end:end + 1].isalnum():   # stopped inside a word: drop the partial word
+        if end < len(text) and text[end : end + 1].isalnum():  # stopped inside a word: drop the partial word
             cut = cut[: cut.rfind(" ")] if " " in cut else ""
         return cut.rstrip(" ,;:-")
 
@@ -117,8 +117,9 @@ class TextTower:
         chunks = []
         with torch.inference_mode():
             for i in range(0, len(texts), batch_size):
-                enc = self.tokenizer(list(texts[i:i + batch_size]), padding=True, truncation=True,
-                                     max_length=128, return_tensors="pt")
+                enc = self.tokenizer(
+                    list(texts[i : i + batch_size]), padding=True, truncation=True, max_length=128, return_tensors="pt"
+                )
                 hidden = self._model(**enc).last_hidden_state
                 mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
                 pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
@@ -178,8 +179,13 @@ class Cleaner:
                 continue
             limited, truncated = self._limit(text, n_tok)
             if not limited or len(limited.split(" ")) < self.params.min_words:
-                drop(cap, "too_long", f"over {self.params.max_tokens} tokens" if self.params.tokenizer
-                     else f"over {self.params.max_words} words")
+                drop(
+                    cap,
+                    "too_long",
+                    f"over {self.params.max_tokens} tokens"
+                    if self.params.tokenizer
+                    else f"over {self.params.max_words} words",
+                )
                 continue
             res.counts["truncated"] += int(truncated)
             if self.params.dedup_per_object:
@@ -199,7 +205,7 @@ class Cleaner:
     def _filter(self, survivors, res: CleanResult, drop):
         checkable = [i for i, (_, cls) in enumerate(survivors) if cls in self.vocabulary]
         res.counts["unchecked"] += len(survivors) - len(checkable)
-        if len(self.vocabulary) < 2 or not checkable:   # one class: nothing to disagree with
+        if len(self.vocabulary) < 2 or not checkable:  # one class: nothing to disagree with
             res.counts["unchecked"] += len(checkable)
             return survivors
         emb = self.tower.embed([survivors[i][0].caption for i in checkable], self.params.embed_batch_size)

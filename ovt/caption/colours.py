@@ -35,9 +35,9 @@ def srgb_to_lab(rgb: np.ndarray) -> np.ndarray:
     """sRGB uint8 (..., 3) -> CIELAB (D65) float (..., 3)."""
     c = rgb.astype(np.float64) / 255.0
     lin = np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
-    m = np.array([[0.4124564, 0.3575761, 0.1804375],
-                  [0.2126729, 0.7151522, 0.0721750],
-                  [0.0193339, 0.1191920, 0.9503041]])
+    m = np.array(
+        [[0.4124564, 0.3575761, 0.1804375], [0.2126729, 0.7151522, 0.0721750], [0.0193339, 0.1191920, 0.9503041]]
+    )
     xyz = lin @ m.T / np.array([0.95047, 1.0, 1.08883])
     f = np.where(xyz > (6 / 29) ** 3, np.cbrt(xyz), xyz / (3 * (6 / 29) ** 2) + 4 / 29)
     return np.stack([116 * f[..., 1] - 16, 500 * (f[..., 0] - f[..., 1]), 200 * (f[..., 1] - f[..., 2])], axis=-1)
@@ -74,9 +74,9 @@ def nearest_anchor(pixels: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class ColourSummary:
-    names: list[str]              # dominant colour names, largest share first
-    shares: dict[str, float]      # share of the foreground per name (all names present)
-    foreground_fraction: float    # share of the image that is foreground
+    names: list[str]  # dominant colour names, largest share first
+    shares: dict[str, float]  # share of the foreground per name (all names present)
+    foreground_fraction: float  # share of the image that is foreground
 
 
 def foreground_mask(image: Image.Image, tolerance: int) -> tuple[np.ndarray, np.ndarray]:
@@ -91,8 +91,9 @@ def foreground_mask(image: Image.Image, tolerance: int) -> tuple[np.ndarray, np.
     return rgb, diff > tolerance
 
 
-def dominant_colours(image: Image.Image, *, max_colours: int = 2, min_share: float = 0.12,
-                     tolerance: int = 24, analysis_size: int = 96) -> ColourSummary:
+def dominant_colours(
+    image: Image.Image, *, max_colours: int = 2, min_share: float = 0.12, tolerance: int = 24, analysis_size: int = 96
+) -> ColourSummary:
     img = image.copy()
     img.thumbnail((analysis_size, analysis_size), Image.Resampling.NEAREST)  # nearest: no blended edge colours
     rgb, mask = foreground_mask(img, tolerance)

@@ -31,13 +31,13 @@ class MVCapFormatError(ValueError):
 
 @dataclass
 class MVCapRecord:
-    path: str                        # as written in metadata.json (relative, MVCap style)
+    path: str  # as written in metadata.json (relative, MVCap style)
     caption: str
     obj_id: int
     img_id: int
-    image_path: Path | None = None   # resolved file, for records from a metadata.json + image root
-    shard: Path | None = None        # render shard holding the image, for records read from our shards
-    key: str | None = None           # webdataset sample key inside `shard`
+    image_path: Path | None = None  # resolved file, for records from a metadata.json + image root
+    shard: Path | None = None  # render shard holding the image, for records read from our shards
+    key: str | None = None  # webdataset sample key inside `shard`
 
     def to_row(self) -> dict:
         return {"path": self.path, "caption": self.caption, "obj_id": self.obj_id, "img_id": self.img_id}
@@ -76,8 +76,9 @@ def _check_row(row: object, i: int, source: Path) -> MVCapRecord:
         # the original training code uses the row index as img_id when it is absent
         img_id = int(row.get("img_id", i))
     except (TypeError, ValueError):
-        raise MVCapFormatError(f"{source}: row {i}: 'obj_id'/'img_id' must be integers "
-                               f"(got {row.get('obj_id')!r}, {row.get('img_id')!r})") from None
+        raise MVCapFormatError(
+            f"{source}: row {i}: 'obj_id'/'img_id' must be integers (got {row.get('obj_id')!r}, {row.get('img_id')!r})"
+        ) from None
     return MVCapRecord(path=row["path"], caption=row["caption"], obj_id=obj_id, img_id=img_id)
 
 
@@ -86,8 +87,9 @@ def resolve(path: str, root: Path) -> Path:
     return p if p.is_absolute() else root / path.removeprefix("./")
 
 
-def read_metadata(metadata: str | Path, root: str | Path | None = None, *,
-                  check_images: bool = False) -> list[MVCapRecord]:
+def read_metadata(
+    metadata: str | Path, root: str | Path | None = None, *, check_images: bool = False
+) -> list[MVCapRecord]:
     """Read a released-format `metadata.json`; image paths resolve against `root` (default: its folder).
 
     `check_images=True` fails on the first missing image, naming it (the release ships metadata for images that
@@ -124,10 +126,16 @@ def read_caption_shards(captions_dir: str | Path, renders_dir: str | Path) -> li
         for row in read_jsonl(side):
             r = rows.get(row["key"], {})
             asset_id, view = row["key"].rsplit("_", 1)
-            records.append(MVCapRecord(path=r.get("path") or f"./views/{asset_id}/{view}.png", caption=row["caption"],
-                                       obj_id=int(r["obj_id"]) if r.get("obj_id") is not None else -1,
-                                       img_id=int(r["img_id"]) if r.get("img_id") is not None else -1,
-                                       shard=tar, key=row["key"]))
+            records.append(
+                MVCapRecord(
+                    path=r.get("path") or f"./views/{asset_id}/{view}.png",
+                    caption=row["caption"],
+                    obj_id=int(r["obj_id"]) if r.get("obj_id") is not None else -1,
+                    img_id=int(r["img_id"]) if r.get("img_id") is not None else -1,
+                    shard=tar,
+                    key=row["key"],
+                )
+            )
     return records
 
 

@@ -11,8 +11,9 @@ from typing import Any
 from ovt.io import read_jsonl
 
 
-def sample_captions(captions_dir: str | Path, *, objects: int = 3, per_object: int = 10,
-                    seed: int = 0) -> dict[str, Any]:
+def sample_captions(
+    captions_dir: str | Path, *, objects: int = 3, per_object: int = 10, seed: int = 0
+) -> dict[str, Any]:
     """{"stats": stats.json, "objects": {asset_id: [{key, caption, prompt}, ...]}} from the side-car shards."""
     captions_dir = Path(captions_dir)
     by_asset: dict[str, list[dict]] = {}
@@ -24,6 +25,11 @@ def sample_captions(captions_dir: str | Path, *, objects: int = 3, per_object: i
     stats_path = captions_dir / "stats.json"
     return {
         "stats": json.loads(stats_path.read_text()) if stats_path.exists() else None,
-        "objects": {a: [{"key": r["key"], "caption": r["caption"], "prompt": r["prompt"]}
-                        for r in sorted(by_asset[a], key=lambda r: r["key"])[:per_object]] for a in chosen},
+        "objects": {
+            a: [
+                {"key": r["key"], "caption": r["caption"], "prompt": r["prompt"]}
+                for r in sorted(by_asset[a], key=lambda r: r["key"])[:per_object]
+            ]
+            for a in chosen
+        },
     }

@@ -21,6 +21,7 @@ from ovt.shards import Shard, list_shards
 
 log = logging.getLogger(__name__)
 
+
 def list_render_shards(renders_dir: Path) -> tuple[list[Shard], list[Path]]:
     """(complete shards sorted by index, tars that fail the shard integrity check)."""
     return list_shards(Path(renders_dir) / "shards")
@@ -40,8 +41,9 @@ def load_manifest(path: Path, key_field: str) -> dict[str, dict]:
     return rows
 
 
-def view_from_sample(key: str, png: bytes, meta: dict[str, Any], render_row: dict | None,
-                     asset_row: dict | None) -> View:
+def view_from_sample(
+    key: str, png: bytes, meta: dict[str, Any], render_row: dict | None, asset_row: dict | None
+) -> View:
     """Join one shard sample with its render-manifest and asset-manifest rows. Raises ValueError on bad data."""
     r = {**meta, **(render_row or {})}
     a = {**meta, **(asset_row or {})}
@@ -60,7 +62,19 @@ def view_from_sample(key: str, png: bytes, meta: dict[str, Any], render_row: dic
     tags = a.get("tags") or []
     if not isinstance(tags, list):
         raise ValueError(f"sample {key!r}: 'tags' must be a list (got {type(tags).__name__})")
-    return View(key=key, asset_id=str(asset_id), view=int(view_no), image=image,
-                azimuth=float(r["azimuth"]), elevation=float(r["elevation"]),
-                name=a.get("name"), category=a.get("category"), label=a.get("label"), tags=tags,
-                dims_cm=a.get("dims_cm"), obj_id=r.get("obj_id"), img_id=r.get("img_id"), path=r.get("path"))
+    return View(
+        key=key,
+        asset_id=str(asset_id),
+        view=int(view_no),
+        image=image,
+        azimuth=float(r["azimuth"]),
+        elevation=float(r["elevation"]),
+        name=a.get("name"),
+        category=a.get("category"),
+        label=a.get("label"),
+        tags=tags,
+        dims_cm=a.get("dims_cm"),
+        obj_id=r.get("obj_id"),
+        img_id=r.get("img_id"),
+        path=r.get("path"),
+    )

@@ -79,15 +79,21 @@ class TemplateCaptioner:
     model = "metadata-template"
     model_version = VERSION
 
-    def __init__(self, params: TemplateParams, *, guidance: bool = True,
-                 guidance_fields: Sequence[str] = ("label", "name")) -> None:
+    def __init__(
+        self, params: TemplateParams, *, guidance: bool = True, guidance_fields: Sequence[str] = ("label", "name")
+    ) -> None:
         self.params = params
         self.guidance = guidance
         self.guidance_fields = list(guidance_fields)
 
     def describe(self) -> dict[str, Any]:
-        return {"backend": self.backend, "version": VERSION, "params": self.params.model_dump(),
-                "guidance": self.guidance, "guidance_fields": self.guidance_fields}
+        return {
+            "backend": self.backend,
+            "version": VERSION,
+            "params": self.params.model_dump(),
+            "guidance": self.guidance,
+            "guidance_fields": self.guidance_fields,
+        }
 
     def caption(self, views: Sequence[View], seeds: Sequence[int]) -> list[Caption]:
         if len(views) != len(seeds):
@@ -97,8 +103,13 @@ class TemplateCaptioner:
     def caption_one(self, view: View, seed: int) -> Caption:
         p = self.params
         rng = random.Random(seed)
-        colours = dominant_colours(view.image, max_colours=p.max_colours, min_share=p.min_colour_share,
-                                   tolerance=p.background_tolerance, analysis_size=p.analysis_size).names
+        colours = dominant_colours(
+            view.image,
+            max_colours=p.max_colours,
+            min_share=p.min_colour_share,
+            tolerance=p.background_tolerance,
+            analysis_size=p.analysis_size,
+        ).names
         vw = view_words(view.azimuth, view.elevation)
         colour_words = " and ".join(colours)
         guided_word = guidance_category(view, self.guidance_fields) if self.guidance else None
@@ -115,10 +126,24 @@ class TemplateCaptioner:
             what = tags = ""
             template = rng.choice(_PLAIN)
             prompt = f"template:plain[{_PLAIN.index(template)}]"
-        text = template.format(desc=desc, Desc=desc[:1].upper() + desc[1:], what=what, tags=tags,
-                               view=vw.phrase, View=vw.phrase[:1].upper() + vw.phrase[1:])
-        return Caption(key=view.key, caption=text, backend=self.backend, model=self.model,
-                       model_version=self.model_version, prompt=prompt, guided=bool(guided_word), seed=seed)
+        text = template.format(
+            desc=desc,
+            Desc=desc[:1].upper() + desc[1:],
+            what=what,
+            tags=tags,
+            view=vw.phrase,
+            View=vw.phrase[:1].upper() + vw.phrase[1:],
+        )
+        return Caption(
+            key=view.key,
+            caption=text,
+            backend=self.backend,
+            model=self.model,
+            model_version=self.model_version,
+            prompt=prompt,
+            guided=bool(guided_word),
+            seed=seed,
+        )
 
     @staticmethod
     def _what_clause(view: View, noun: str, guided_word: str, rng: random.Random) -> str:

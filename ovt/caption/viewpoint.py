@@ -19,9 +19,9 @@ def wrap_azimuth(azimuth: float) -> float:
 
 @dataclass(frozen=True)
 class ViewWords:
-    side: str          # "front" | "side" | "back" | "top" | "bottom"
-    height: str        # "level" | "above" | "high" | "below" | "overhead" | "underneath"
-    phrase: str        # e.g. "seen from the back, from above"
+    side: str  # "front" | "side" | "back" | "top" | "bottom"
+    height: str  # "level" | "above" | "high" | "below" | "overhead" | "underneath"
+    phrase: str  # e.g. "seen from the back, from above"
 
 
 def side_word(azimuth: float) -> str:
@@ -36,7 +36,7 @@ def side_word(azimuth: float) -> str:
 def height_word(elevation: float) -> str:
     e = float(elevation)
     if e >= 75.0:
-        return "overhead"      # looking straight down: front/back no longer meaningful
+        return "overhead"  # looking straight down: front/back no longer meaningful
     if e >= 40.0:
         return "above"
     if e >= 15.0:
@@ -49,8 +49,7 @@ def height_word(elevation: float) -> str:
 
 
 _SIDE_PHRASE = {"front": "from the front", "side": "from the side", "back": "from the back"}
-_HEIGHT_PHRASE = {"above": "from above", "high": "from slightly above", "level": "at eye level",
-                  "below": "from below"}
+_HEIGHT_PHRASE = {"above": "from above", "high": "from slightly above", "level": "at eye level", "below": "from below"}
 
 
 def view_words(azimuth: float, elevation: float) -> ViewWords:

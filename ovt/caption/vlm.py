@@ -53,8 +53,9 @@ def resolve_dtype(spec: str, device: str):
 class VlmCaptioner:
     backend = "vlm"
 
-    def __init__(self, params: VlmParams, *, guidance: bool = True,
-                 guidance_fields: Sequence[str] = ("label", "name")) -> None:
+    def __init__(
+        self, params: VlmParams, *, guidance: bool = True, guidance_fields: Sequence[str] = ("label", "name")
+    ) -> None:
         import torch
         from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
 
@@ -78,19 +79,27 @@ class VlmCaptioner:
                 f"caption.vlm.model={params.model!r}: weights/processor not found locally (looked in the folder or "
                 f"the local Hugging Face cache; downloads are disabled). Put the model there (e.g. "
                 f"`hf download {params.model}` on a connected machine) or set caption.vlm.model to a local folder. "
-                f"Cause: {err}") from err
+                f"Cause: {err}"
+            ) from err
         self.net.to(self.device).eval()
         self.model_type = config.model_type
         self.model = params.model
         # provenance: the commit hash of a cached hub model when known, else the folder's config name/version
-        self.model_version = (getattr(config, "_commit_hash", None) or params.revision
-                              or f"{config.model_type}:config-{stable_digest(config.to_json_string())[:12]}"
-                              f"@transformers-{_tf_version()}")
+        self.model_version = (
+            getattr(config, "_commit_hash", None)
+            or params.revision
+            or f"{config.model_type}:config-{stable_digest(config.to_json_string())[:12]}@transformers-{_tf_version()}"
+        )
         self._torch = torch
 
     def describe(self) -> dict[str, Any]:
-        return {"backend": self.backend, "params": self.params.model_dump(), "model_version": self.model_version,
-                "guidance": self.guidance, "guidance_fields": self.guidance_fields}
+        return {
+            "backend": self.backend,
+            "params": self.params.model_dump(),
+            "model_version": self.model_version,
+            "guidance": self.guidance,
+            "guidance_fields": self.guidance_fields,
+        }
 
     def prompt_for(self, view: View) -> tuple[str, bool]:
         word = guidance_category(view, self.guidance_fields) if self.guidance else None
@@ -107,23 +116,38 @@ class VlmCaptioner:
         for (prompt, guided), group in groupby(order, key=lambda i: prompts[i]):
             idx = list(group)
             for start in range(0, len(idx), self.params.batch_size):
-                chunk = idx[start:start + self.params.batch_size]
+                chunk = idx[start : start + self.params.batch_size]
                 # sampling is off (greedy/beam), but seed anyway so any stochastic generate config is reproducible
                 self._torch.manual_seed(seeds[chunk[0]])
                 texts = self._generate([views[i].image for i in chunk], prompt)
                 for i, text in zip(chunk, texts):
-                    out[i] = Caption(key=views[i].key, caption=text, backend=self.backend, model=self.model,
-                                     model_version=self.model_version, prompt=prompt, guided=guided, seed=seeds[i])
+                    out[i] = Caption(
+                        key=views[i].key,
+                        caption=text,
+                        backend=self.backend,
+                        model=self.model,
+                        model_version=self.model_version,
+                        prompt=prompt,
+                        guided=guided,
+                        seed=seeds[i],
+                    )
         return [c for c in out if c is not None]
 
     def _generate(self, images: list, prompt: str) -> list[str]:
         rgb = [im.convert("RGB") for im in images]
         inputs = self.processor(images=rgb, text=[prompt] * len(rgb), return_tensors="pt")
-        inputs = {k: (v.to(self.device, self.dtype) if v.is_floating_point() else v.to(self.device))
-                  for k, v in inputs.items() if hasattr(v, "to")}
-        gen = {"max_new_tokens": self.params.max_new_tokens, "do_sample": False, "num_beams": self.params.num_beams,
-               "repetition_penalty": self.params.repetition_penalty}
-        if self.params.num_beams > 1:   # length_penalty only scores beams; transformers warns when given without
+        inputs = {
+            k: (v.to(self.device, self.dtype) if v.is_floating_point() else v.to(self.device))
+            for k, v in inputs.items()
+            if hasattr(v, "to")
+        }
+        gen = {
+            "max_new_tokens": self.params.max_new_tokens,
+            "do_sample": False,
+            "num_beams": self.params.num_beams,
+            "repetition_penalty": self.params.repetition_penalty,
+        }
+        if self.params.num_beams > 1:  # length_penalty only scores beams; transformers warns when given without
             gen["length_penalty"] = self.params.length_penalty
         with self._torch.inference_mode():
             ids = self.net.generate(**inputs, **gen)
@@ -136,7 +160,7 @@ class VlmCaptioner:
 def _strip_echo(text: str, prompt: str) -> str:
     """Decoder-only LMs return prompt + answer; keep the answer."""
     if text.lower().startswith(prompt.lower().strip()):
-        return text[len(prompt.strip()):].strip()
+        return text[len(prompt.strip()) :].strip()
     return text
 
 

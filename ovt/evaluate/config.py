@@ -42,8 +42,12 @@ class SearchParams(StrictModel):
 
     enabled: bool = True
     budget: int = Field(12, ge=2, description="renders per object and model")
-    n_random: int = Field(6, ge=1, description="global quasi-random poses before local refinement (the same "
-                                               "poses for every model: their frozen prefix is computed once)")
+    n_random: int = Field(
+        6,
+        ge=1,
+        description="global quasi-random poses before local refinement (the same "
+        "poses for every model: their frozen prefix is computed once)",
+    )
     population: int = Field(3, ge=1, description="candidates per local-refinement generation (one batch)")
     init_sigma: float = Field(0.1, gt=0, le=1, description="local step, as a fraction of each range")
     shrink: float = Field(0.5, gt=0, lt=1, description="step factor after a generation without improvement")
@@ -52,12 +56,13 @@ class SearchParams(StrictModel):
     # The search costs ~(n_random + models x (budget - n_random)) frozen-tower passes per object: the cap keeps it
     # near two minutes on two cores (benchmarks/bench_eval.py measures it).
     max_objects: int | None = Field(40, ge=1, description="cap on test objects searched (null = all)")
-    models: list[str] | None = Field(None, description="models searched (null = every model); the search "
-                                                       "costs budget x objects renders per model")
+    models: list[str] | None = Field(
+        None, description="models searched (null = every model); the search costs budget x objects renders per model"
+    )
     gallery_size: int = Field(8, ge=0)
 
     @model_validator(mode="after")
-    def _check(self) -> "SearchParams":
+    def _check(self) -> SearchParams:
         if self.n_random > self.budget:
             raise ValueError(f"n_random ({self.n_random}) exceeds budget ({self.budget})")
         lo, hi = self.elevation_range

@@ -58,9 +58,17 @@ def store_route(store, model, frozen: bool) -> str:
 
 
 @torch.no_grad()
-def embed_views(model, rows: Sequence[dict], images: Callable[[], Sequence[Image.Image]], *,
-                features_dir: Path | None, frozen: bool, batch_size: int, desc: str = "embed",
-                progress: bool = True) -> tuple[np.ndarray, str]:
+def embed_views(
+    model,
+    rows: Sequence[dict],
+    images: Callable[[], Sequence[Image.Image]],
+    *,
+    features_dir: Path | None,
+    frozen: bool,
+    batch_size: int,
+    desc: str = "embed",
+    progress: bool = True,
+) -> tuple[np.ndarray, str]:
     """([N, D] float32 L2-normalised embeddings in row order, the route taken).
 
     `frozen`: every adapter of the model is off (the base), so its pooled output is the store's pooled output.
@@ -72,12 +80,12 @@ def embed_views(model, rows: Sequence[dict], images: Callable[[], Sequence[Image
             out = []
             chunk = max(batch_size, 256)  # O(chunk) in memory: the store is read per chunk of rows
             for start in tqdm(range(0, len(rows), chunk), desc=desc, disable=not progress, unit="chunk"):
-                prefix, pooled = store.lookup(rows[start:start + chunk], prefix=route == PREFIX)
+                prefix, pooled = store.lookup(rows[start : start + chunk], prefix=route == PREFIX)
                 for i in range(0, len(pooled), batch_size):
                     if route == PREFIX:
-                        z = model.image_tail(prefix[i:i + batch_size].to(model.device))
+                        z = model.image_tail(prefix[i : i + batch_size].to(model.device))
                     else:
-                        z = head_from_pooled(model, pooled[i:i + batch_size].to(model.device))
+                        z = head_from_pooled(model, pooled[i : i + batch_size].to(model.device))
                     out.append(F.normalize(z.float(), dim=-1).cpu().numpy())
             return np.concatenate(out), route
         except KeyError as err:  # views rendered after the features stage ran: a stale store, not a failure

@@ -39,12 +39,14 @@ def heatmap_figure(grids: Mapping[str, tuple[np.ndarray, np.ndarray]], edges: Se
         im = ax.imshow(np.ma.masked_invalid(acc), origin="lower", vmin=0, vmax=1, cmap="viridis", aspect="auto")
         for (b, a), v in np.ndenumerate(acc):
             if counts[b, a]:
-                ax.text(a, b, f"{100 * v:.0f}", ha="center", va="center", fontsize=7,
-                        color="white" if v < 0.6 else "black")
+                ax.text(
+                    a, b, f"{100 * v:.0f}", ha="center", va="center", fontsize=7, color="white" if v < 0.6 else "black"
+                )
         ax.set_title(name)
         ax.set_xticks(range(n_az), [f"{(a * 360 / n_az + 180) % 360 - 180:g}" for a in range(n_az)], fontsize=7)
-        ax.set_yticks(range(len(edges) - 1), [f"{edges[b]:g}..{edges[b + 1]:g}" for b in range(len(edges) - 1)],
-                      fontsize=7)
+        ax.set_yticks(
+            range(len(edges) - 1), [f"{edges[b]:g}..{edges[b + 1]:g}" for b in range(len(edges) - 1)], fontsize=7
+        )
         ax.set_xlabel("azimuth bin centre (deg)")
     axes[0][0].set_ylabel("elevation band (deg)")
     fig.colorbar(im, ax=axes[0].tolist(), label="top-1 accuracy", shrink=0.85)
@@ -84,16 +86,19 @@ def worst_views_figure(res, views, size: int, title: str, path: Path) -> None:
             continue
         seen.add(o)
         r = views.rows[i]
-        caption = (f"{r['label']} -> {views.classnames[int(pred[i])]}\n"
-                   f"az {r['azimuth']:.0f} el {r['elevation']:.0f} m={margin[i]:+.3f}")
+        caption = (
+            f"{r['label']} -> {views.classnames[int(pred[i])]}\n"
+            f"az {r['azimuth']:.0f} el {r['elevation']:.0f} m={margin[i]:+.3f}"
+        )
         items.append((views.images[i], caption))
         if len(items) >= size:
             break
     gallery_figure(items, title, path)
 
 
-def search_views_figure(found: Sequence[dict], render_view: Callable, asset_rows: Mapping[str, dict], size: int,
-                        title: str, path: Path) -> None:
+def search_views_figure(
+    found: Sequence[dict], render_view: Callable, asset_rows: Mapping[str, dict], size: int, title: str, path: Path
+) -> None:
     """The worst poses the search found (lowest margins first), rendered again."""
     from ovt.shards import to_rgb
 

@@ -36,9 +36,9 @@ class BenchmarkSpec:
 @dataclass(frozen=True)
 class BenchmarkSet:
     name: str
-    classnames: tuple[str, ...]          # the vocabulary (classifier label space)
+    classnames: tuple[str, ...]  # the vocabulary (classifier label space)
     paths: tuple[Path, ...]
-    targets: np.ndarray                  # [N] index into classnames
+    targets: np.ndarray  # [N] index into classnames
 
 
 def read_names(path: Path, what: str) -> list[str]:
@@ -63,8 +63,10 @@ def load_benchmark(spec: BenchmarkSpec) -> BenchmarkSet:
     gt = read_names(spec.gt, f"benchmark {spec.name!r} gt")
     subdirs = sorted(p for p in folder.iterdir() if p.is_dir())
     if len(gt) != len(subdirs):
-        raise ValueError(f"benchmark {spec.name!r}: gt file {spec.gt} has {len(gt)} names but {folder} has "
-                         f"{len(subdirs)} class folders (line k names the k-th sorted folder)")
+        raise ValueError(
+            f"benchmark {spec.name!r}: gt file {spec.gt} has {len(gt)} names but {folder} has "
+            f"{len(subdirs)} class folders (line k names the k-th sorted folder)"
+        )
     index = {n: i for i, n in enumerate(vocab)}
     unknown = sorted({g for g in gt if g not in index})
     if unknown:
@@ -83,23 +85,32 @@ def load_benchmark(spec: BenchmarkSpec) -> BenchmarkSet:
 
 
 @torch.no_grad()
-def score_benchmark(model, data: BenchmarkSet, *, classifier: ZeroShotClassifier | None = None,
-                    templates: Sequence[str] | None = None, scale: float = 100.0, top_k: int = 5,
-                    batch_size: int = 64, progress: bool = True) -> dict[str, float]:
+def score_benchmark(
+    model,
+    data: BenchmarkSet,
+    *,
+    classifier: ZeroShotClassifier | None = None,
+    templates: Sequence[str] | None = None,
+    scale: float = 100.0,
+    top_k: int = 5,
+    batch_size: int = 64,
+    progress: bool = True,
+) -> dict[str, float]:
     """Zero-shot top-1 / top-k of `model` (encode_image, encode_text, preprocess) on one benchmark set.
 
     Unreadable images are skipped and counted (`n_failed`), never fatal.
     """
     if classifier is None:
-        classifier = build_classifier(model.encode_text, data.classnames, templates or imagenet_templates(),
-                                      scale=scale)
+        classifier = build_classifier(
+            model.encode_text, data.classnames, templates or imagenet_templates(), scale=scale
+        )
     top1: list[np.ndarray] = []
     topk: list[np.ndarray] = []
     failed = 0
     order = range(0, len(data.paths), batch_size)
     for start in tqdm(order, desc=f"zero-shot {data.name}", disable=not progress, unit="batch"):
         imgs, tgts = [], []
-        for p, t in zip(data.paths[start:start + batch_size], data.targets[start:start + batch_size]):
+        for p, t in zip(data.paths[start : start + batch_size], data.targets[start : start + batch_size]):
             try:
                 with Image.open(p) as im:
                     imgs.append(model.preprocess(im.convert("RGB")))
@@ -116,13 +127,24 @@ def score_benchmark(model, data: BenchmarkSet, *, classifier: ZeroShotClassifier
     n = int(sum(len(a) for a in top1))
     if n == 0:
         raise ValueError(f"benchmark {data.name!r}: no readable images")
-    return {"top1": float(np.concatenate(top1).mean()), f"top{top_k}": float(np.concatenate(topk).mean()),
-            "n": n, "n_failed": failed}
+    return {
+        "top1": float(np.concatenate(top1).mean()),
+        f"top{top_k}": float(np.concatenate(topk).mean()),
+        "n": n,
+        "n_failed": failed,
+    }
 
 
-def run_benchmark_table(model, specs: Sequence[BenchmarkSpec], *, scale: float = 100.0, top_k: int = 5,
-                        batch_size: int = 64, templates: Sequence[str] | None = None,
-                        progress: bool = True) -> dict[str, dict[str, float]]:
+def run_benchmark_table(
+    model,
+    specs: Sequence[BenchmarkSpec],
+    *,
+    scale: float = 100.0,
+    top_k: int = 5,
+    batch_size: int = 64,
+    templates: Sequence[str] | None = None,
+    progress: bool = True,
+) -> dict[str, dict[str, float]]:
     """The paper's zero-shot table for one model: {benchmark: {top1, topk, n}} plus a `mean` row.
 
     Classifiers are cached per vocabulary file, since several benchmarks share one (e.g. the 100-class list).
@@ -134,8 +156,15 @@ def run_benchmark_table(model, specs: Sequence[BenchmarkSpec], *, scale: float =
         data = load_benchmark(spec)
         if data.classnames not in cache:
             cache[data.classnames] = build_classifier(model.encode_text, data.classnames, templates, scale=scale)
-        table[spec.name] = score_benchmark(model, data, classifier=cache[data.classnames], scale=scale,
-                                           top_k=top_k, batch_size=batch_size, progress=progress)
+        table[spec.name] = score_benchmark(
+            model,
+            data,
+            classifier=cache[data.classnames],
+            scale=scale,
+            top_k=top_k,
+            batch_size=batch_size,
+            progress=progress,
+        )
     if table:
         keys = ("top1", f"top{top_k}")
         table["mean"] = {k: float(np.mean([row[k] for row in table.values()])) for k in keys}

@@ -35,8 +35,9 @@ def _interval(samples: np.ndarray, ci: float) -> tuple[float, float]:
     return float(lo), float(hi)
 
 
-def paired_bootstrap(stats_by_model: Mapping[str, np.ndarray], *, n_resamples: int = 1000, ci: float = 0.95,
-                     seed: int = 0) -> dict[str, dict[str, dict[str, float]]]:
+def paired_bootstrap(
+    stats_by_model: Mapping[str, np.ndarray], *, n_resamples: int = 1000, ci: float = 0.95, seed: int = 0
+) -> dict[str, dict[str, dict[str, float]]]:
     """Point estimates and percentile intervals for every metric of every model and every pairwise difference.
 
     Returns {"models": {model: {metric: {value, lo, hi}}}, "diffs": {"a-b": {metric: {value, lo, hi}}}}
@@ -55,13 +56,17 @@ def paired_bootstrap(stats_by_model: Mapping[str, np.ndarray], *, n_resamples: i
 
     out: dict[str, dict] = {"models": {}, "diffs": {}}
     for n in names:
-        out["models"][n] = {m: {"value": points[n][m], **dict(zip(("lo", "hi"), _interval(samples[n][m], ci)))}
-                            for m in METRICS}
+        out["models"][n] = {
+            m: {"value": points[n][m], **dict(zip(("lo", "hi"), _interval(samples[n][m], ci)))} for m in METRICS
+        }
     # Later models minus earlier ones, so "ovt-base" and "ovt-contrastive" read as gains when models are listed
     # base, contrastive, ovt.
     for b, a in combinations(names, 2):
         out["diffs"][f"{a}-{b}"] = {
-            m: {"value": points[a][m] - points[b][m],
-                **dict(zip(("lo", "hi"), _interval(samples[a][m] - samples[b][m], ci)))}
-            for m in METRICS}
+            m: {
+                "value": points[a][m] - points[b][m],
+                **dict(zip(("lo", "hi"), _interval(samples[a][m] - samples[b][m], ci))),
+            }
+            for m in METRICS
+        }
     return out

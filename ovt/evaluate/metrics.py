@@ -19,25 +19,25 @@ from ovt.evaluate.zeroshot import topk_correct
 
 # Per-object columns of the stats table.
 COLUMNS = (
-    "n",            # views
-    "top1",         # views classified correctly
-    "topk",         # views whose class is in the top k
-    "n_can",        # canonical views
+    "n",  # views
+    "top1",  # views classified correctly
+    "topk",  # views whose class is in the top k
+    "n_can",  # canonical views
     "top1_can",
-    "n_off",        # off-canonical views
+    "n_off",  # off-canonical views
     "top1_off",
-    "all_top1",     # 1 if every view is correct (worst-view accuracy)
-    "one",          # 1 (object count)
+    "all_top1",  # 1 if every view is correct (worst-view accuracy)
+    "one",  # 1 (object count)
     "consistency",  # mean cosine of the object's views to their normalised centre
-    "n_band",       # views in the elevation band(s) the *_hv variants never saw in training
+    "n_band",  # views in the elevation band(s) the *_hv variants never saw in training
     "top1_band",
-    "all_band",     # 1 if the object has band views and all are correct
-    "has_band",     # 1 if the object has any band view
+    "all_band",  # 1 if the object has band views and all are correct
+    "has_band",  # 1 if the object has any band view
     "worst_margin",  # true-class margin of the object's worst rendered view (cosine units; < 0 = misclassified)
     "search_margin",  # worst margin over the rendered views and the search's renders (0 where not searched)
     "search_fooled",  # 1 if some render of the search was misclassified (the event of the time-to-error)
     "search_time",  # renders until the first error, or the renders spent when none was found (censored)
-    "has_search",   # 1 if the object was searched
+    "has_search",  # 1 if the object was searched
 )
 COL = {c: i for i, c in enumerate(COLUMNS)}
 
@@ -70,13 +70,13 @@ METRICS: tuple[str, ...] = tuple(RATIOS) + tuple(DERIVED) + tuple(MEANS) + SURVI
 class ViewResults:
     """One model's predictions on the scored views (row i = view i, identical row order for every model)."""
 
-    object_index: np.ndarray   # [N] int, 0..n_objects-1
-    target: np.ndarray         # [N] int class index
-    logits: np.ndarray         # [N, C]
-    embeddings: np.ndarray     # [N, D] L2-normalised
-    elevation: np.ndarray      # [N] degrees
-    azimuth: np.ndarray        # [N] degrees
-    canonical: np.ndarray      # [N] bool
+    object_index: np.ndarray  # [N] int, 0..n_objects-1
+    target: np.ndarray  # [N] int class index
+    logits: np.ndarray  # [N, C]
+    embeddings: np.ndarray  # [N, D] L2-normalised
+    elevation: np.ndarray  # [N] degrees
+    azimuth: np.ndarray  # [N] degrees
+    canonical: np.ndarray  # [N] bool
     top_k: int = 5
     logit_scale: float = 100.0  # the classifier's fixed scale: margins are reported in cosine units
     _cache: dict = field(default_factory=dict, repr=False)
@@ -144,8 +144,9 @@ def consistency_per_object(embeddings: np.ndarray, object_index: np.ndarray, n_o
     return (sums / counts.clamp(min=1)).numpy()
 
 
-def object_stats(res: ViewResults, bands: list[tuple[float, float]] | None = None,
-                 search: np.ndarray | None = None) -> np.ndarray:
+def object_stats(
+    res: ViewResults, bands: list[tuple[float, float]] | None = None, search: np.ndarray | None = None
+) -> np.ndarray:
     """[n_objects, len(COLUMNS)] table of per-object counts (see COLUMNS).
 
     `search`: [n_objects, 3] per object (worst margin found by the search, renders to first error or spent,
@@ -206,9 +207,9 @@ def km_median(time: np.ndarray, event: np.ndarray, weights: np.ndarray) -> np.nd
         return np.full(weights.shape[0], np.nan)
     t_max = int(time.max())
     grid = np.arange(1, t_max + 1)
-    at_risk = (time[:, None] >= grid[None, :]).astype(float)          # [n, T]
+    at_risk = (time[:, None] >= grid[None, :]).astype(float)  # [n, T]
     dies = ((time[:, None] == grid[None, :]) & event[:, None]).astype(float)
-    n = weights @ at_risk                                              # [R, T]
+    n = weights @ at_risk  # [R, T]
     d = weights @ dies
     with np.errstate(invalid="ignore", divide="ignore"):
         surv = np.cumprod(np.where(n > 0, 1.0 - d / np.where(n > 0, n, 1.0), 1.0), axis=1)
@@ -233,8 +234,10 @@ def weighted_metrics(stats: np.ndarray, weights: np.ndarray) -> dict[str, np.nda
         out[name] = out[a] - out[b]
     searched = stats[:, COL["has_search"]] > 0
     out["search_median_renders"] = (
-        km_median(stats[searched, COL["search_time"]], stats[searched, COL["search_fooled"]] > 0,
-                  weights[:, searched]) if searched.any() else np.full(weights.shape[0], np.nan))
+        km_median(stats[searched, COL["search_time"]], stats[searched, COL["search_fooled"]] > 0, weights[:, searched])
+        if searched.any()
+        else np.full(weights.shape[0], np.nan)
+    )
     return out
 
 
@@ -255,8 +258,9 @@ def elevation_band(elevation: np.ndarray, edges: list[float]) -> np.ndarray:
     return np.clip(idx, 0, len(edges) - 2)
 
 
-def accuracy_grid(correct: np.ndarray, elevation: np.ndarray, azimuth: np.ndarray, edges: list[float],
-                  n_az: int) -> tuple[np.ndarray, np.ndarray]:
+def accuracy_grid(
+    correct: np.ndarray, elevation: np.ndarray, azimuth: np.ndarray, edges: list[float], n_az: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Accuracy [n_bands, n_az] (NaN where empty) and view counts per (elevation band, azimuth bin) cell."""
     band = elevation_band(elevation, edges)
     az = azimuth_bin(azimuth, n_az)

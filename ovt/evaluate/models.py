@@ -26,13 +26,15 @@ WISE_SEP = "_wise"
 
 def wise_name(variant: str, alpha: float) -> str:
     return f"{variant}{WISE_SEP}{round(alpha * 100):03d}"
+
+
 # The train stage's base stand-in: its saved model with adapters switched off (adapter_scale 0).
 ZEROSHOT = "zeroshot"
 
 
 @dataclass(frozen=True)
 class ModelSpec:
-    name: str                  # "base", "contrastive", "ovt", "ovt_wise050", ...
+    name: str  # "base", "contrastive", "ovt", "ovt_wise050", ...
     path: Path
     adapter_scale: float | None = None  # WiSE-FT alpha applied after loading (None = as trained)
 
@@ -58,8 +60,9 @@ def _train_scale(path: Path) -> float | None:
     return None
 
 
-def discover(models_dir: Path, *, base_name: str, variants: list[str] | None, wise_alphas: list[float],
-             wise_variants: list[str]) -> list[ModelSpec]:
+def discover(
+    models_dir: Path, *, base_name: str, variants: list[str] | None, wise_alphas: list[float], wise_variants: list[str]
+) -> list[ModelSpec]:
     """The base, then the trained variants (dirs with model.json, or those named in params), then WiSE-FT points.
 
     The base is scored as a saved model with its adapters switched off (scale 0: LoRA delta and VIFormer residual
@@ -74,8 +77,9 @@ def discover(models_dir: Path, *, base_name: str, variants: list[str] | None, wi
     if variants is not None:
         missing = [v for v in variants if v not in saved]
         if missing:
-            raise FileNotFoundError(f"evaluate.variants names folders without a model.json under {models_dir}: "
-                                    f"{missing} (found: {saved})")
+            raise FileNotFoundError(
+                f"evaluate.variants names folders without a model.json under {models_dir}: {missing} (found: {saved})"
+            )
         trained = list(variants)
     else:
         trained = [v for v in saved if v not in (base_name, ZEROSHOT)]

@@ -44,7 +44,7 @@ class SearchSpace:
 
 @dataclass
 class SearchResult:
-    best_pose: np.ndarray          # [3]
+    best_pose: np.ndarray  # [3]
     best_value: float
     n_evals: int
     history: list[tuple[float, float, float, float]] = field(default_factory=list)  # (az, el, dist, value)
@@ -58,10 +58,19 @@ class PoseSearch:
     the best pose so far, a (1+lambda) evolution strategy whose step shrinks after a generation without
     improvement. `known` (pose, value) pairs cost nothing and only set the starting best."""
 
-    def __init__(self, space: SearchSpace, *, budget: int, n_random: int, population: int = 6,
-                 init_sigma: float = 0.1, shrink: float = 0.5, seed: int = 0,
-                 seed_poses: Sequence[Sequence[float]] = (),
-                 known: Sequence[tuple[Sequence[float], float]] = ()):
+    def __init__(
+        self,
+        space: SearchSpace,
+        *,
+        budget: int,
+        n_random: int,
+        population: int = 6,
+        init_sigma: float = 0.1,
+        shrink: float = 0.5,
+        seed: int = 0,
+        seed_poses: Sequence[Sequence[float]] = (),
+        known: Sequence[tuple[Sequence[float], float]] = (),
+    ):
         if budget < 1 or n_random < 0:
             raise ValueError(f"search_worst_view: budget must be >= 1 and n_random >= 0 (got {budget}, {n_random})")
         self.space, self.budget, self.n_random, self.population = space, budget, n_random, population
@@ -132,18 +141,36 @@ class PoseSearch:
         return SearchResult(self.best_pose, self.best_val, len(self.history), self.history)
 
 
-def search_worst_view(objective: Objective, space: SearchSpace, *, budget: int, n_random: int,
-                      population: int = 6, init_sigma: float = 0.1, shrink: float = 0.5, seed: int = 0,
-                      seed_poses: Sequence[Sequence[float]] = (),
-                      known: Sequence[tuple[Sequence[float], float]] = ()) -> SearchResult:
+def search_worst_view(
+    objective: Objective,
+    space: SearchSpace,
+    *,
+    budget: int,
+    n_random: int,
+    population: int = 6,
+    init_sigma: float = 0.1,
+    shrink: float = 0.5,
+    seed: int = 0,
+    seed_poses: Sequence[Sequence[float]] = (),
+    known: Sequence[tuple[Sequence[float], float]] = (),
+) -> SearchResult:
     """Minimise `objective` over camera poses with at most `budget` evaluations (one search, see PoseSearch).
 
     `seed_poses` are evaluated first and count against the budget. `known` are (pose, value) pairs already
     measured elsewhere (e.g. the rendered views' worst): they cost nothing, and local refinement starts from the
     best of them and of the global samples, so the result is never worse than the best known value.
     """
-    search = PoseSearch(space, budget=budget, n_random=n_random, population=population, init_sigma=init_sigma,
-                        shrink=shrink, seed=seed, seed_poses=seed_poses, known=known)
+    search = PoseSearch(
+        space,
+        budget=budget,
+        n_random=n_random,
+        population=population,
+        init_sigma=init_sigma,
+        shrink=shrink,
+        seed=seed,
+        seed_poses=seed_poses,
+        known=known,
+    )
     while (poses := search.ask()) is not None:
         search.tell(objective(poses))
     return search.result()

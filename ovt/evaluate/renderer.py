@@ -24,8 +24,9 @@ class GLViewRenderer:
         from ovt.render.gl import GLRenderer
 
         if render_cfg.backend != "gl":
-            raise ValueError(f"the worst-view search needs the fast gl backend, render.backend is "
-                             f"{render_cfg.backend!r}")
+            raise ValueError(
+                f"the worst-view search needs the fast gl backend, render.backend is {render_cfg.backend!r}"
+            )
         self.cfg, self.assets_dir, self.seed = render_cfg, Path(assets_dir), seed
         self.gl = GLRenderer(render_cfg.image_size, render_cfg.msaa)
         self._mesh_key: str | None = None
@@ -49,9 +50,15 @@ class GLViewRenderer:
         self._load(asset_row)
         pose = look_at_pose(direction(azimuth, elevation) * distance)
         fov = float(np.mean(self.cfg.fov_deg))
-        view = View(index=0, azimuth=float(azimuth), elevation=float(elevation), distance=float(distance),
-                    fov=fov, canonical=bool(is_canonical(azimuth, elevation, self.cfg.canonical)),
-                    pose=tuple(tuple(float(x) for x in row) for row in pose))
+        view = View(
+            index=0,
+            azimuth=float(azimuth),
+            elevation=float(elevation),
+            distance=float(distance),
+            fov=fov,
+            canonical=bool(is_canonical(azimuth, elevation, self.cfg.canonical)),
+            pose=tuple(tuple(float(x) for x in row) for row in pose),
+        )
         rgba = self.gl.render(self._mesh, [view], self._light)[0]
         return Image.fromarray(composite(rgba, self.cfg.background), "RGB")
 

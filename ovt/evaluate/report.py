@@ -22,9 +22,19 @@ from ovt.io import atomic_write_text
 log = logging.getLogger(__name__)
 
 # Metrics shown in the summary table, in reading order.
-TABLE_METRICS = ("mean_acc", "worst_view_acc", "canonical_acc", "off_canonical_acc", "canonical_gap",
-                 "band_acc", "worst_view_margin", "search_worst_margin", "search_fooled_rate",
-                 "search_median_renders", "consistency")
+TABLE_METRICS = (
+    "mean_acc",
+    "worst_view_acc",
+    "canonical_acc",
+    "off_canonical_acc",
+    "canonical_gap",
+    "band_acc",
+    "worst_view_margin",
+    "search_worst_margin",
+    "search_fooled_rate",
+    "search_median_renders",
+    "consistency",
+)
 # Shown as they are (cosine margins, render counts); every other metric is a fraction shown in %.
 UNSCALED = ("worst_view_margin", "search_worst_margin", "search_median_renders")
 
@@ -88,10 +98,17 @@ def grid_rows(model: str, acc: np.ndarray, counts: np.ndarray, edges: Sequence[f
         for a in range(n_az):
             if counts[b, a] == 0:
                 continue
-            rows.append({"model": model, "elevation_band": f"[{edges[b]:g},{edges[b + 1]:g})",
-                         "elevation_mid": (edges[b] + edges[b + 1]) / 2, "azimuth_bin": a,
-                         "azimuth_centre": ((a * width + 180.0) % 360.0) - 180.0, "acc": float(acc[b, a]),
-                         "n_views": int(counts[b, a])})
+            rows.append(
+                {
+                    "model": model,
+                    "elevation_band": f"[{edges[b]:g},{edges[b + 1]:g})",
+                    "elevation_mid": (edges[b] + edges[b + 1]) / 2,
+                    "azimuth_bin": a,
+                    "azimuth_centre": ((a * width + 180.0) % 360.0) - 180.0,
+                    "acc": float(acc[b, a]),
+                    "n_views": int(counts[b, a]),
+                }
+            )
     return rows
 
 
@@ -99,16 +116,16 @@ def summary_table(boot: Mapping[str, Mapping], style: str = "rich") -> str:
     """Per-model metrics with 95% intervals, then pairwise differences; printed and returned as text.
 
     Fractions in % (differences in pp); margins in cosine units; median renders as counts."""
-    metrics = [m for m in TABLE_METRICS
-               if any(math.isfinite(r[m]["value"]) for r in boot["models"].values())]
+    metrics = [m for m in TABLE_METRICS if any(math.isfinite(r[m]["value"]) for r in boot["models"].values())]
 
     def cell(r: Mapping[str, float], metric: str) -> str:
         if not math.isfinite(r["value"]):
             return "-"
         scale, digits = (1.0, 3) if metric.endswith("margin") else (1.0, 1) if metric in UNSCALED else (100.0, 1)
         # "+ 0.0" turns IEEE -0.0 into 0.0, so a null difference never prints as "-0.0"
-        v, lo, hi = (round(scale * r[k], digits) + 0.0 if math.isfinite(r[k]) else math.nan
-                     for k in ("value", "lo", "hi"))
+        v, lo, hi = (
+            round(scale * r[k], digits) + 0.0 if math.isfinite(r[k]) else math.nan for k in ("value", "lo", "hi")
+        )
         return f"{v:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
 
     header = ["model"] + metrics
@@ -131,16 +148,20 @@ def summary_table(boot: Mapping[str, Mapping], style: str = "rich") -> str:
     return text
 
 
-def log_to_mlflow(metrics: Mapping[str, Any], artifacts_dir: Path, *, run_id: str | None,
-                  experiment: str) -> str | None:
+def log_to_mlflow(
+    metrics: Mapping[str, Any], artifacts_dir: Path, *, run_id: str | None, experiment: str
+) -> str | None:
     """Log metrics (a metrics_doc tree) and the output folder to MLflow when MLFLOW_TRACKING_URI is set, into
     `run_id` (the training run) when given, else a new "evaluate" run; returns the run id used."""
     if not os.environ.get("MLFLOW_TRACKING_URI"):
         return None
     import mlflow
 
-    numeric = {k: float(v) for k, v in flatten(metrics).items()
-               if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
+    numeric = {
+        k: float(v)
+        for k, v in flatten(metrics).items()
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    }
     if run_id:
         ctx = mlflow.start_run(run_id=run_id)
     else:
@@ -149,7 +170,7 @@ def log_to_mlflow(metrics: Mapping[str, Any], artifacts_dir: Path, *, run_id: st
     with ctx as run:
         keys = sorted(numeric)
         for i in range(0, len(keys), 500):  # MLflow's batch limit is 1000 metrics per call
-            mlflow.log_metrics({k: numeric[k] for k in keys[i:i + 500]})
+            mlflow.log_metrics({k: numeric[k] for k in keys[i : i + 500]})
         for sub in ("plots", "figures"):
             if (artifacts_dir / sub).is_dir():
                 mlflow.log_artifacts(str(artifacts_dir / sub), artifact_path=f"eval/{sub}")

@@ -13,19 +13,27 @@ from ovt.evaluate.zeroshot import ZeroShotClassifier
 
 
 @torch.no_grad()
-def embed_images(model, images: Sequence[Image.Image], *, batch_size: int, desc: str = "embed",
-                 progress: bool = True) -> np.ndarray:
+def embed_images(
+    model, images: Sequence[Image.Image], *, batch_size: int, desc: str = "embed", progress: bool = True
+) -> np.ndarray:
     """[N, D] float32 L2-normalised image embeddings, `batch_size` images per forward pass."""
     out: list[np.ndarray] = []
     for start in tqdm(range(0, len(images), batch_size), desc=desc, disable=not progress, unit="batch"):
-        batch = torch.stack([model.preprocess(im) for im in images[start:start + batch_size]])
+        batch = torch.stack([model.preprocess(im) for im in images[start : start + batch_size]])
         z = model.encode_image(batch).float()
         out.append(torch.nn.functional.normalize(z, dim=-1).cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 
 
-def score_images(model, classifier: ZeroShotClassifier, images: Sequence[Image.Image], *, batch_size: int,
-                 desc: str = "score", progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
+def score_images(
+    model,
+    classifier: ZeroShotClassifier,
+    images: Sequence[Image.Image],
+    *,
+    batch_size: int,
+    desc: str = "score",
+    progress: bool = True,
+) -> tuple[np.ndarray, np.ndarray]:
     """(logits [N, C], embeddings [N, D]) for a list of images."""
     emb = embed_images(model, images, batch_size=batch_size, desc=desc, progress=progress)
     logits = classifier.logits(torch.from_numpy(emb)).numpy()

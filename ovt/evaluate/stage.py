@@ -32,8 +32,15 @@ from ovt.evaluate.models import ModelLoader, ModelSpec, default_loader, dir_dige
 from ovt.evaluate.views import EvalViews, load_views
 from ovt.evaluate.worst_case import PrefixCache, RenderView, search_model, search_table
 from ovt.evaluate.zeroshot import build_classifier
-from ovt.io import (append_jsonl, atomic_write_bytes, atomic_write_json, read_jsonl, sha256_file, stable_digest,
-                    write_jsonl_atomic)
+from ovt.io import (
+    append_jsonl,
+    atomic_write_bytes,
+    atomic_write_json,
+    read_jsonl,
+    sha256_file,
+    stable_digest,
+    write_jsonl_atomic,
+)
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +63,10 @@ def _input_digest(renders_dir: Path, assets_dir: Path, features_dir: Path | None
     """Hashes of what defines the inputs: the manifests, the shard completion records (which carry each shard's
     content key) and the feature records (which carry theirs), named relative to their folder so the key survives
     moving the repository."""
-    files = {f"renders/{p.relative_to(renders_dir)}": p
-             for p in [renders_dir / "manifest.jsonl", *sorted((renders_dir / "shards").glob("*.json"))]}
+    files = {
+        f"renders/{p.relative_to(renders_dir)}": p
+        for p in [renders_dir / "manifest.jsonl", *sorted((renders_dir / "shards").glob("*.json"))]
+    }
     files["assets/manifest.jsonl"] = assets_dir / "manifest.jsonl"
     if features_dir is not None and features_dir.is_dir():
         files.update({f"features/{p.relative_to(features_dir)}": p for p in sorted(features_dir.glob("*/*.json"))})
@@ -68,6 +77,7 @@ def _failure_logger(path: Path) -> Callable[[dict, str, str], None]:
     def on_failure(item: dict, error: str, detail: str) -> None:
         log.warning("evaluate: %s %s: %s", error, item, detail)
         append_jsonl(path, {"stage": STAGE, "item": item, "error": error, "detail": detail})
+
     return on_failure
 
 
@@ -92,8 +102,17 @@ def _save_cache(path: Path, **arrays: Any) -> None:
 
 
 def _results(views: EvalViews, cfg: EvaluateParams, logits: np.ndarray, emb: np.ndarray) -> ViewResults:
-    return ViewResults(views.object_index, views.target, logits, emb, views.elevation, views.azimuth,
-                       views.canonical, top_k=cfg.top_k, logit_scale=cfg.logit_scale)
+    return ViewResults(
+        views.object_index,
+        views.target,
+        logits,
+        emb,
+        views.elevation,
+        views.azimuth,
+        views.canonical,
+        top_k=cfg.top_k,
+        logit_scale=cfg.logit_scale,
+    )
 
 
 def heldout_viewpoints(boot: dict, cfg: EvaluateParams, names: list[str]) -> dict[str, Any]:
@@ -114,9 +133,15 @@ def heldout_viewpoints(boot: dict, cfg: EvaluateParams, names: list[str]) -> dic
     return out
 
 
-def run(cfg: EvaluateParams, *, seed: int, paths: EvaluatePaths = EvaluatePaths(),
-        model_loader: ModelLoader | None = None, render_view: RenderView | None = None,
-        progress: bool = True) -> dict:
+def run(
+    cfg: EvaluateParams,
+    *,
+    seed: int,
+    paths: EvaluatePaths = EvaluatePaths(),
+    model_loader: ModelLoader | None = None,
+    render_view: RenderView | None = None,
+    progress: bool = True,
+) -> dict:
     """Evaluate every model under `paths.models_dir` on the views of `cfg.split`; write `paths.out_dir`.
 
     `model_loader(dir)` defaults to `OVTModel.load`; `render_view(asset_row, azimuth, elevation, distance)`
@@ -124,22 +149,35 @@ def run(cfg: EvaluateParams, *, seed: int, paths: EvaluatePaths = EvaluatePaths(
     """
     t0 = time.perf_counter()
     renders_dir, assets_dir, models_dir, out_dir = map(
-        Path, (paths.renders_dir, paths.assets_dir, paths.models_dir, paths.out_dir))
+        Path, (paths.renders_dir, paths.assets_dir, paths.models_dir, paths.out_dir)
+    )
     features_dir = Path(paths.features_dir) if paths.features_dir is not None else None
     loader = model_loader or default_loader
-    specs = discover(models_dir, base_name=cfg.base_name, variants=cfg.variants, wise_alphas=cfg.wise_alphas,
-                     wise_variants=cfg.wise_variants)
+    specs = discover(
+        models_dir,
+        base_name=cfg.base_name,
+        variants=cfg.variants,
+        wise_alphas=cfg.wise_alphas,
+        wise_variants=cfg.wise_variants,
+    )
     if paths.hv_models_dir is not None:
-        hv = discover(Path(paths.hv_models_dir), base_name=cfg.base_name, variants=cfg.variants, wise_alphas=[],
-                      wise_variants=[])
+        hv = discover(
+            Path(paths.hv_models_dir), base_name=cfg.base_name, variants=cfg.variants, wise_alphas=[], wise_variants=[]
+        )
         # the base is the same frozen model in both folders: score it once
-        specs += [ModelSpec(f"{h.name}{HV_SUFFIX}", h.path, h.adapter_scale) for h in hv
-                  if h.name != cfg.base_name]
+        specs += [ModelSpec(f"{h.name}{HV_SUFFIX}", h.path, h.adapter_scale) for h in hv if h.name != cfg.base_name]
     model_digests = {s.name: [dir_digest(s.path), s.adapter_scale] for s in specs}
     search_on = cfg.search.enabled and render_view is not None
-    key = stable_digest({"impl": IMPL_VERSION, "seed": seed, "params": cfg.model_dump(mode="json"),
-                         "inputs": _input_digest(renders_dir, assets_dir, features_dir), "models": model_digests,
-                         "search": search_on})
+    key = stable_digest(
+        {
+            "impl": IMPL_VERSION,
+            "seed": seed,
+            "params": cfg.model_dump(mode="json"),
+            "inputs": _input_digest(renders_dir, assets_dir, features_dir),
+            "models": model_digests,
+            "search": search_on,
+        }
+    )
     stats_path = out_dir / "stats.json"
     if stats_path.is_file() and (out_dir / "metrics.json").is_file():
         done = json.loads(stats_path.read_text())
@@ -151,12 +189,16 @@ def run(cfg: EvaluateParams, *, seed: int, paths: EvaluatePaths = EvaluatePaths(
     failures = out_dir / "failures.jsonl"
     failures.unlink(missing_ok=True)  # the log describes this run only
     on_failure = _failure_logger(failures)
-    views = load_views(renders_dir, assets_dir / "manifest.jsonl", split=cfg.split, max_objects=cfg.max_objects,
-                       on_failure=on_failure)
+    views = load_views(
+        renders_dir, assets_dir / "manifest.jsonl", split=cfg.split, max_objects=cfg.max_objects, on_failure=on_failure
+    )
     views_key = stable_digest([r["key"] for r in views.rows] + list(views.classnames))
     features_key = _input_digest(renders_dir, assets_dir, features_dir)
-    asset_rows = {r["asset_id"]: r for r in read_jsonl(assets_dir / "manifest.jsonl")} \
-        if (assets_dir / "manifest.jsonl").is_file() else {}
+    asset_rows = (
+        {r["asset_id"]: r for r in read_jsonl(assets_dir / "manifest.jsonl")}
+        if (assets_dir / "manifest.jsonl").is_file()
+        else {}
+    )
     if cfg.search.enabled and render_view is None:
         log.warning("evaluate: no renderer given: worst-case viewpoint search skipped")
 
@@ -167,10 +209,19 @@ def run(cfg: EvaluateParams, *, seed: int, paths: EvaluatePaths = EvaluatePaths(
     bench_rows: dict[str, dict] = {}
     prefix_cache = PrefixCache()
     for spec in specs:
-        mkey = stable_digest({"impl": IMPL_VERSION, "seed": seed, "model": model_digests[spec.name],
-                              "views": views_key, "features": features_key, "search": search_on,
-                              "params": cfg.model_dump(mode="json", exclude={"intervals", "summary",
-                                                                             "mlflow_experiment", "benchmarks"})})
+        mkey = stable_digest(
+            {
+                "impl": IMPL_VERSION,
+                "seed": seed,
+                "model": model_digests[spec.name],
+                "views": views_key,
+                "features": features_key,
+                "search": search_on,
+                "params": cfg.model_dump(
+                    mode="json", exclude={"intervals", "summary", "mlflow_experiment", "benchmarks"}
+                ),
+            }
+        )
         cache_path = out_dir / "cache" / f"{spec.name}.npz"
         cached = _load_cache(cache_path, mkey)
         if cached is not None and not cfg.benchmarks:
@@ -181,29 +232,60 @@ def run(cfg: EvaluateParams, *, seed: int, paths: EvaluatePaths = EvaluatePaths(
         else:
             try:
                 model = load(spec, loader)
-                classifier = build_classifier(model.encode_text, views.classnames, cfg.templates,
-                                              rename=cfg.prompt_names, scale=cfg.logit_scale)
+                classifier = build_classifier(
+                    model.encode_text, views.classnames, cfg.templates, rename=cfg.prompt_names, scale=cfg.logit_scale
+                )
                 emb, routes[spec.name] = embed_views(
-                    model, views.rows, lambda: views.images, features_dir=features_dir,
-                    frozen=spec.adapter_scale == 0.0, batch_size=cfg.batch_size, desc=f"score {spec.name}",
-                    progress=progress)
+                    model,
+                    views.rows,
+                    lambda: views.images,
+                    features_dir=features_dir,
+                    frozen=spec.adapter_scale == 0.0,
+                    batch_size=cfg.batch_size,
+                    desc=f"score {spec.name}",
+                    progress=progress,
+                )
                 res = _results(views, cfg, classifier.logits(torch.from_numpy(emb)).numpy(), emb)
             except Exception as err:  # a broken variant is reported and skipped; the others are still compared
-                on_failure({"model": spec.name, "path": str(spec.path)}, "model_failed",
-                           f"{type(err).__name__}: {err}")
+                on_failure({"model": spec.name, "path": str(spec.path)}, "model_failed", f"{type(err).__name__}: {err}")
                 continue
             results[spec.name] = res
             found = []
             if search_on and (cfg.search.models is None or spec.name in cfg.search.models):
-                found = [f.record(spec.name) for f in search_model(
-                    model, classifier, views, res.margin, asset_rows, render_view, cfg.search, seed=seed,
-                    name=spec.name, on_failure=on_failure, cache=prefix_cache, progress=progress)]
+                found = [
+                    f.record(spec.name)
+                    for f in search_model(
+                        model,
+                        classifier,
+                        views,
+                        res.margin,
+                        asset_rows,
+                        render_view,
+                        cfg.search,
+                        seed=seed,
+                        name=spec.name,
+                        on_failure=on_failure,
+                        cache=prefix_cache,
+                        progress=progress,
+                    )
+                ]
             if cfg.benchmarks:
                 bench_rows[spec.name] = run_benchmark_table(
-                    model, [BenchmarkSpec(b.name, b.folder, b.vocabulary, b.gt) for b in cfg.benchmarks],
-                    scale=cfg.logit_scale, top_k=cfg.top_k, batch_size=cfg.batch_size, progress=progress)
-            _save_cache(cache_path, key=np.array(mkey), logits=res.logits, embeddings=res.embeddings,
-                        search=np.array(json.dumps(found)), route=np.array(routes[spec.name]))
+                    model,
+                    [BenchmarkSpec(b.name, b.folder, b.vocabulary, b.gt) for b in cfg.benchmarks],
+                    scale=cfg.logit_scale,
+                    top_k=cfg.top_k,
+                    batch_size=cfg.batch_size,
+                    progress=progress,
+                )
+            _save_cache(
+                cache_path,
+                key=np.array(mkey),
+                logits=res.logits,
+                embeddings=res.embeddings,
+                search=np.array(json.dumps(found)),
+                route=np.array(routes[spec.name]),
+            )
             del model
         if found:
             searched[spec.name] = search_table(found, views.object_ids, cfg.search.budget)
@@ -212,13 +294,25 @@ def run(cfg: EvaluateParams, *, seed: int, paths: EvaluatePaths = EvaluatePaths(
         raise RuntimeError(f"evaluate: no model could be scored (see {failures})")
 
     stats_by_model = {n: object_stats(r, cfg.heldout_elevation_bands, searched.get(n)) for n, r in results.items()}
-    boot = paired_bootstrap(stats_by_model, n_resamples=cfg.intervals.n_resamples, ci=cfg.intervals.ci,
-                            seed=int(stable_digest([seed, "bootstrap"])[:8], 16))
-    extra: dict[str, Any] = {"split": cfg.split, "n_objects": len(views.object_ids), "n_views": len(views.rows),
-                             "n_classes": len(views.classnames)}
+    boot = paired_bootstrap(
+        stats_by_model,
+        n_resamples=cfg.intervals.n_resamples,
+        ci=cfg.intervals.ci,
+        seed=int(stable_digest([seed, "bootstrap"])[:8], 16),
+    )
+    extra: dict[str, Any] = {
+        "split": cfg.split,
+        "n_objects": len(views.object_ids),
+        "n_views": len(views.rows),
+        "n_classes": len(views.classnames),
+    }
     if searched:
-        extra.update({"search.budget": cfg.search.budget,
-                      "search.n_objects": int(max(np.isfinite(t[:, 0]).sum() for t in searched.values()))})
+        extra.update(
+            {
+                "search.budget": cfg.search.budget,
+                "search.n_objects": int(max(np.isfinite(t[:, 0]).sum() for t in searched.values())),
+            }
+        )
     for k, v in heldout_viewpoints(boot, cfg, list(results)).items():
         extra[f"heldout_viewpoints.{k}"] = v
     for m, table in bench_rows.items():
@@ -231,12 +325,21 @@ def run(cfg: EvaluateParams, *, seed: int, paths: EvaluatePaths = EvaluatePaths(
     _draw_figures(out_dir, cfg, views, results, found_all, render_view, asset_rows)
     table = report.summary_table(boot, cfg.summary)
     n_failures = len(read_jsonl(failures)) if failures.is_file() else 0
-    stats = {"key": key, "impl": IMPL_VERSION, "split": cfg.split, "models": list(results),
-             "n_objects": len(views.object_ids), "n_views": len(views.rows), "n_classes": len(views.classnames),
-             "classes": list(views.classnames), "embeddings_from": routes, "search": search_on,
-             "failures": n_failures, "wall_s": round(time.perf_counter() - t0, 2)}
-    run_id = report.log_to_mlflow(metrics, out_dir, run_id=_mlflow_run_id(specs),
-                                  experiment=cfg.mlflow_experiment)
+    stats = {
+        "key": key,
+        "impl": IMPL_VERSION,
+        "split": cfg.split,
+        "models": list(results),
+        "n_objects": len(views.object_ids),
+        "n_views": len(views.rows),
+        "n_classes": len(views.classnames),
+        "classes": list(views.classnames),
+        "embeddings_from": routes,
+        "search": search_on,
+        "failures": n_failures,
+        "wall_s": round(time.perf_counter() - t0, 2),
+    }
+    run_id = report.log_to_mlflow(metrics, out_dir, run_id=_mlflow_run_id(specs), experiment=cfg.mlflow_experiment)
     if run_id:
         stats["mlflow_run_id"] = run_id
     atomic_write_json(stats_path, stats)  # written last: its key marks the outputs complete
@@ -259,8 +362,15 @@ def _mlflow_run_id(specs: list[ModelSpec]) -> str | None:
     return None
 
 
-def _write_outputs(out_dir: Path, cfg: EvaluateParams, views: EvalViews, results: dict[str, ViewResults],
-                   boot: dict, metrics: dict, found: list[dict]) -> None:
+def _write_outputs(
+    out_dir: Path,
+    cfg: EvaluateParams,
+    views: EvalViews,
+    results: dict[str, ViewResults],
+    boot: dict,
+    metrics: dict,
+    found: list[dict],
+) -> None:
     """metrics.json, intervals.json, pose_search.jsonl, per_view.csv and the DVC plot tables."""
     atomic_write_json(out_dir / "metrics.json", metrics)
     atomic_write_json(out_dir / "intervals.json", boot)
@@ -280,38 +390,64 @@ def _write_outputs(out_dir: Path, cfg: EvaluateParams, views: EvalViews, results
     # DVC plot data: wide tables (x column + one column per model) and the long heat-map grid
     plots = out_dir / "plots"
     grids = _grids(cfg, results)
-    report.write_csv(plots / "acc_by_view.csv",
-                     [g for n, (acc, cnt) in grids.items() for g in report.grid_rows(n, acc, cnt,
-                                                                                      cfg.elevation_edges)],
-                     ["model", "elevation_band", "elevation_mid", "azimuth_bin", "azimuth_centre", "acc", "n_views"])
+    report.write_csv(
+        plots / "acc_by_view.csv",
+        [g for n, (acc, cnt) in grids.items() for g in report.grid_rows(n, acc, cnt, cfg.elevation_edges)],
+        ["model", "elevation_band", "elevation_mid", "azimuth_bin", "azimuth_centre", "acc", "n_views"],
+    )
     elev = views.elevation
     az_bins = np.round(((views.azimuth + 180.0) % 360.0) - 180.0, 1)
-    for fname, xname, xs in (("acc_by_elevation.csv", "elevation", np.round(elev, 1)),
-                             ("acc_by_azimuth.csv", "azimuth", az_bins)):
+    for fname, xname, xs in (
+        ("acc_by_elevation.csv", "elevation", np.round(elev, 1)),
+        ("acc_by_azimuth.csv", "azimuth", az_bins),
+    ):
         wide = []
         for x in np.unique(xs):
             sel = xs == x
-            wide.append({xname: float(x), "n_views": int(sel.sum()),
-                         **{n: float(r.correct[sel].mean()) for n, r in results.items()}})
+            wide.append(
+                {
+                    xname: float(x),
+                    "n_views": int(sel.sum()),
+                    **{n: float(r.correct[sel].mean()) for n, r in results.items()},
+                }
+            )
         report.write_csv(plots / fname, wide, [xname, "n_views", *names])
-    report.write_csv(plots / "metrics_ci.csv",
-                     [{"model": n, "metric": m, **v} for n, ms in boot["models"].items() for m, v in ms.items()],
-                     ["model", "metric", "value", "lo", "hi"])
+    report.write_csv(
+        plots / "metrics_ci.csv",
+        [{"model": n, "metric": m, **v} for n, ms in boot["models"].items() for m, v in ms.items()],
+        ["model", "metric", "value", "lo", "hi"],
+    )
 
 
 def _grids(cfg: EvaluateParams, results: dict[str, ViewResults]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    return {n: accuracy_grid(r.correct, r.elevation, r.azimuth, cfg.elevation_edges, cfg.azimuth_bins)
-            for n, r in results.items()}
+    return {
+        n: accuracy_grid(r.correct, r.elevation, r.azimuth, cfg.elevation_edges, cfg.azimuth_bins)
+        for n, r in results.items()
+    }
 
 
-def _draw_figures(out_dir: Path, cfg: EvaluateParams, views: EvalViews, results: dict[str, ViewResults],
-                  found: list[dict], render_view: RenderView | None, asset_rows: dict) -> None:
+def _draw_figures(
+    out_dir: Path,
+    cfg: EvaluateParams,
+    views: EvalViews,
+    results: dict[str, ViewResults],
+    found: list[dict],
+    render_view: RenderView | None,
+    asset_rows: dict,
+) -> None:
     fig_dir = out_dir / "figures"
     figures.heatmap_figure(_grids(cfg, results), cfg.elevation_edges, fig_dir / "acc_heatmap.png")
     for n, res in results.items():
-        figures.worst_views_figure(res, views, cfg.gallery_size, f"{n}: worst rendered views",
-                                   fig_dir / f"worst_views_{n}.png")
+        figures.worst_views_figure(
+            res, views, cfg.gallery_size, f"{n}: worst rendered views", fig_dir / f"worst_views_{n}.png"
+        )
         mine = [a for a in found if a["model"] == n]
         if render_view is not None and mine:
-            figures.search_views_figure(mine, render_view, asset_rows, cfg.search.gallery_size,
-                                        f"{n}: worst poses found by the search", fig_dir / f"search_views_{n}.png")
+            figures.search_views_figure(
+                mine,
+                render_view,
+                asset_rows,
+                cfg.search.gallery_size,
+                f"{n}: worst poses found by the search",
+                fig_dir / f"search_views_{n}.png",
+            )

@@ -27,12 +27,12 @@ SPLIT_VALUES: dict[str, tuple[str, ...]] = {"test": ("test", "heldout"), "valida
 
 @dataclass
 class EvalViews:
-    rows: list[dict]                # render-manifest rows, ordered by (asset_id, view)
-    images: list[Image.Image]       # RGB, aligned with rows
-    classnames: tuple[str, ...]     # vocabulary (label space)
-    object_ids: tuple[str, ...]     # asset ids, index = object_index
-    object_index: np.ndarray        # [N]
-    target: np.ndarray              # [N]
+    rows: list[dict]  # render-manifest rows, ordered by (asset_id, view)
+    images: list[Image.Image]  # RGB, aligned with rows
+    classnames: tuple[str, ...]  # vocabulary (label space)
+    object_ids: tuple[str, ...]  # asset ids, index = object_index
+    object_index: np.ndarray  # [N]
+    target: np.ndarray  # [N]
 
     @property
     def elevation(self) -> np.ndarray:
@@ -73,8 +73,9 @@ def vocabulary(assets_manifest: Path | None, rows: list[dict]) -> tuple[str, ...
     return tuple(sorted(labels))
 
 
-def read_shard_images(renders_dir: Path, rows: list[dict],
-                      on_failure: Callable[[dict, str, str], None]) -> dict[str, Image.Image]:
+def read_shard_images(
+    renders_dir: Path, rows: list[dict], on_failure: Callable[[dict, str, str], None]
+) -> dict[str, Image.Image]:
     """{key: RGB image} for the given rows, reading each needed shard once; missing members are reported."""
     renders_dir = Path(renders_dir)
     by_shard: dict[str, set[str]] = {}
@@ -103,15 +104,22 @@ def read_shard_images(renders_dir: Path, rows: list[dict],
     return images
 
 
-def load_views(renders_dir: Path, assets_manifest: Path | None, *, split: str = "test",
-               max_objects: int | None, on_failure: Callable[[dict, str, str], None]) -> EvalViews:
+def load_views(
+    renders_dir: Path,
+    assets_manifest: Path | None,
+    *,
+    split: str = "test",
+    max_objects: int | None,
+    on_failure: Callable[[dict, str, str], None],
+) -> EvalViews:
     manifest = Path(renders_dir) / "manifest.jsonl"
     if not manifest.is_file():
         raise FileNotFoundError(f"render manifest not found: {manifest}")
     rows = select_rows(read_jsonl(manifest), split, max_objects)
     if not rows:
-        raise ValueError(f"no labelled {split} views in {manifest} (split in {list(SPLIT_VALUES[split])} and "
-                         f"label not null)")
+        raise ValueError(
+            f"no labelled {split} views in {manifest} (split in {list(SPLIT_VALUES[split])} and label not null)"
+        )
     images = read_shard_images(Path(renders_dir), rows, on_failure)
     rows = [r for r in rows if r["key"] in images]
     if not rows:

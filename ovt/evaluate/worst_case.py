@@ -39,13 +39,13 @@ RenderView = Callable[[dict, float, float, float], Image.Image]
 class ObjectSearch:
     asset_id: str
     label: str
-    grid_margin: float                        # worst true-class margin over the object's rendered views
+    grid_margin: float  # worst true-class margin over the object's rendered views
     grid_pose: tuple[float, float, float]
-    worst_margin: float                       # min(grid_margin, the search's renders)
-    worst_pose: tuple[float, float, float]    # (azimuth, elevation, distance) of worst_margin
-    worst_pred: str | None                    # predicted class there (None when it is the grid's view)
+    worst_margin: float  # min(grid_margin, the search's renders)
+    worst_pose: tuple[float, float, float]  # (azimuth, elevation, distance) of worst_margin
+    worst_pred: str | None  # predicted class there (None when it is the grid's view)
     n_renders: int
-    first_error: int | None                   # 1-based render index of the first misclassified render
+    first_error: int | None  # 1-based render index of the first misclassified render
 
     def record(self, model: str) -> dict:
         return {"model": model, **asdict(self)}
@@ -63,8 +63,11 @@ def search_table(records: list[dict], object_ids: tuple[str, ...], budget: int) 
     for r in records:
         if r["asset_id"] in pos:
             fe = r["first_error"]
-            t[pos[r["asset_id"]]] = (r["worst_margin"], fe if fe is not None else min(r["n_renders"], budget),
-                                     1.0 if fe is not None else 0.0)
+            t[pos[r["asset_id"]]] = (
+                r["worst_margin"],
+                fe if fe is not None else min(r["n_renders"], budget),
+                1.0 if fe is not None else 0.0,
+            )
     return t
 
 
@@ -83,34 +86,55 @@ class PrefixCache:
         return stable_digest([tower_fields(model.cfg), int(model.first_adapted)])
 
     @torch.no_grad()
-    def encode(self, model, items: list[tuple[dict, np.ndarray]], render_view: RenderView,
-               batch_size: int = 64) -> torch.Tensor:
+    def encode(
+        self, model, items: list[tuple[dict, np.ndarray]], render_view: RenderView, batch_size: int = 64
+    ) -> torch.Tensor:
         """[P, D] normalised embeddings of (asset row, pose) items, rendering and encoding in batches."""
         tower = self.tower_id(model)
         if tower is None:  # a model without a prefix/tail split: full forward
             imgs = [to_rgb(render_view(a, *(float(x) for x in p))) for a, p in items]
-            return torch.cat([model.encode_image(torch.stack([model.preprocess(im) for im in imgs[i:i + batch_size]]))
-                              for i in range(0, len(imgs), batch_size)])
+            return torch.cat(
+                [
+                    model.encode_image(torch.stack([model.preprocess(im) for im in imgs[i : i + batch_size]]))
+                    for i in range(0, len(imgs), batch_size)
+                ]
+            )
         keys = [(tower, a["asset_id"], *(round(float(x), 4) for x in p)) for a, p in items]
         todo = list(dict.fromkeys(k for k in keys if k not in self._store))
         first = {k: i for i, k in reversed(list(enumerate(keys)))}
         for start in range(0, len(todo), batch_size):
-            chunk = todo[start:start + batch_size]
+            chunk = todo[start : start + batch_size]
             imgs = [to_rgb(render_view(items[first[k]][0], *(float(x) for x in items[first[k]][1]))) for k in chunk]
             batch = torch.stack([model.preprocess(im) for im in imgs]).to(model.device)
             for k, h in zip(chunk, model.image_prefix(batch).cpu()):
                 self._store[k] = h
-        return torch.cat([model.image_tail(torch.stack([self._store[k] for k in keys[i:i + batch_size]])
-                                           .to(model.device)) for i in range(0, len(keys), batch_size)])
+        return torch.cat(
+            [
+                model.image_tail(torch.stack([self._store[k] for k in keys[i : i + batch_size]]).to(model.device))
+                for i in range(0, len(keys), batch_size)
+            ]
+        )
 
     def __len__(self) -> int:
         return len(self._store)
 
 
-def search_model(model, classifier: ZeroShotClassifier, views: EvalViews, margins: np.ndarray,
-                 asset_rows: Mapping[str, dict], render_view: RenderView, p: SearchParams, *, seed: int,
-                 name: str, on_failure: Callable[[dict, str, str], None], cache: PrefixCache | None = None,
-                 batch_size: int = 64, progress: bool = True) -> list[ObjectSearch]:
+def search_model(
+    model,
+    classifier: ZeroShotClassifier,
+    views: EvalViews,
+    margins: np.ndarray,
+    asset_rows: Mapping[str, dict],
+    render_view: RenderView,
+    p: SearchParams,
+    *,
+    seed: int,
+    name: str,
+    on_failure: Callable[[dict, str, str], None],
+    cache: PrefixCache | None = None,
+    batch_size: int = 64,
+    progress: bool = True,
+) -> list[ObjectSearch]:
     """Search the first `p.max_objects` objects for this model; `margins` are its [N] rendered-view margins.
 
     The objects' searches advance in lockstep: each generation renders and encodes every object's candidate poses
@@ -128,13 +152,26 @@ def search_model(model, classifier: ZeroShotClassifier, views: EvalViews, margin
             continue
         hardest = rows_o[int(np.argmin(margins[rows_o]))]
         r = views.rows[hardest]
-        grid_pose = (float(r["azimuth"]), float(r["elevation"]),
-                     float(r.get("distance", np.mean(p.distance_range))))
-        live[o] = {"asset": asset, "target": int(views.target[rows_o[0]]), "grid_pose": grid_pose,
-                   "grid_margin": float(margins[hardest]), "n": 0, "first_error": None, "best": (np.inf, None),
-                   "search": PoseSearch(space, budget=p.budget, n_random=p.n_random, population=p.population,
-                                        init_sigma=p.init_sigma, shrink=p.shrink, seed=object_seed(seed, asset_id),
-                                        known=[(grid_pose, float(margins[hardest]))])}
+        grid_pose = (float(r["azimuth"]), float(r["elevation"]), float(r.get("distance", np.mean(p.distance_range))))
+        live[o] = {
+            "asset": asset,
+            "target": int(views.target[rows_o[0]]),
+            "grid_pose": grid_pose,
+            "grid_margin": float(margins[hardest]),
+            "n": 0,
+            "first_error": None,
+            "best": (np.inf, None),
+            "search": PoseSearch(
+                space,
+                budget=p.budget,
+                n_random=p.n_random,
+                population=p.population,
+                init_sigma=p.init_sigma,
+                shrink=p.shrink,
+                seed=object_seed(seed, asset_id),
+                known=[(grid_pose, float(margins[hardest]))],
+            ),
+        }
     bar = tqdm(total=len(live) * p.budget, desc=f"worst-view search {name}", disable=not progress, unit="render")
     asks = {o: st["search"].ask() for o, st in live.items()}
     while any(a is not None for a in asks.values()):
@@ -150,14 +187,18 @@ def search_model(model, classifier: ZeroShotClassifier, views: EvalViews, margin
         for o, poses in todo:
             st = live[o]
             if logits_all is not None:
-                logits = logits_all[start:start + len(poses)]
+                logits = logits_all[start : start + len(poses)]
             else:
                 try:
-                    logits = classifier.logits(cache.encode(model, [(st["asset"], q) for q in poses], render_view)
-                                               .float().cpu()).numpy()
+                    logits = classifier.logits(
+                        cache.encode(model, [(st["asset"], q) for q in poses], render_view).float().cpu()
+                    ).numpy()
                 except Exception as err:
-                    on_failure({"model": name, "asset_id": st["asset"]["asset_id"]}, "search_failed",
-                               f"{type(err).__name__}: {err}")
+                    on_failure(
+                        {"model": name, "asset_id": st["asset"]["asset_id"]},
+                        "search_failed",
+                        f"{type(err).__name__}: {err}",
+                    )
                     asks[o], st["failed"] = None, True
                     start += len(poses)
                     continue
@@ -179,9 +220,17 @@ def search_model(model, classifier: ZeroShotClassifier, views: EvalViews, margin
             continue
         res = st["search"].result()
         better = st["best"][0] < st["grid_margin"]
-        found.append(ObjectSearch(
-            views.object_ids[o], views.classnames[st["target"]], st["grid_margin"], st["grid_pose"],
-            float(min(res.best_value, st["grid_margin"])),
-            tuple(float(x) for x in res.best_pose) if better else st["grid_pose"],
-            st["best"][1] if better else None, res.n_evals, st["first_error"]))
+        found.append(
+            ObjectSearch(
+                views.object_ids[o],
+                views.classnames[st["target"]],
+                st["grid_margin"],
+                st["grid_pose"],
+                float(min(res.best_value, st["grid_margin"])),
+                tuple(float(x) for x in res.best_pose) if better else st["grid_pose"],
+                st["best"][1] if better else None,
+                res.n_evals,
+                st["first_error"],
+            )
+        )
     return found

@@ -39,8 +39,10 @@ class ZeroShotClassifier:
     def logits(self, image_features: torch.Tensor) -> torch.Tensor:
         """[B, D] image embeddings (L2-normalised by the model) -> [B, C] logits."""
         if image_features.ndim != 2 or image_features.shape[1] != self.weights.shape[0]:
-            raise ValueError(f"image features of shape {tuple(image_features.shape)} do not match classifier "
-                             f"dimension {self.weights.shape[0]}")
+            raise ValueError(
+                f"image features of shape {tuple(image_features.shape)} do not match classifier "
+                f"dimension {self.weights.shape[0]}"
+            )
         return self.scale * image_features.float() @ self.weights
 
     def probs(self, image_features: torch.Tensor) -> torch.Tensor:
@@ -48,9 +50,15 @@ class ZeroShotClassifier:
 
 
 @torch.no_grad()
-def build_classifier(encode_text: EncodeText, classnames: Sequence[str], templates: Sequence[str], *,
-                     rename: Mapping[str, str] | None = None, scale: float = 100.0,
-                     batch_size: int = 256) -> ZeroShotClassifier:
+def build_classifier(
+    encode_text: EncodeText,
+    classnames: Sequence[str],
+    templates: Sequence[str],
+    *,
+    rename: Mapping[str, str] | None = None,
+    scale: float = 100.0,
+    batch_size: int = 256,
+) -> ZeroShotClassifier:
     """Average each class's normalised template embeddings and re-normalise (one text batch per chunk)."""
     if not classnames:
         raise ValueError("build_classifier: empty class list")
@@ -62,7 +70,7 @@ def build_classifier(encode_text: EncodeText, classnames: Sequence[str], templat
         raise ValueError(f"build_classifier: templates must be non-empty, each with one '{{}}' slot; bad: {bad}")
     words = prompt_words(classnames, rename)
     texts = [t.format(w) for w in words for t in templates]  # class-major: rows c*T .. c*T+T-1
-    chunks = [encode_text(texts[i:i + batch_size]) for i in range(0, len(texts), batch_size)]
+    chunks = [encode_text(texts[i : i + batch_size]) for i in range(0, len(texts), batch_size)]
     emb = F.normalize(torch.cat(chunks).float(), dim=-1)  # normalise again: never trust the caller blindly
     emb = emb.view(len(classnames), len(templates), -1).mean(dim=1)
     weights = F.normalize(emb, dim=-1).T.contiguous()

@@ -1,9 +1,9 @@
 """One frozen-feature pass per image and frozen configuration, shared by bootstrap, train and evaluate.
 
-    from ovt.features import FeatureParams, FeaturePaths, run, open_store
-    run(params.features, model=params.model, seed=..., paths=FeaturePaths())   # the DVC stage
-    store = open_store(Path("data/features"), params.model)                    # consumers
-    prefix, pooled = store.lookup(keys)                                         # [n, ...] fp32, [n, D] fp32
+from ovt.features import FeatureParams, FeaturePaths, run, open_store
+run(params.features, model=params.model, seed=..., paths=FeaturePaths())   # the DVC stage
+store = open_store(Path("data/features"), params.model)                    # consumers
+prefix, pooled = store.lookup(keys)                                         # [n, ...] fp32, [n, D] fp32
 """
 
 from __future__ import annotations

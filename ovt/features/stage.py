@@ -83,16 +83,23 @@ def prefix_decision(tower: FrozenTower, probe_shape: tuple[int, ...], n_images: 
     if tower.first_adapted <= 0:
         reason = "no frozen block below the first adapted one: caching the prefix would save no compute"
     elif gib > cfg.max_prefix_gib:
-        reason = (f"the prefix cache would take {gib:.1f} GiB for {n_images} images "
-                  f"(> features.max_prefix_gib {cfg.max_prefix_gib}); training reads images instead")
+        reason = (
+            f"the prefix cache would take {gib:.1f} GiB for {n_images} images "
+            f"(> features.max_prefix_gib {cfg.max_prefix_gib}); training reads images instead"
+        )
     else:
         reason = ""
-    return {"prefix_cached": not reason, "prefix_reason": reason, "prefix_bytes_per_image": per_image,
-            "prefix_gib": round(gib, 3)}
+    return {
+        "prefix_cached": not reason,
+        "prefix_reason": reason,
+        "prefix_bytes_per_image": per_image,
+        "prefix_gib": round(gib, 3),
+    }
 
 
-def run(cfg: FeatureParams, *, model: Any, seed: int, paths: FeaturePaths = FeaturePaths(),
-        progress: bool = True) -> dict:
+def run(
+    cfg: FeatureParams, *, model: Any, seed: int, paths: FeaturePaths = FeaturePaths(), progress: bool = True
+) -> dict:
     """Compute (or reuse) features for every complete render shard; returns stats (also `stats.json`)."""
     del seed  # the frozen pass is deterministic: no randomness to seed
     t0 = time.perf_counter()
@@ -110,9 +117,16 @@ def run(cfg: FeatureParams, *, model: Any, seed: int, paths: FeaturePaths = Feat
     n_images = sum(1 for _ in open(manifest, encoding="utf-8")) if manifest.is_file() else 0
     probe = tower(torch.zeros(1, 3, *_image_hw(tower.preprocess)), True)[0]
     decision = prefix_decision(tower, tuple(probe.shape[1:]) if probe is not None else (0,), n_images, cfg)
-    info = {"tower": name, "impl": IMPL_VERSION, "fields": json.loads(json.dumps(tower_fields(model))),
-            "weights": tower.weights, "first_adapted": tower.first_adapted, "dtype": cfg.dtype,
-            "prefix_shape": list(probe.shape[1:]) if probe is not None else None, **decision}
+    info = {
+        "tower": name,
+        "impl": IMPL_VERSION,
+        "fields": json.loads(json.dumps(tower_fields(model))),
+        "weights": tower.weights,
+        "first_adapted": tower.first_adapted,
+        "dtype": cfg.dtype,
+        "prefix_shape": list(probe.shape[1:]) if probe is not None else None,
+        **decision,
+    }
     _drop_stale_towers(Path(paths.out_dir), info)
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write_json(folder / TOWER_JSON, info)
@@ -125,8 +139,11 @@ def run(cfg: FeatureParams, *, model: Any, seed: int, paths: FeaturePaths = Feat
     for shard in complete:
         key = entry_key(shard.key, name, f"{cfg.dtype}/{'prefix' if decision['prefix_cached'] else 'pooled'}")
         rec_path = folder / f"{shard.name}.json"
-        if rec_path.is_file() and json.loads(rec_path.read_text()).get("key") == key \
-                and (folder / f"{shard.name}.safetensors").is_file():
+        if (
+            rec_path.is_file()
+            and json.loads(rec_path.read_text()).get("key") == key
+            and (folder / f"{shard.name}.safetensors").is_file()
+        ):
             done += 1
             bar.update(1)
             continue
@@ -156,8 +173,9 @@ def run(cfg: FeatureParams, *, model: Any, seed: int, paths: FeaturePaths = Feat
         if pre_parts:
             tensors["prefix"] = torch.cat(pre_parts).contiguous()
         atomic_write_bytes(folder / f"{shard.name}.safetensors", safetensors_bytes(tensors))
-        atomic_write_json(rec_path, {"key": key, "keys": keys, "render_shard": shard.tar.name,
-                                     "render_key": shard.key}, indent=None)  # written last: the entry's commit
+        atomic_write_json(
+            rec_path, {"key": key, "keys": keys, "render_shard": shard.tar.name, "render_key": shard.key}, indent=None
+        )  # written last: the entry's commit
         computed += 1
         bar.update(1)
     bar.close()
@@ -166,10 +184,17 @@ def run(cfg: FeatureParams, *, model: Any, seed: int, paths: FeaturePaths = Feat
         if stale.stem not in live:
             stale.unlink()
             stale.with_suffix(".safetensors").unlink(missing_ok=True)
-    stats = {"tower": name, "shards": len(complete), "shards_computed": computed, "shards_reused": done,
-             "views_failed": failed, "incomplete_render_shards": len(incomplete), "n_images": n_images,
-             **{k: v for k, v in info.items() if k.startswith("prefix") or k == "first_adapted"},
-             "seconds": round(time.perf_counter() - t0, 2)}
+    stats = {
+        "tower": name,
+        "shards": len(complete),
+        "shards_computed": computed,
+        "shards_reused": done,
+        "views_failed": failed,
+        "incomplete_render_shards": len(incomplete),
+        "n_images": n_images,
+        **{k: v for k, v in info.items() if k.startswith("prefix") or k == "first_adapted"},
+        "seconds": round(time.perf_counter() - t0, 2),
+    }
     if paths.stats is not None:
         atomic_write_json(paths.stats, stats)
     log.info("features: %d shards computed, %d reused in %.1fs (tower %s)", computed, done, stats["seconds"], name)

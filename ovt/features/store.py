@@ -29,9 +29,17 @@ TOWER_JSON = "tower.json"
 def tower_fields(model_cfg: Any) -> dict:
     """The model params that fix the frozen computation (LoRA rank or VIFormer do not: they live in the tail)."""
     lora = model_cfg.lora
-    return {"arch": model_cfg.arch, "pretrained": model_cfg.pretrained, "image_size": model_cfg.image_size,
-            "lora": {"enabled": lora.enabled, "placement": lora.placement, "last_blocks": lora.last_blocks,
-                     "targets": lora.targets}}
+    return {
+        "arch": model_cfg.arch,
+        "pretrained": model_cfg.pretrained,
+        "image_size": model_cfg.image_size,
+        "lora": {
+            "enabled": lora.enabled,
+            "placement": lora.placement,
+            "last_blocks": lora.last_blocks,
+            "targets": lora.targets,
+        },
+    }
 
 
 def tower_key(model_cfg: Any, weights: dict | None = None) -> str:
@@ -63,13 +71,15 @@ class FeatureStore:
         if shard_stem not in self._index:
             path = self.folder / f"{shard_stem}.json"
             if not path.is_file():
-                raise FileNotFoundError(f"{path}: no features for render shard {shard_stem} (run the features "
-                                        f"stage after the render stage)")
+                raise FileNotFoundError(
+                    f"{path}: no features for render shard {shard_stem} (run the features stage after the render stage)"
+                )
             self._index[shard_stem] = json.loads(path.read_text())
         return self._index[shard_stem]
 
-    def lookup(self, rows: Sequence[dict], *, prefix: bool = True,
-               dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor | None, torch.Tensor]:
+    def lookup(
+        self, rows: Sequence[dict], *, prefix: bool = True, dtype: torch.dtype = torch.float32
+    ) -> tuple[torch.Tensor | None, torch.Tensor]:
         """(prefix [n, ...] or None, pooled [n, D]) for render-manifest rows (`key`, `shard`), in row order.
 
         Each needed shard file is read once; only the requested rows are kept, so memory is O(rows)."""
@@ -86,8 +96,10 @@ class FeatureStore:
             pos = {k: j for j, k in enumerate(rec["keys"])}
             missing = [rows[i]["key"] for i in idx if rows[i]["key"] not in pos]
             if missing:
-                raise KeyError(f"{self.folder / stem}: no features for view(s) {missing[:3]} "
-                               f"({len(missing)} in all); the features stage is out of date")
+                raise KeyError(
+                    f"{self.folder / stem}: no features for view(s) {missing[:3]} "
+                    f"({len(missing)} in all); the features stage is out of date"
+                )
             take = torch.tensor([pos[rows[i]["key"]] for i in idx], dtype=torch.long)
             dest = torch.tensor(idx, dtype=torch.long)
             with safe_open(str(self.folder / f"{stem}.safetensors"), framework="pt") as fh:
@@ -115,5 +127,6 @@ def open_store(root: str | Path, model_cfg: Any) -> FeatureStore:
         info = json.loads(info_path.read_text())
         if info.get("fields") == json.loads(json.dumps(want)):
             return FeatureStore(info_path.parent, info)
-    raise FileNotFoundError(f"{root}: no features for the model configuration {want} "
-                            f"(rerun the features stage with these model params)")
+    raise FileNotFoundError(
+        f"{root}: no features for the model configuration {want} (rerun the features stage with these model params)"
+    )

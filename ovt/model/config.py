@@ -76,14 +76,15 @@ class ModelParams(StrictModel):
         return v
 
     @model_validator(mode="after")
-    def _embed_dim(self) -> "ModelParams":
+    def _embed_dim(self) -> ModelParams:
         if self.arch != EMBEDDED and self.embed_dim is not None:
-            raise ValueError(f"embed_dim applies to the {EMBEDDED!r} arch only; {self.arch!r} fixes its own width "
-                             f"(set model.embed_dim: null)")
+            raise ValueError(
+                f"embed_dim applies to the {EMBEDDED!r} arch only; {self.arch!r} fixes its own width "
+                f"(set model.embed_dim: null)"
+            )
         # The width is only known once the model is built for open_clip names; embedded is checked here.
         if self.arch == EMBEDDED and self.viformer.enabled and self.embedded_dim % self.viformer.heads:
-            raise ValueError(f"embed_dim {self.embedded_dim} is not divisible by viformer.heads "
-                             f"{self.viformer.heads}")
+            raise ValueError(f"embed_dim {self.embedded_dim} is not divisible by viformer.heads {self.viformer.heads}")
         return self
 
     @property
@@ -110,8 +111,12 @@ class BootstrapParams(StrictModel):
     text_field: Literal["label", "name"] = "label"  # class text per view; rows with a null label fall back to name
     templates: list[str] = ["a 3D render of a {}.", "a rendering of a {}.", "a 3D model of a {}."]
     # Words the MiniLM vocabulary reads better than the dataset's head nouns (mini-benchmark.md).
-    prompt_words: dict[str, str] = {"female": "woman", "male": "man", "plug": "wall power outlet",
-                                    "switch": "wall light switch"}
+    prompt_words: dict[str, str] = {
+        "female": "woman",
+        "male": "man",
+        "plug": "wall power outlet",
+        "switch": "wall light switch",
+    }
     text_lora_r: int = Field(8, ge=1)
     text_lora_alpha: float = Field(16.0, gt=0)
     text_lora_targets: list[str] = ["query", "value"]

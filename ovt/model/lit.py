@@ -70,9 +70,15 @@ def wanted(row: dict, cfg: BootstrapParams) -> bool:
 
 
 def _row(meta: dict, cfg: BootstrapParams) -> dict:
-    return {"key": meta["key"], "shard": meta["shard"], "asset_id": meta.get("asset_id"),
-            "split": meta.get("split"), "canonical": bool(meta.get("canonical")),
-            "train_class": train_class(meta, cfg), "eval_class": eval_class(meta, cfg)}
+    return {
+        "key": meta["key"],
+        "shard": meta["shard"],
+        "asset_id": meta.get("asset_id"),
+        "split": meta.get("split"),
+        "canonical": bool(meta.get("canonical")),
+        "train_class": train_class(meta, cfg),
+        "eval_class": eval_class(meta, cfg),
+    }
 
 
 def available(store, rows: Sequence[dict]) -> tuple[list[dict], list[dict]]:
@@ -120,8 +126,15 @@ def build_lit_model(cfg: BootstrapParams, model_cfg: ModelParams, seed: int):
         torch.manual_seed(seed)  # the projections' random init is part of the reproducible result
         clip, _, tokenizer = embedded.create_embedded(dim, size)
         clip.requires_grad_(False)
-        inject_adapter_in_model(LoraConfig(r=cfg.text_lora_r, lora_alpha=cfg.text_lora_alpha, lora_dropout=0.0,
-                                           target_modules=list(cfg.text_lora_targets)), clip.text.transformer)
+        inject_adapter_in_model(
+            LoraConfig(
+                r=cfg.text_lora_r,
+                lora_alpha=cfg.text_lora_alpha,
+                lora_dropout=0.0,
+                target_modules=list(cfg.text_lora_targets),
+            ),
+            clip.text.transformer,
+        )
     for name, p in clip.named_parameters():
         p.requires_grad = "lora_" in name or name in trained_projection_keys()
     return clip, tokenizer
@@ -135,8 +148,7 @@ def export_trained(clip: nn.Module) -> dict[str, torch.Tensor]:
     """The trained tensors under the plain embedded model's key names, LoRA merged into MiniLM (W + s*BA)."""
     from peft.tuners.lora import LoraLayer
 
-    state = {k: v.detach().clone().contiguous() for k, v in clip.state_dict().items()
-             if k in trained_projection_keys()}
+    state = {k: v.detach().clone().contiguous() for k, v in clip.state_dict().items() if k in trained_projection_keys()}
     for name, m in clip.text.transformer.named_modules():
         if isinstance(m, LoraLayer):
             w = m.base_layer.weight + m.get_delta_weight("default")
@@ -196,11 +208,11 @@ def mean_loss(clip, text_enc, data: FeatureSet, cfg: BootstrapParams) -> float:
     clip.eval()
     total, n = 0.0, 0
     for start in range(0, len(data.rows), cfg.batch_size):
-        rows = data.rows[start:start + cfg.batch_size]
+        rows = data.rows[start : start + cfg.batch_size]
         if len(rows) < 2:
             continue
         classes = [r["train_class"] for r in rows]
-        loss = _batch_loss(clip, text_enc, data.feats[start:start + len(rows)], classes, cfg, [0] * len(rows))
+        loss = _batch_loss(clip, text_enc, data.feats[start : start + len(rows)], classes, cfg, [0] * len(rows))
         total, n = total + loss.item() * len(rows), n + len(rows)
     return total / max(n, 1)
 
@@ -214,8 +226,10 @@ def train(clip, tokenizer, data: FeatureSet, cfg: BootstrapParams, seed: int, on
     text_enc = TextEncoder(clip, tokenizer)
     params = [p for p in clip.parameters() if p.requires_grad]
     decay = [p for n, p in clip.named_parameters() if p.requires_grad and n != "logit_scale"]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                             {"params": [clip.logit_scale], "weight_decay": 0.0}], lr=cfg.lr)
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": [clip.logit_scale], "weight_decay": 0.0}],
+        lr=cfg.lr,
+    )
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: cosine_with_warmup(s, cfg.steps, cfg.warmup_steps))
     gen = torch.Generator().manual_seed(seed)  # template choice
     torch.manual_seed(seed)  # MiniLM's dropout draws from the global generator
@@ -244,8 +258,14 @@ def train(clip, tokenizer, data: FeatureSet, cfg: BootstrapParams, seed: int, on
         bar.set_postfix(loss=f"{loss.item():.3f}")
     loss_after = mean_loss(clip, text_enc, data, cfg)
     clip.eval()
-    return {"loss_before": loss_before, "loss_after": loss_after, "loss_first_step": history[0],
-            "loss_last_step": history[-1], "steps": cfg.steps, "batch_size": batch}
+    return {
+        "loss_before": loss_before,
+        "loss_after": loss_after,
+        "loss_first_step": history[0],
+        "loss_last_step": history[-1],
+        "steps": cfg.steps,
+        "batch_size": batch,
+    }
 
 
 @torch.no_grad()

@@ -34,8 +34,10 @@ def _selected_blocks(split: TowerSplit, last_blocks: int | None) -> list[str]:
 def _check_placement(split: TowerSplit, placement: str) -> None:
     need = {"qkv": "vit", "attn": "vit", "conv": "efficientnet"}[placement]
     if split.kind != need:
-        raise ValueError(f"lora.placement={placement!r} needs a {need} image tower; this model's is {split.kind} "
-                         f"(use {'conv' if split.kind == 'efficientnet' else 'qkv or attn'})")
+        raise ValueError(
+            f"lora.placement={placement!r} needs a {need} image tower; this model's is {split.kind} "
+            f"(use {'conv' if split.kind == 'efficientnet' else 'qkv or attn'})"
+        )
 
 
 def prepare_base(clip: nn.Module, split: TowerSplit, cfg: LoraParams) -> list[str]:
@@ -69,14 +71,18 @@ def target_modules(clip: nn.Module, split: TowerSplit, cfg: LoraParams) -> list[
 def apply_lora(clip: nn.Module, split: TowerSplit, cfg: LoraParams) -> PeftModel:
     """Wrap the whole CLIP in a PeftModel (freezes every base weight) with LoRA on the image tower only."""
     targets = target_modules(clip, split, cfg)
-    config = LoraConfig(r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, target_modules=targets,
-                        bias="none")
+    config = LoraConfig(r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, target_modules=targets, bias="none")
     try:
         peft_model = get_peft_model(clip, config)
     except ValueError as err:
         raise ValueError(f"lora.targets {targets!r} matched nothing usable in {type(clip).__name__}: {err}") from err
-    outside = sorted({n.split(".lora_")[0] for n, p in peft_model.base_model.model.named_parameters()
-                      if "lora_" in n and not n.startswith("visual.")})
+    outside = sorted(
+        {
+            n.split(".lora_")[0]
+            for n, p in peft_model.base_model.model.named_parameters()
+            if "lora_" in n and not n.startswith("visual.")
+        }
+    )
     if outside:
         raise ValueError(f"lora.targets {targets!r} reach outside the image tower (text must stay frozen): {outside}")
     return peft_model

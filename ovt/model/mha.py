@@ -16,8 +16,17 @@ from torch import nn
 class UnfusedMultiheadAttention(nn.Module):
     """Drop-in for a self-attention `nn.MultiheadAttention` (same call signature and return tuple)."""
 
-    def __init__(self, embed_dim: int, num_heads: int, *, bias: bool = True, batch_first: bool = False,
-                 dropout: float = 0.0, device=None, dtype=None):
+    def __init__(
+        self,
+        embed_dim: int,
+        num_heads: int,
+        *,
+        bias: bool = True,
+        batch_first: bool = False,
+        dropout: float = 0.0,
+        device=None,
+        dtype=None,
+    ):
         super().__init__()
         if embed_dim % num_heads:
             raise ValueError(f"embed_dim {embed_dim} is not divisible by num_heads {num_heads}")
@@ -26,14 +35,21 @@ class UnfusedMultiheadAttention(nn.Module):
         self.proj = nn.Linear(embed_dim, embed_dim, bias=bias, device=device, dtype=dtype)
 
     @classmethod
-    def from_mha(cls, mha: nn.MultiheadAttention) -> "UnfusedMultiheadAttention":
+    def from_mha(cls, mha: nn.MultiheadAttention) -> UnfusedMultiheadAttention:
         if not mha._qkv_same_embed_dim:
             raise ValueError("only self-attention MHA with kdim == vdim == embed_dim can be unfused")
         if mha.bias_k is not None or mha.add_zero_attn:
             raise ValueError("MHA with add_bias_kv / add_zero_attn is not supported by the unfused swap")
         w = mha.in_proj_weight
-        new = cls(mha.embed_dim, mha.num_heads, bias=mha.in_proj_bias is not None, batch_first=mha.batch_first,
-                  dropout=mha.dropout, device=w.device, dtype=w.dtype)
+        new = cls(
+            mha.embed_dim,
+            mha.num_heads,
+            bias=mha.in_proj_bias is not None,
+            batch_first=mha.batch_first,
+            dropout=mha.dropout,
+            device=w.device,
+            dtype=w.dtype,
+        )
         with torch.no_grad():
             new.qkv.weight.copy_(mha.in_proj_weight)
             new.proj.weight.copy_(mha.out_proj.weight)
@@ -44,8 +60,15 @@ class UnfusedMultiheadAttention(nn.Module):
         new.requires_grad_(mha.in_proj_weight.requires_grad)
         return new
 
-    def forward(self, query: torch.Tensor, key: torch.Tensor | None = None, value: torch.Tensor | None = None,
-                need_weights: bool = False, attn_mask: torch.Tensor | None = None, **_: object):
+    def forward(
+        self,
+        query: torch.Tensor,
+        key: torch.Tensor | None = None,
+        value: torch.Tensor | None = None,
+        need_weights: bool = False,
+        attn_mask: torch.Tensor | None = None,
+        **_: object,
+    ):
         # Self-attention only (that is all open_clip's vision blocks do); key/value are accepted for signature parity.
         if key is not None and key is not query:
             raise ValueError("UnfusedMultiheadAttention supports self-attention only (key must be query)")
@@ -56,8 +79,9 @@ class UnfusedMultiheadAttention(nn.Module):
         q, k, v = self.qkv(x).reshape(b, n, 3, self.num_heads, d // self.num_heads).permute(2, 0, 3, 1, 4)
         if attn_mask is not None and attn_mask.dtype == torch.bool:
             attn_mask = ~attn_mask  # nn.MultiheadAttention masks True; SDPA keeps True
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask,
-                                             dropout_p=self.dropout if self.training else 0.0)
+        out = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=attn_mask, dropout_p=self.dropout if self.training else 0.0
+        )
         out = self.proj(out.transpose(1, 2).reshape(b, n, d))
         return (out if self.batch_first else out.transpose(0, 1)), None
 

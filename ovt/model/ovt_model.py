@@ -23,7 +23,8 @@ import torch
 import torch.nn.functional as F
 from open_clip.hf_model import HFTextEncoder
 from peft import PeftModel
-from safetensors.torch import load_file, save as safetensors_bytes
+from safetensors.torch import load_file
+from safetensors.torch import save as safetensors_bytes
 from torch import nn
 
 from ovt.io import atomic_write_json, atomic_writer
@@ -112,7 +113,7 @@ class OVTModel(nn.Module):
     def forward(self, images: torch.Tensor, texts: list[str]):
         return self.encode_image(images), self.encode_text(texts), self.logit_scale.exp()
 
-    def train(self, mode: bool = True) -> "OVTModel":
+    def train(self, mode: bool = True) -> OVTModel:
         super().train(mode)
         self.backbone.eval()
         for m in self.clip.modules():  # LoRA dropout is the only base-side module that follows the mode
@@ -138,7 +139,7 @@ class OVTModel(nn.Module):
         if self.viformer is not None:
             self.viformer.scale = alpha
 
-    def merged(self) -> "OVTModel":
+    def merged(self) -> OVTModel:
         """A copy with LoRA folded into the base weights (W + scale*BA); VIFormer and scale are unchanged."""
         m = copy.deepcopy(self)
         if m.peft is not None:
@@ -148,10 +149,15 @@ class OVTModel(nn.Module):
 
     # ---- persistence ---------------------------------------------------------------------------------------------
     def describe(self) -> dict:
-        return {"format": FORMAT_VERSION, "model_params": self.cfg.model_dump(mode="json"),
-                "base": self.base_info.description, "embed_dim": self.base_info.embed_dim,
-                "swapped_mha": self.swapped, "first_adapted_block": self.first_adapted,
-                "trainable_parameters": self.count_trainable()}
+        return {
+            "format": FORMAT_VERSION,
+            "model_params": self.cfg.model_dump(mode="json"),
+            "base": self.base_info.description,
+            "embed_dim": self.base_info.embed_dim,
+            "swapped_mha": self.swapped,
+            "first_adapted_block": self.first_adapted,
+            "trainable_parameters": self.count_trainable(),
+        }
 
     def save(self, out_dir: str | os.PathLike, extra: dict | None = None) -> Path:
         """dir/adapter/ (peft save_pretrained), dir/viformer.safetensors (+ logit_scale), dir/model.json.
@@ -172,8 +178,9 @@ class OVTModel(nn.Module):
                 shutil.rmtree(tmp, ignore_errors=True)
         tensors = {"logit_scale": self.logit_scale.detach().cpu().reshape(1).contiguous()}
         if self.viformer is not None:
-            tensors.update({f"viformer.{k}": v.detach().cpu().contiguous()
-                            for k, v in self.viformer.state_dict().items()})
+            tensors.update(
+                {f"viformer.{k}": v.detach().cpu().contiguous() for k, v in self.viformer.state_dict().items()}
+            )
         with atomic_writer(out / VIFORMER_FILE) as fh:
             fh.write(safetensors_bytes(tensors))
         desc = self.describe()
@@ -184,8 +191,12 @@ class OVTModel(nn.Module):
         return out
 
     @classmethod
-    def load(cls, model_dir: str | os.PathLike, base_dir: str | os.PathLike | None = None,
-             map_location: str | torch.device = "cpu") -> "OVTModel":
+    def load(
+        cls,
+        model_dir: str | os.PathLike,
+        base_dir: str | os.PathLike | None = None,
+        map_location: str | torch.device = "cpu",
+    ) -> OVTModel:
         """Rebuild the base from model.json, then load the adapter and VIFormer (safetensors only)."""
         from peft import set_peft_model_state_dict
 
@@ -211,8 +222,10 @@ class OVTModel(nn.Module):
             lora_keys = {n for n, _ in model.peft.named_parameters() if "lora_" in n}
             missing = sorted(k for k in result.missing_keys if k in lora_keys)
             if missing or result.unexpected_keys:
-                raise RuntimeError(f"{adapter_file}: adapter does not fit the rebuilt model: "
-                                   f"missing={missing[:5]} unexpected={result.unexpected_keys[:5]}")
+                raise RuntimeError(
+                    f"{adapter_file}: adapter does not fit the rebuilt model: "
+                    f"missing={missing[:5]} unexpected={result.unexpected_keys[:5]}"
+                )
         vf = load_file(str(model_dir / VIFORMER_FILE), device=str(map_location))
         with torch.no_grad():
             model.logit_scale.copy_(vf.pop("logit_scale").reshape(()))

@@ -47,8 +47,15 @@ class BootstrapPaths:
 def stage_key(cfg: BootstrapParams, model: ModelParams, seed: int, inputs: dict) -> str:
     from ovt.model.lit import embedded_size
 
-    return stable_digest({"params": cfg.model_dump(mode="json"), "model": embedded_size(model), "seed": seed,
-                          "inputs": inputs, "impl": IMPL_VERSION})
+    return stable_digest(
+        {
+            "params": cfg.model_dump(mode="json"),
+            "model": embedded_size(model),
+            "seed": seed,
+            "inputs": inputs,
+            "impl": IMPL_VERSION,
+        }
+    )
 
 
 def _write(paths: BootstrapPaths, meta: dict, metrics: dict, weights: dict | None, failures: list[dict]) -> None:
@@ -80,8 +87,11 @@ def _up_to_date(paths: BootstrapPaths, key: str, need_weights: bool) -> dict | N
 def run(cfg: BootstrapParams, *, model: ModelParams, seed: int, paths: BootstrapPaths = BootstrapPaths()) -> dict:
     """Train the embedded base (or skip for other architectures); returns the stage's stats."""
     if model.arch != EMBEDDED:
-        reason = (f"{model.arch} / {model.pretrained}: a pretrained open_clip model is already aligned"
-                  if model.pretrained_open_clip else f"{model.arch}: only the {EMBEDDED!r} base is bootstrapped")
+        reason = (
+            f"{model.arch} / {model.pretrained}: a pretrained open_clip model is already aligned"
+            if model.pretrained_open_clip
+            else f"{model.arch}: only the {EMBEDDED!r} base is bootstrapped"
+        )
         key = stable_digest({"skipped": model.arch, "pretrained": model.pretrained, "impl": IMPL_VERSION})
         if _up_to_date(paths, key, need_weights=False) is None:
             meta = {"key": key, "skipped": True, "reason": reason, "arch": model.arch, "pretrained": model.pretrained}
@@ -99,8 +109,11 @@ def run(cfg: BootstrapParams, *, model: ModelParams, seed: int, paths: Bootstrap
     records = sorted(store.folder.glob("shard-*.json"))
     if not records:
         raise FileNotFoundError(f"{store.folder}: no feature shards (run the features stage first)")
-    inputs = {"manifest": sha256_file(manifest_path), "tower": store.folder.name,
-              "features": stable_digest([json.loads(p.read_text())["key"] for p in records])}
+    inputs = {
+        "manifest": sha256_file(manifest_path),
+        "tower": store.folder.name,
+        "features": stable_digest([json.loads(p.read_text())["key"] for p in records]),
+    }
     key = stage_key(cfg, model, seed, inputs)
     if (previous := _up_to_date(paths, key, need_weights=True)) is not None:
         log.info("bootstrap up to date (%s)", key[:12])
@@ -119,17 +132,35 @@ def run(cfg: BootstrapParams, *, model: ModelParams, seed: int, paths: Bootstrap
     t_total = time.perf_counter() - t0
 
     dim, size = lit.embedded_size(model)
-    stats = {"n_train_views": len(train_set.rows),
-             "n_train_objects": len({r["asset_id"] for r in train_set.rows}),
-             "n_train_classes": len({r["train_class"] for r in train_set.rows}),
-             "n_failures": len(failures), "feature_s": round(t_feat, 2), "total_s": round(t_total, 2), **history,
-             "zero_shot_before": acc_before, "zero_shot_after": acc_after}
+    stats = {
+        "n_train_views": len(train_set.rows),
+        "n_train_objects": len({r["asset_id"] for r in train_set.rows}),
+        "n_train_classes": len({r["train_class"] for r in train_set.rows}),
+        "n_failures": len(failures),
+        "feature_s": round(t_feat, 2),
+        "total_s": round(t_total, 2),
+        **history,
+        "zero_shot_before": acc_before,
+        "zero_shot_after": acc_after,
+    }
     trained = lit.export_trained(clip)
-    metrics = {"loss_before": history["loss_before"], "loss_after": history["loss_after"],
-               **{f"zero_shot_{k}": v for k, v in acc_after.items()}}
-    meta = {"key": key, "impl": IMPL_VERSION, "seed": seed, "embed_dim": dim, "image_size": size,
-            "params": cfg.model_dump(mode="json"), "inputs": inputs, "towers": embedded.model_description(dim, size),
-            "trained_keys": sorted(trained), "stats": stats}
+    metrics = {
+        "loss_before": history["loss_before"],
+        "loss_after": history["loss_after"],
+        **{f"zero_shot_{k}": v for k, v in acc_after.items()},
+    }
+    meta = {
+        "key": key,
+        "impl": IMPL_VERSION,
+        "seed": seed,
+        "embed_dim": dim,
+        "image_size": size,
+        "params": cfg.model_dump(mode="json"),
+        "inputs": inputs,
+        "towers": embedded.model_description(dim, size),
+        "trained_keys": sorted(trained),
+        "stats": stats,
+    }
     _write(paths, meta, metrics, trained, failures)
     log.info("bootstrap done in %.1fs: loss %.3f -> %.3f", t_total, history["loss_before"], history["loss_after"])
     return stats

@@ -48,8 +48,13 @@ class ViTSplit(TowerSplit):
         super().__init__(clip)
         n = len(clip.visual.transformer.resblocks)
         self.block_names = [f"visual.transformer.resblocks.{i}" for i in range(n)]
-        self.stem_names = ["visual.conv1", "visual.class_embedding", "visual.positional_embedding",
-                           "visual.ln_pre", "visual.patch_dropout"]
+        self.stem_names = [
+            "visual.conv1",
+            "visual.class_embedding",
+            "visual.positional_embedding",
+            "visual.ln_pre",
+            "visual.patch_dropout",
+        ]
 
     def prefix(self, x: torch.Tensor, k: int) -> torch.Tensor:
         if k < 0:
@@ -86,8 +91,9 @@ class EfficientNetSplit(TowerSplit):
         super().__init__(clip)
         trunk = clip.visual.trunk
         self.blocks = [blk for stage in trunk.blocks for blk in stage]
-        self.block_names = [f"visual.trunk.blocks.{s}.{j}" for s, stage in enumerate(trunk.blocks)
-                            for j in range(len(stage))]
+        self.block_names = [
+            f"visual.trunk.blocks.{s}.{j}" for s, stage in enumerate(trunk.blocks) for j in range(len(stage))
+        ]
         self.stem_names = ["visual.trunk.conv_stem", "visual.trunk.bn1"]
 
     def prefix(self, x: torch.Tensor, k: int) -> torch.Tensor:
@@ -119,5 +125,7 @@ def tower_split(clip: nn.Module) -> TowerSplit:
     trunk = getattr(visual, "trunk", None)
     if trunk is not None and hasattr(trunk, "blocks") and hasattr(trunk, "conv_head"):
         return EfficientNetSplit(clip)
-    raise NotImplementedError(f"image tower {type(visual).__name__} is not supported "
-                              "(open_clip VisionTransformer or timm EfficientNet via TimmModel)")
+    raise NotImplementedError(
+        f"image tower {type(visual).__name__} is not supported "
+        "(open_clip VisionTransformer or timm EfficientNet via TimmModel)"
+    )

@@ -19,8 +19,15 @@ class VIFormer(nn.Module):
         super().__init__()
         if dim % cfg.heads:
             raise ValueError(f"VIFormer: embedding dim {dim} is not divisible by heads {cfg.heads}")
-        layer = nn.TransformerEncoderLayer(dim, cfg.heads, dim_feedforward=cfg.ffn, dropout=cfg.dropout,
-                                           activation="relu", batch_first=False, norm_first=False)
+        layer = nn.TransformerEncoderLayer(
+            dim,
+            cfg.heads,
+            dim_feedforward=cfg.ffn,
+            dropout=cfg.dropout,
+            activation="relu",
+            batch_first=False,
+            norm_first=False,
+        )
         # enable_nested_tensor only matters for padded batches; off avoids a warning and a fast path we never hit
         self.encoder = nn.TransformerEncoder(layer, cfg.layers, enable_nested_tensor=False)
         self.alpha, self.mix, self.normalize_input = cfg.alpha, cfg.mix, cfg.normalize_input

@@ -40,9 +40,18 @@ class MetricKeys(StrictModel):
     off_canonical: str = "{variant}.off_canonical_acc"
     canonical: str = "{variant}.canonical_acc"
     # Extra numbers copied onto the model version as tags (when present) for the registry UI; not gated.
-    extra: list[str] = Field(default_factory=lambda: [
-        "{variant}.mean_acc", "{variant}.canonical_gap", "{variant}.worst_view_acc_lo", "{variant}.worst_view_acc_hi",
-        "{variant}.band_acc", "{variant}.search_worst_margin", "{variant}.search_median_renders", "n_objects"])
+    extra: list[str] = Field(
+        default_factory=lambda: [
+            "{variant}.mean_acc",
+            "{variant}.canonical_gap",
+            "{variant}.worst_view_acc_lo",
+            "{variant}.worst_view_acc_hi",
+            "{variant}.band_acc",
+            "{variant}.search_worst_margin",
+            "{variant}.search_median_renders",
+            "n_objects",
+        ]
+    )
 
 
 class RetryParams(StrictModel):
@@ -85,13 +94,15 @@ class RegisterParams(StrictModel):
     prompt_template: str = "a 3D render of a {}."
     # Lineage: dvc.lock outputs whose md5 becomes a tag, by tag name. A path that is not itself a DVC out resolves
     # to the DVC out folder containing it. `{variant}` is replaced.
-    lineage_paths: dict[str, str] = Field(default_factory=lambda: {
-        "assets_manifest": "data/assets/manifest.jsonl",
-        "render_shards": "data/renders/shards",
-        "captions": "data/captions/shards",
-        "train_outputs": "models/{variant}",
-        "eval_metrics": "data/eval/metrics.json",
-    })
+    lineage_paths: dict[str, str] = Field(
+        default_factory=lambda: {
+            "assets_manifest": "data/assets/manifest.jsonl",
+            "render_shards": "data/renders/shards",
+            "captions": "data/captions/shards",
+            "train_outputs": "models/{variant}",
+            "eval_metrics": "data/eval/metrics.json",
+        }
+    )
     # Blocks of params.yaml whose digest identifies the held-out evaluation protocol (with the held-out data hashes).
     eval_protocol_blocks: list[str] = Field(default_factory=lambda: ["evaluate"])
     eval_protocol_paths: list[str] = Field(default_factory=lambda: ["assets_manifest", "render_shards"])
@@ -116,10 +127,12 @@ class RegisterParams(StrictModel):
         return v
 
     @model_validator(mode="after")
-    def _check(self) -> "RegisterParams":
+    def _check(self) -> RegisterParams:
         if self.challenger_alias == self.champion_alias:
             raise ValueError("challenger_alias and champion_alias must differ")
         missing = [k for k in self.eval_protocol_paths if k not in self.lineage_paths]
         if missing:
-            raise ValueError(f"eval_protocol_paths {missing} are not keys of lineage_paths {sorted(self.lineage_paths)}")
+            raise ValueError(
+                f"eval_protocol_paths {missing} are not keys of lineage_paths {sorted(self.lineage_paths)}"
+            )
         return self

@@ -40,8 +40,10 @@ def to_rows(model_input: Any) -> list[dict[str, Any]]:
     elif isinstance(model_input, list) and all(isinstance(r, dict) for r in model_input):
         rows = list(model_input)
     else:
-        raise ValueError(f"unsupported input type {type(model_input).__name__}: pass a DataFrame, a dict of "
-                         f"columns or a list of row dicts with 'image' and/or 'text'")
+        raise ValueError(
+            f"unsupported input type {type(model_input).__name__}: pass a DataFrame, a dict of "
+            f"columns or a list of row dicts with 'image' and/or 'text'"
+        )
     unknown = sorted({k for r in rows for k in r} - set(COLUMNS))
     if unknown:
         raise ValueError(f"unknown input column(s) {unknown}; allowed: {', '.join(COLUMNS)}")

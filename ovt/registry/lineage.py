@@ -35,11 +35,11 @@ class Lineage:
     variant: str
     git_commit: str
     git_dirty: bool
-    dvc_outs: dict[str, dict[str, str]]          # tag name -> {"path": dvc out path, "md5": hash[, "file_md5"]}
+    dvc_outs: dict[str, dict[str, str]]  # tag name -> {"path": dvc out path, "md5": hash[, "file_md5"]}
     params_digest: str
     model_digest: str
     base_model: dict[str, Any]
-    metrics: dict[str, float]                    # gate + extra metric name -> value
+    metrics: dict[str, float]  # gate + extra metric name -> value
     eval_protocol: str
     digest: str = field(default="")
 
@@ -75,8 +75,13 @@ def git_state(root: Path) -> tuple[str, bool]:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=30)
         if sha.returncode != 0:
             return "unknown", True
-        st = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                            capture_output=True, text=True, timeout=30)
+        st = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
         return sha.stdout.strip(), bool(st.stdout.strip())
     except (OSError, subprocess.SubprocessError):
         return "unknown", True
@@ -161,8 +166,11 @@ def read_metrics(metrics_path: Path, cfg: RegisterParams) -> dict[str, float]:
     except json.JSONDecodeError as exc:
         raise LineageError(f"{metrics_path}: not valid JSON: {exc}") from None
     out: dict[str, float] = {}
-    gate = {"worst_view": cfg.metrics.worst_view, "off_canonical": cfg.metrics.off_canonical,
-            "canonical": cfg.metrics.canonical}
+    gate = {
+        "worst_view": cfg.metrics.worst_view,
+        "off_canonical": cfg.metrics.off_canonical,
+        "canonical": cfg.metrics.canonical,
+    }
     for name, key in gate.items():
         value = _unwrap(get_dotted(doc, key.format(variant=cfg.variant), str(metrics_path)))
         if not isinstance(value, (int, float)) or isinstance(value, bool):
@@ -218,19 +226,33 @@ def collect(cfg: RegisterParams, *, root: Path, models_dir: Path, eval_dir: Path
     params = read_params(root / "params.yaml")
     # The registry block only says how to register/promote: it does not change the model, so it is left out.
     params_digest = stable_digest({k: v for k, v in params.items() if k != PARAMS_BLOCK})
-    protocol = stable_digest({
-        "params": {b: params.get(b) for b in cfg.eval_protocol_blocks},
-        "data": {k: dvc_outs.get(k, {}).get("md5") for k in cfg.eval_protocol_paths},
-    })
+    protocol = stable_digest(
+        {
+            "params": {b: params.get(b) for b in cfg.eval_protocol_blocks},
+            "data": {k: dvc_outs.get(k, {}).get("md5") for k in cfg.eval_protocol_paths},
+        }
+    )
     lin = Lineage(
-        variant=cfg.variant, git_commit=commit, git_dirty=dirty, dvc_outs=dvc_outs, params_digest=params_digest,
-        model_digest=folder_digest(model_dir), base_model=read_base_model(model_dir),
-        metrics=read_metrics(eval_dir / "metrics.json", cfg), eval_protocol=protocol,
+        variant=cfg.variant,
+        git_commit=commit,
+        git_dirty=dirty,
+        dvc_outs=dvc_outs,
+        params_digest=params_digest,
+        model_digest=folder_digest(model_dir),
+        base_model=read_base_model(model_dir),
+        metrics=read_metrics(eval_dir / "metrics.json", cfg),
+        eval_protocol=protocol,
     )
     # The digest is what "the same registration" means: same model bytes, same numbers, same data and params.
     # The git commit is deliberately left out: a commit that changes no output must not register a new version.
-    digest = stable_digest({
-        "variant": lin.variant, "model": lin.model_digest, "metrics": lin.metrics, "params": lin.params_digest,
-        "dvc": lin.dvc_outs, "protocol": lin.eval_protocol,
-    })
+    digest = stable_digest(
+        {
+            "variant": lin.variant,
+            "model": lin.model_digest,
+            "metrics": lin.metrics,
+            "params": lin.params_digest,
+            "dvc": lin.dvc_outs,
+            "protocol": lin.eval_protocol,
+        }
+    )
     return Lineage(**{**lin.__dict__, "digest": digest})

@@ -25,24 +25,49 @@ _SKIP_DIRS = {"checkpoints", "__pycache__"}  # resume state / bytecode: not part
 PICKLE_SUFFIXES = {".pkl", ".pickle", ".pt", ".pth", ".bin", ".ckpt", ".joblib", ".npy", ".npz"}
 
 #: Distributions the served model imports (ovt.model + ovt.registry.predict/inputs + MLflow's pyfunc).
-REQUIREMENTS = ("mlflow", "torch", "open_clip_torch", "transformers", "peft", "safetensors", "pydantic", "pillow",
-                "pandas", "numpy", "tqdm", "pyyaml")
+REQUIREMENTS = (
+    "mlflow",
+    "torch",
+    "open_clip_torch",
+    "transformers",
+    "peft",
+    "safetensors",
+    "pydantic",
+    "pillow",
+    "pandas",
+    "numpy",
+    "tqdm",
+    "pyyaml",
+)
 
 
 def signature() -> Any:
     from mlflow.models import ModelSignature
     from mlflow.types.schema import Array, ColSpec, ParamSchema, ParamSpec, Schema
 
-    inputs = Schema([ColSpec("string", "image", required=False), ColSpec("string", "text", required=False),
-                     ColSpec("string", "class_names", required=False)])
-    outputs = Schema([ColSpec(Array("double"), "image_embedding", required=False),
-                      ColSpec(Array("double"), "text_embedding", required=False),
-                      ColSpec(Array("double"), "probs", required=False),
-                      ColSpec("string", "label", required=False)])
+    inputs = Schema(
+        [
+            ColSpec("string", "image", required=False),
+            ColSpec("string", "text", required=False),
+            ColSpec("string", "class_names", required=False),
+        ]
+    )
+    outputs = Schema(
+        [
+            ColSpec(Array("double"), "image_embedding", required=False),
+            ColSpec(Array("double"), "text_embedding", required=False),
+            ColSpec(Array("double"), "probs", required=False),
+            ColSpec("string", "label", required=False),
+        ]
+    )
     # Defaults mean "not given": no class names, the registered template, the model's learned scale.
-    params = ParamSchema([ParamSpec("class_names", "string", [], shape=(-1,)),
-                          ParamSpec("template", "string", ""),
-                          ParamSpec("logit_scale", "double", 0.0)])
+    params = ParamSchema(
+        [
+            ParamSpec("class_names", "string", [], shape=(-1,)),
+            ParamSpec("template", "string", ""),
+            ParamSpec("logit_scale", "double", 0.0),
+        ]
+    )
     return ModelSignature(inputs=inputs, outputs=outputs, params=params)
 
 
@@ -60,18 +85,26 @@ def example_image_b64(size: int = 32) -> str:
 def input_example() -> Any:
     import pandas as pd
 
-    return pd.DataFrame({"image": [example_image_b64()], "text": ["a 3D render of a chair."],
-                         "class_names": [json.dumps(["chair", "table"])]})
+    return pd.DataFrame(
+        {
+            "image": [example_image_b64()],
+            "text": ["a 3D render of a chair."],
+            "class_names": [json.dumps(["chair", "table"])],
+        }
+    )
 
 
 def _copy_clean(src: Path, dst: Path) -> None:
     """Copy a weights folder, refusing pickle-capable files (the served model must load without unpickling)."""
+
     def ignore(folder: str, names: list[str]) -> list[str]:
         skipped = [n for n in names if n in _SKIP_DIRS or n.startswith(".")]
         for n in names:
             if n not in skipped and Path(n).suffix.lower() in PICKLE_SUFFIXES and (Path(folder) / n).is_file():
-                raise ValueError(f"{Path(folder) / n}: a {Path(n).suffix} file can hold a pickle; the served model "
-                                 f"takes weights as safetensors and configuration as JSON only")
+                raise ValueError(
+                    f"{Path(folder) / n}: a {Path(n).suffix} file can hold a pickle; the served model "
+                    f"takes weights as safetensors and configuration as JSON only"
+                )
         return skipped
 
     shutil.copytree(src, dst, ignore=ignore)
@@ -94,8 +127,13 @@ def stage_artifacts(model_dir: Path, base_dir: Path | None, staging: Path, promp
 def stage_code(staging: Path) -> Path:
     """The `ovt` package's Python sources (no bytecode, no data) under `staging/code/ovt`."""
     dst = staging / "code" / "ovt"
-    shutil.copytree(OVT_PACKAGE, dst, ignore=lambda d, names: [n for n in names if n in _SKIP_DIRS
-                                                                or (Path(d, n).is_file() and not n.endswith(".py"))])
+    shutil.copytree(
+        OVT_PACKAGE,
+        dst,
+        ignore=lambda d, names: [
+            n for n in names if n in _SKIP_DIRS or (Path(d, n).is_file() and not n.endswith(".py"))
+        ],
+    )
     return dst
 
 
@@ -112,14 +150,27 @@ def pip_requirements() -> list[str]:
     return reqs
 
 
-def log_model(model_dir: Path, base_dir: Path | None, *, name: str, prompt_template: str, staging: Path,
-              tags: dict[str, str] | None = None) -> Any:
+def log_model(
+    model_dir: Path,
+    base_dir: Path | None,
+    *,
+    name: str,
+    prompt_template: str,
+    staging: Path,
+    tags: dict[str, str] | None = None,
+) -> Any:
     """`mlflow.pyfunc.log_model` (models from code) inside the active run; returns the ModelInfo."""
     import mlflow.pyfunc
 
     arts = stage_artifacts(model_dir, base_dir, staging, prompt_template)
     code = stage_code(staging)
     return mlflow.pyfunc.log_model(
-        name=name, python_model=str(SERVED_MODEL_FILE), artifacts=arts, code_paths=[str(code)],
-        signature=signature(), input_example=input_example(), pip_requirements=pip_requirements(), tags=tags,
+        name=name,
+        python_model=str(SERVED_MODEL_FILE),
+        artifacts=arts,
+        code_paths=[str(code)],
+        signature=signature(),
+        input_example=input_example(),
+        pip_requirements=pip_requirements(),
+        tags=tags,
     )

@@ -26,8 +26,9 @@ def load_ovt_model(model_dir: Path, base_dir: Path | None = None) -> Any:
     return model
 
 
-def predict_rows(model: Any, rows: list[dict[str, Any]], params: dict[str, Any],
-                 default_template: str) -> list[dict[str, Any]]:
+def predict_rows(
+    model: Any, rows: list[dict[str, Any]], params: dict[str, Any], default_template: str
+) -> list[dict[str, Any]]:
     import torch
 
     template = params.get("template") or default_template

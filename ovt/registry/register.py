@@ -42,7 +42,7 @@ class Registration:
     run_id: str | None
     aliases: list[str]
     lineage_digest: str
-    created: bool            # a new version was created (or a half-done one finished) by this call
+    created: bool  # a new version was created (or a half-done one finished) by this call
     model_uri: str
     tracking_uri: str = ""
     tags: dict[str, str] = field(default_factory=dict)
@@ -62,8 +62,9 @@ def _client() -> Any:
 def versions_with_digest(client: Any, name: str, digest: str, cfg: RegisterParams) -> list[Any]:
     """All versions of `name` tagged with `digest`, newest first (filtered client-side: tag filters on model
     versions are not supported by every MLflow store)."""
-    vs = with_retries(lambda: client.search_model_versions(f"name = '{name}'", max_results=10_000), cfg.retry,
-                      "search model versions")
+    vs = with_retries(
+        lambda: client.search_model_versions(f"name = '{name}'", max_results=10_000), cfg.retry, "search model versions"
+    )
     hits = [v for v in vs if (v.tags or {}).get(DIGEST_TAG) == digest]
     return sorted(hits, key=lambda v: int(v.version), reverse=True)
 
@@ -74,9 +75,11 @@ def ensure_registered_model(client: Any, cfg: RegisterParams) -> None:
     def _create() -> None:
         try:
             client.create_registered_model(
-                cfg.model_name, tags={"ovt.project": "omniview-tuning"},
+                cfg.model_name,
+                tags={"ovt.project": "omniview-tuning"},
                 description="Omniview-Tuning adapters (LoRA + VIFormer) over a frozen CLIP base; see version tags "
-                            "for lineage and ovt.gate.* tags for promotion decisions.")
+                "for lineage and ovt.gate.* tags for promotion decisions.",
+            )
         except MlflowException as exc:
             if exc.error_code != "RESOURCE_ALREADY_EXISTS":
                 raise
@@ -91,31 +94,46 @@ def _wait_ready(client: Any, name: str, version: str, cfg: RegisterParams, timeo
         if mv.status == "READY":
             return mv
         if mv.status == "FAILED_REGISTRATION" or time.monotonic() - t0 > timeout_s:
-            raise RegistryError(f"model version {name} v{version} did not become READY (status {mv.status}: "
-                                f"{mv.status_message})")
+            raise RegistryError(
+                f"model version {name} v{version} did not become READY (status {mv.status}: {mv.status_message})"
+            )
         time.sleep(0.5)
 
 
 def _finish(client: Any, cfg: RegisterParams, mv: Any) -> None:
     """Steps 5-6: alias, then the completion mark (each idempotent, so a resumed run may repeat them)."""
-    with_retries(lambda: client.set_registered_model_alias(cfg.model_name, cfg.challenger_alias, mv.version),
-                 cfg.retry, f"set alias {cfg.challenger_alias}")
-    with_retries(lambda: client.set_model_version_tag(cfg.model_name, mv.version, STATE_TAG, COMPLETE),
-                 cfg.retry, "mark version complete")
+    with_retries(
+        lambda: client.set_registered_model_alias(cfg.model_name, cfg.challenger_alias, mv.version),
+        cfg.retry,
+        f"set alias {cfg.challenger_alias}",
+    )
+    with_retries(
+        lambda: client.set_model_version_tag(cfg.model_name, mv.version, STATE_TAG, COMPLETE),
+        cfg.retry,
+        "mark version complete",
+    )
 
 
 def _result(client: Any, cfg: RegisterParams, mv: Any, created: bool) -> Registration:
     import mlflow
 
     mv = with_retries(lambda: client.get_model_version(cfg.model_name, mv.version), cfg.retry, "get model version")
-    return Registration(name=cfg.model_name, version=str(mv.version), run_id=mv.run_id,
-                        aliases=sorted(getattr(mv, "aliases", []) or []), lineage_digest=mv.tags.get(DIGEST_TAG, ""),
-                        created=created, model_uri=f"models:/{cfg.model_name}/{mv.version}",
-                        tracking_uri=mlflow.get_tracking_uri(), tags=dict(mv.tags))
+    return Registration(
+        name=cfg.model_name,
+        version=str(mv.version),
+        run_id=mv.run_id,
+        aliases=sorted(getattr(mv, "aliases", []) or []),
+        lineage_digest=mv.tags.get(DIGEST_TAG, ""),
+        created=created,
+        model_uri=f"models:/{cfg.model_name}/{mv.version}",
+        tracking_uri=mlflow.get_tracking_uri(),
+        tags=dict(mv.tags),
+    )
 
 
-def register(cfg: RegisterParams, *, root: Path, models_dir: Path, eval_dir: Path,
-             base_dir: Path | None = None) -> Registration:
+def register(
+    cfg: RegisterParams, *, root: Path, models_dir: Path, eval_dir: Path, base_dir: Path | None = None
+) -> Registration:
     """Register `models_dir/<variant>` (idempotent; resumes a half-done registration). Uses MLFLOW_TRACKING_URI."""
     lineage = collect(cfg, root=root, models_dir=models_dir, eval_dir=eval_dir)
     if base_dir is None and (models_dir / "base").is_dir():
@@ -134,9 +152,11 @@ def register(cfg: RegisterParams, *, root: Path, models_dir: Path, eval_dir: Pat
 def _outage_message(exc: BaseException) -> str:
     import mlflow
 
-    return (f"MLflow registration failed after retries ({type(exc).__name__}: {str(exc)[:500]}). The tracking "
-            f"server ({mlflow.get_tracking_uri()}) or its S3 artifact store is unreachable or failing: check "
-            f"`ovt status` / the MLflow server log. No model version was left half-registered: a rerun resumes.")
+    return (
+        f"MLflow registration failed after retries ({type(exc).__name__}: {str(exc)[:500]}). The tracking "
+        f"server ({mlflow.get_tracking_uri()}) or its S3 artifact store is unreachable or failing: check "
+        f"`ovt status` / the MLflow server log. No model version was left half-registered: a rerun resumes."
+    )
 
 
 def _register(cfg: RegisterParams, lineage: Lineage, model_dir: Path, base_dir: Path | None) -> Registration:
@@ -147,36 +167,47 @@ def _register(cfg: RegisterParams, lineage: Lineage, model_dir: Path, base_dir: 
     for mv in versions_with_digest(client, cfg.model_name, lineage.digest, cfg):
         state = (mv.tags or {}).get(STATE_TAG)
         if state == COMPLETE:
-            log.info("%s v%s already holds lineage %s: nothing to register", cfg.model_name, mv.version,
-                     lineage.digest[:12])
+            log.info(
+                "%s v%s already holds lineage %s: nothing to register", cfg.model_name, mv.version, lineage.digest[:12]
+            )
             return _result(client, cfg, mv, created=False)
         if mv.status == "READY":
             log.warning("resuming half-done registration of %s v%s", cfg.model_name, mv.version)
             _finish(client, cfg, mv)
             return _result(client, cfg, mv, created=True)
         log.warning("deleting failed registration %s v%s (status %s)", cfg.model_name, mv.version, mv.status)
-        with_retries(lambda: client.delete_model_version(cfg.model_name, mv.version), cfg.retry,
-                     "delete failed version")
+        with_retries(
+            lambda: client.delete_model_version(cfg.model_name, mv.version), cfg.retry, "delete failed version"
+        )
 
     tags = lineage.tags()
     with_retries(lambda: mlflow.set_experiment(cfg.experiment), cfg.retry, "set experiment")
     with mlflow.start_run(run_name=f"register-{cfg.variant}-{lineage.digest[:8]}", tags=tags) as run:
-        with_retries(lambda: mlflow.log_metrics({f"heldout.{k}": v for k, v in lineage.metrics.items()}),
-                     cfg.retry, "log metrics")
+        with_retries(
+            lambda: mlflow.log_metrics({f"heldout.{k}": v for k, v in lineage.metrics.items()}),
+            cfg.retry,
+            "log metrics",
+        )
         # The first artifact upload: with S3 down this is where the outage shows (the run is then marked FAILED).
-        with_retries(lambda: mlflow.log_dict({"lineage": {**lineage.__dict__}, "tags": tags}, "lineage.json"),
-                     cfg.retry, "log lineage.json")
+        with_retries(
+            lambda: mlflow.log_dict({"lineage": {**lineage.__dict__}, "tags": tags}, "lineage.json"),
+            cfg.retry,
+            "log lineage.json",
+        )
         with tempfile.TemporaryDirectory(prefix="ovt-register-") as tmp:
-            info = with_retries(lambda: _log(model_dir, base_dir, cfg, Path(tmp), tags), cfg.retry,
-                                "log pyfunc model (artifact upload)")
+            info = with_retries(
+                lambda: _log(model_dir, base_dir, cfg, Path(tmp), tags), cfg.retry, "log pyfunc model (artifact upload)"
+            )
         mv = with_retries(
-            lambda: mlflow.register_model(info.model_uri, cfg.model_name, await_registration_for=0,
-                                          tags={**tags, STATE_TAG: REGISTERING}),
-            cfg.retry, "create model version")
+            lambda: mlflow.register_model(
+                info.model_uri, cfg.model_name, await_registration_for=0, tags={**tags, STATE_TAG: REGISTERING}
+            ),
+            cfg.retry,
+            "create model version",
+        )
         mv = _wait_ready(client, cfg.model_name, mv.version, cfg)
         _finish(client, cfg, mv)
-        log.info("registered %s v%s (run %s) as %s", cfg.model_name, mv.version, run.info.run_id,
-                 cfg.challenger_alias)
+        log.info("registered %s v%s (run %s) as %s", cfg.model_name, mv.version, run.info.run_id, cfg.challenger_alias)
     return _result(client, cfg, mv, created=True)
 
 
@@ -184,5 +215,6 @@ def _log(model_dir: Path, base_dir: Path | None, cfg: RegisterParams, tmp: Path,
     from ovt.registry.packaging import log_model
 
     staging = Path(tempfile.mkdtemp(prefix="stage-", dir=tmp))  # fresh per attempt: copytree needs a new target
-    return log_model(model_dir, base_dir, name=cfg.artifact_name, prompt_template=cfg.prompt_template,
-                      staging=staging, tags=tags)
+    return log_model(
+        model_dir, base_dir, name=cfg.artifact_name, prompt_template=cfg.prompt_template, staging=staging, tags=tags
+    )

@@ -19,8 +19,15 @@ T = TypeVar("T")
 
 # MLflow error codes that mean "the request itself is wrong": retrying cannot help.
 _PERMANENT_CODES = {
-    "INVALID_PARAMETER_VALUE", "RESOURCE_DOES_NOT_EXIST", "RESOURCE_ALREADY_EXISTS", "PERMISSION_DENIED",
-    "UNAUTHENTICATED", "BAD_REQUEST", "INVALID_STATE", "NOT_FOUND", "FEATURE_DISABLED",
+    "INVALID_PARAMETER_VALUE",
+    "RESOURCE_DOES_NOT_EXIST",
+    "RESOURCE_ALREADY_EXISTS",
+    "PERMISSION_DENIED",
+    "UNAUTHENTICATED",
+    "BAD_REQUEST",
+    "INVALID_STATE",
+    "NOT_FOUND",
+    "FEATURE_DISABLED",
 }
 
 
@@ -46,8 +53,7 @@ def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, (ConnectionError, TimeoutError))
 
 
-def with_retries(fn: Callable[[], T], cfg: RetryParams, what: str,
-                 sleep: Callable[[float], None] = time.sleep) -> T:
+def with_retries(fn: Callable[[], T], cfg: RetryParams, what: str, sleep: Callable[[float], None] = time.sleep) -> T:
     """Call `fn` up to `cfg.attempts` times, sleeping initial*backoff^k (capped) between transient failures."""
     delay = cfg.initial_delay_s
     for attempt in range(1, cfg.attempts + 1):
@@ -56,8 +62,9 @@ def with_retries(fn: Callable[[], T], cfg: RetryParams, what: str,
         except Exception as exc:  # noqa: BLE001 - classified below
             if not is_transient(exc) or attempt == cfg.attempts:
                 raise
-            log.warning("%s failed (attempt %d/%d): %s; retrying in %.1f s", what, attempt, cfg.attempts,
-                        _short(exc), delay)
+            log.warning(
+                "%s failed (attempt %d/%d): %s; retrying in %.1f s", what, attempt, cfg.attempts, _short(exc), delay
+            )
             sleep(delay)
             delay = min(delay * cfg.backoff, cfg.max_delay_s)
     raise AssertionError("unreachable")  # pragma: no cover
@@ -90,6 +97,9 @@ def warn_if_nested_retries(cfg: RetryParams, environ: Mapping[str, str] | None =
     """Say once per call when MLflow's own per-request retries are still on (an outage then takes minutes)."""
     missing = mlflow_http_env(cfg, environ)
     if "MLFLOW_HTTP_REQUEST_MAX_RETRIES" in missing:
-        log.warning("MLFLOW_HTTP_REQUEST_MAX_RETRIES is not set: MLflow retries each request itself inside our "
-                    "%d attempts; start this process with ovt.registry.retry.mlflow_http_env(...) merged into its "
-                    "environment (the ovt CLI and the pipeline flow do)", cfg.attempts)
+        log.warning(
+            "MLFLOW_HTTP_REQUEST_MAX_RETRIES is not set: MLflow retries each request itself inside our "
+            "%d attempts; start this process with ovt.registry.retry.mlflow_http_env(...) merged into its "
+            "environment (the ovt CLI and the pipeline flow do)",
+            cfg.attempts,
+        )

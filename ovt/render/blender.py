@@ -28,36 +28,54 @@ class BlenderUnavailable(RuntimeError):
 class BlenderRenderer:
     name = "blender"
 
-    def __init__(self, python: str | os.PathLike, size: int, samples: int = 16, threads: int = 0,
-                 timeout_s: float = 600.0):
+    def __init__(
+        self, python: str | os.PathLike, size: int, samples: int = 16, threads: int = 0, timeout_s: float = 600.0
+    ):
         self.python = Path(python)
         if not self.python.exists():
-            raise BlenderUnavailable(f"blender python not found: {self.python} (set render.blender.python or "
-                                     f"$OVT_BLENDER_PYTHON to an interpreter with bpy==5.0.1)")
+            raise BlenderUnavailable(
+                f"blender python not found: {self.python} (set render.blender.python or "
+                f"$OVT_BLENDER_PYTHON to an interpreter with bpy==5.0.1)"
+            )
         self.size, self.samples, self.threads, self.timeout_s = size, samples, threads, timeout_s
         self._version: str | None = None
 
     @property
     def version(self) -> str:
         if self._version is None:
-            out = subprocess.run([str(self.python), "-c", "import bpy; print(bpy.app.version_string)"],
-                                 capture_output=True, text=True, timeout=120, check=True)
+            out = subprocess.run(
+                [str(self.python), "-c", "import bpy; print(bpy.app.version_string)"],
+                capture_output=True,
+                text=True,
+                timeout=120,
+                check=True,
+            )
             self._version = f"bpy {out.stdout.strip().splitlines()[-1]}; cycles cpu"
         return self._version
 
     def render_file(self, mesh_path: str | os.PathLike, rotation, views: list[View], light: dict) -> list[np.ndarray]:
         """Render every view of one mesh file; RGBA uint8 (straight alpha), rows top-to-bottom."""
         with tempfile.TemporaryDirectory(prefix="ovt-blender-") as tmp:
-            job = {"repo_root": str(_REPO_ROOT), "mesh": str(Path(mesh_path).resolve()), "rotation": rotation,
-                   "size": self.size, "samples": self.samples, "threads": self.threads, "light": light,
-                   "views": [{"pose": [list(r) for r in v.pose], "fov": v.fov, "distance": v.distance}
-                             for v in views],
-                   "out_dir": tmp}
+            job = {
+                "repo_root": str(_REPO_ROOT),
+                "mesh": str(Path(mesh_path).resolve()),
+                "rotation": rotation,
+                "size": self.size,
+                "samples": self.samples,
+                "threads": self.threads,
+                "light": light,
+                "views": [{"pose": [list(r) for r in v.pose], "fov": v.fov, "distance": v.distance} for v in views],
+                "out_dir": tmp,
+            }
             job_path = Path(tmp) / "job.json"
             job_path.write_text(json.dumps(job))
             try:
-                proc = subprocess.run([str(self.python), str(_WORKER), str(job_path)], capture_output=True,
-                                      text=True, timeout=self.timeout_s)
+                proc = subprocess.run(
+                    [str(self.python), str(_WORKER), str(job_path)],
+                    capture_output=True,
+                    text=True,
+                    timeout=self.timeout_s,
+                )
             except subprocess.TimeoutExpired as e:
                 raise TimeoutError(f"blender worker exceeded {self.timeout_s:.0f} s") from e
             if proc.returncode != 0:

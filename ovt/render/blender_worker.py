@@ -88,7 +88,7 @@ def import_mesh(bpy, path: str, tmp_dir: str):
     """Import one mesh file; returns the matrix from Blender's world to the file's raw coordinates."""
     from mathutils import Matrix
 
-    ext = path[path.rfind("."):].lower()
+    ext = path[path.rfind(".") :].lower()
     if ext in _NATIVE:
         getattr(bpy.ops.wm, _NATIVE[ext])(filepath=path, forward_axis="Y", up_axis="Z")
         return Matrix.Identity(4)
@@ -115,8 +115,10 @@ def check_normalised(bpy, path: str) -> None:
     if r == 0.0:
         raise RuntimeError(f"{path}: bpy imported no mesh vertices")
     if not 0.8 < r < 1.25:
-        raise RuntimeError(f"{path}: imported geometry does not match the normalisation (radius {r:.3f}, expected "
-                           f"1): the importer's axis or unit handling differs from trimesh's")
+        raise RuntimeError(
+            f"{path}: imported geometry does not match the normalisation (radius {r:.3f}, expected "
+            f"1): the importer's axis or unit handling differs from trimesh's"
+        )
 
 
 def shade_like_gl(bpy) -> None:

@@ -89,6 +89,7 @@ def is_canonical(azimuth: np.ndarray | float, elevation: np.ndarray | float, rng
 
 # ---- direction samplers: each returns (n, 3) unit vectors ----
 
+
 def _random_rotation_about_y(rng: np.random.Generator) -> np.ndarray:
     """The seeded offset of the low-discrepancy samplers: a random spin about the up axis keeps the hemisphere
     constraint intact while decorrelating the pattern between objects."""
@@ -158,8 +159,9 @@ def sample_views(cfg: RenderParams, seed: int) -> list[View]:
     if cfg.view_sampler == "rings":
         az, el = ring_angles(cfg.rings, cfg.poles, upper)
     else:
-        fn = {"fibonacci": fibonacci_directions, "hammersley": hammersley_directions,
-              "uniform": uniform_directions}[cfg.view_sampler]
+        fn = {"fibonacci": fibonacci_directions, "hammersley": hammersley_directions, "uniform": uniform_directions}[
+            cfg.view_sampler
+        ]
         az, el = angles(fn(cfg.n_views, rng, upper))
     n = len(az)
     if n == 0:
@@ -172,9 +174,17 @@ def sample_views(cfg: RenderParams, seed: int) -> list[View]:
     views = []
     for i in range(n):
         pose = look_at_pose(dirs[i] * dist[i])
-        views.append(View(index=i, azimuth=round(float(az[i]), 6), elevation=round(float(el[i]), 6),
-                          distance=float(dist[i]), fov=float(fov[i]), canonical=bool(canon[i]),
-                          pose=tuple(tuple(float(x) for x in row) for row in pose)))
+        views.append(
+            View(
+                index=i,
+                azimuth=round(float(az[i]), 6),
+                elevation=round(float(el[i]), 6),
+                distance=float(dist[i]),
+                fov=float(fov[i]),
+                canonical=bool(canon[i]),
+                pose=tuple(tuple(float(x) for x in row) for row in pose),
+            )
+        )
     return views
 
 
@@ -185,5 +195,10 @@ def light_for_object(cfg: RenderParams, seed: int) -> dict:
     az = lp.azimuth + rng.uniform(-lp.jitter_deg, lp.jitter_deg)
     el = float(np.clip(lp.elevation + rng.uniform(-lp.jitter_deg, lp.jitter_deg), -89.0, 89.0))
     k = lp.key * (1 + rng.uniform(-lp.intensity_jitter, lp.intensity_jitter))
-    return {"direction": direction(az, el).round(6).tolist(), "azimuth": round(float(az), 4),
-            "elevation": round(el, 4), "key": round(float(k), 6), "ambient": lp.ambient}
+    return {
+        "direction": direction(az, el).round(6).tolist(),
+        "azimuth": round(float(az), 4),
+        "elevation": round(el, 4),
+        "key": round(float(k), 6),
+        "ambient": lp.ambient,
+    }

@@ -147,7 +147,7 @@ class RenderParams(StrictModel):
         return v
 
     @model_validator(mode="after")
-    def _fits(self) -> "RenderParams":
+    def _fits(self) -> RenderParams:
         # The object is scaled into the unit sphere; at the nearest distance and narrowest FOV it must still fit,
         # or views get cropped silently.
         import math
@@ -155,7 +155,8 @@ class RenderParams(StrictModel):
         if self.distance[0] * math.sin(math.radians(self.fov_deg[0]) / 2) < 1.0:
             raise ValueError(
                 f"distance[0]={self.distance[0]} with fov_deg[0]={self.fov_deg[0]} crops the unit-sphere object: "
-                f"need distance[0] >= 1/sin(fov/2) = {1 / math.sin(math.radians(self.fov_deg[0]) / 2):.3f}")
+                f"need distance[0] >= 1/sin(fov/2) = {1 / math.sin(math.radians(self.fov_deg[0]) / 2):.3f}"
+            )
         if self.view_sampler == "rings" and not self.rings and not self.poles:
             raise ValueError("view_sampler=rings needs at least one ring or poles=true")
         return self

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-
 from collections import defaultdict
 from pathlib import Path
 
@@ -30,8 +29,9 @@ def _pick_objects(asset_ids: list[str], k: int) -> list[str]:
     return [asset_ids[int(i * step)] for i in range(k)]
 
 
-def make_contact_sheet(out_dir: Path, manifest: list[dict], dest: Path, *, max_objects: int = 12,
-                       max_views: int = 8, thumb: int = 96) -> int:
+def make_contact_sheet(
+    out_dir: Path, manifest: list[dict], dest: Path, *, max_objects: int = 12, max_views: int = 8, thumb: int = 96
+) -> int:
     """Write the sheet to `dest` (atomic); returns the number of object rows drawn."""
     by_asset: dict[str, list[dict]] = defaultdict(list)
     for r in manifest:

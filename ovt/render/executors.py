@@ -37,6 +37,7 @@ def make_executor(cfg: RenderParams, *, progress: bool, assets_dir: Path):
 
 # ---- worker side (runs inside a Dask worker process) ----
 
+
 class InProcessWorker:
     """The `RenderWorker` interface, rendering in the current process (a Dask worker is already a separate
     process; the cluster restarts one that dies)."""
@@ -55,8 +56,9 @@ class InProcessWorker:
             pngs, fg = render_object(self.renderer, self.cfg, job)
             return ObjectResult(job.asset_id, True, pngs, fg, seconds=time.perf_counter() - t0)
         except Exception as e:  # per-object failure: reported in the shard, the task goes on
-            return ObjectResult(job.asset_id, False, error=type(e).__name__, detail=str(e)[:2000],
-                                seconds=time.perf_counter() - t0)
+            return ObjectResult(
+                job.asset_id, False, error=type(e).__name__, detail=str(e)[:2000], seconds=time.perf_counter() - t0
+            )
 
     def close(self) -> None:
         self.renderer.close()
@@ -98,6 +100,7 @@ def render_shard_remote(job, spec: ShardSpec, scratch: dict) -> dict:
 
 # ---- S3 scratch ----
 
+
 def asset_files(row: dict) -> list[str]:
     """The mesh and every file the acquire row lists (MTL, textures), relative to the assets folder."""
     return sorted({row["mesh"], *(row.get("files") or [])})
@@ -112,7 +115,7 @@ class Scratch:
     endpoint_url: str | None = None
 
     @classmethod
-    def from_params(cls, p: ScratchParams) -> "Scratch":
+    def from_params(cls, p: ScratchParams) -> Scratch:
         endpoint = p.endpoint_url or os.environ.get("AWS_ENDPOINT_URL") or os.environ.get("MLFLOW_S3_ENDPOINT_URL")
         return cls(p.url, endpoint)
 
@@ -142,8 +145,11 @@ class Scratch:
             import boto3
             from botocore.config import Config
 
-            c = boto3.client("s3", endpoint_url=self.endpoint_url,
-                             config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 5}))
+            c = boto3.client(
+                "s3",
+                endpoint_url=self.endpoint_url,
+                config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 5}),
+            )
             object.__setattr__(self, "_client", c)
         return c
 
@@ -190,13 +196,15 @@ class Scratch:
 
 # ---- stage side ----
 
+
 def _client(cfg: RenderParams):
     from dask.distributed import Client, LocalCluster
 
     if cfg.cluster_address:
         return Client(cfg.cluster_address), None
-    cluster = LocalCluster(n_workers=cfg.workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-                           dashboard_address=None)
+    cluster = LocalCluster(
+        n_workers=cfg.workers, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None
+    )
     return Client(cluster), cluster
 
 
@@ -219,8 +227,17 @@ def dask_executor(cfg: RenderParams, assets_dir: Path):
             for spec in list(todo):
                 if scratch.exists(scratch.shard_key(spec, ".json")) and scratch.fetch_shard(spec, shards_dir):
                     todo.remove(spec)
-                    results.append({"shard": spec.name, "skipped": True, "rendered": 0, "resumed": 0,
-                                    "failed": 0, "views": 0, "seconds": 0.0})
+                    results.append(
+                        {
+                            "shard": spec.name,
+                            "skipped": True,
+                            "rendered": 0,
+                            "resumed": 0,
+                            "failed": 0,
+                            "views": 0,
+                            "seconds": 0.0,
+                        }
+                    )
             uploaded = scratch.put_assets(todo, Path(assets_dir))
             log.info("render: %d asset files uploaded to %s", uploaded, scratch.url)
         if not todo:
@@ -236,8 +253,9 @@ def dask_executor(cfg: RenderParams, assets_dir: Path):
             for fut in as_completed(futures):
                 res = fut.result()
                 if scratch is not None and scratch.fetch_shard(by_future[fut], shards_dir) is None:
-                    raise RuntimeError(f"{by_future[fut].name}: the copy fetched from {scratch.url} fails the "
-                                       f"shard integrity check")
+                    raise RuntimeError(
+                        f"{by_future[fut].name}: the copy fetched from {scratch.url} fails the shard integrity check"
+                    )
                 results.append(res)
         finally:
             client.close()

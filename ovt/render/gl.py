@@ -39,8 +39,14 @@ void main() {
 
 def perspective(fov_deg: float, near: float, far: float, aspect: float = 1.0) -> np.ndarray:
     f = 1.0 / math.tan(math.radians(fov_deg) / 2)
-    return np.array([[f / aspect, 0, 0, 0], [0, f, 0, 0],
-                     [0, 0, (far + near) / (near - far), 2 * far * near / (near - far)], [0, 0, -1, 0]])
+    return np.array(
+        [
+            [f / aspect, 0, 0, 0],
+            [0, f, 0, 0],
+            [0, 0, (far + near) / (near - far), 2 * far * near / (near - far)],
+            [0, 0, -1, 0],
+        ]
+    )
 
 
 def _mat_bytes(m: np.ndarray) -> bytes:
@@ -59,13 +65,15 @@ class GLRenderer:
         self.ctx = moderngl.create_standalone_context(backend="egl")
         self.prog = self.ctx.program(vertex_shader=_VERT, fragment_shader=_FRAG)
         shape = (size, size)
-        self.fbo = self.ctx.framebuffer(color_attachments=[self.ctx.renderbuffer(shape, 4)],
-                                        depth_attachment=self.ctx.depth_renderbuffer(shape))
+        self.fbo = self.ctx.framebuffer(
+            color_attachments=[self.ctx.renderbuffer(shape, 4)], depth_attachment=self.ctx.depth_renderbuffer(shape)
+        )
         self.msaa_fbo = None
         if msaa:
             self.msaa_fbo = self.ctx.framebuffer(
                 color_attachments=[self.ctx.renderbuffer(shape, 4, samples=msaa)],
-                depth_attachment=self.ctx.depth_renderbuffer(shape, samples=msaa))
+                depth_attachment=self.ctx.depth_renderbuffer(shape, samples=msaa),
+            )
         self._white = self.ctx.texture((1, 1), 4, b"\xff\xff\xff\xff")
 
     @property
@@ -73,8 +81,9 @@ class GLRenderer:
         info = self.ctx.info
         return f"moderngl {self._mgl.__version__}; {info['GL_RENDERER']}; {info['GL_VERSION']}"
 
-    def render(self, mesh: NormalisedMesh, views: list[View], light: dict,
-               background: tuple[float, float, float] | None = None) -> list[np.ndarray]:
+    def render(
+        self, mesh: NormalisedMesh, views: list[View], light: dict, background: tuple[float, float, float] | None = None
+    ) -> list[np.ndarray]:
         """RGBA uint8 images (rows top-to-bottom), one per view; alpha is the coverage.
 
         background=None: straight alpha (RGB of uncovered pixels is 0). With a background colour the RGB channels

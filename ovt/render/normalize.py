@@ -17,7 +17,6 @@ from typing import Sequence
 import numpy as np
 import trimesh
 
-
 _CREASE_COS = float(np.cos(np.radians(45.0)))
 
 
@@ -65,8 +64,12 @@ def load_scene(path: str | Path) -> trimesh.Scene:
         # open the file ourselves (trimesh refuses anything but regular files by path) and resolve MTL/texture
         # references relative to the mesh's folder, as trimesh does for a path
         with open(path, "rb") as fh:
-            scene = trimesh.load(fh, file_type=path.suffix.lstrip(".").lower(), force="scene",
-                                 resolver=trimesh.resolvers.FilePathResolver(str(path)))
+            scene = trimesh.load(
+                fh,
+                file_type=path.suffix.lstrip(".").lower(),
+                force="scene",
+                resolver=trimesh.resolvers.FilePathResolver(str(path)),
+            )
     except Exception as e:  # trimesh raises many types on bad files; the caller only needs "unreadable"
         raise MeshError(f"cannot load mesh {path.name}: {type(e).__name__}: {e}") from e
     return scene
@@ -139,9 +142,13 @@ def _part(mesh: trimesh.Trimesh, m: np.ndarray) -> Part:
             colors[:] = _base_color(visual)
     elif isinstance(visual, trimesh.visual.ColorVisuals) and visual.kind is not None:
         colors = visual.vertex_colors[faces].reshape(-1, 4) / 255.0
-    return Part(positions=pos.astype(np.float32), normals=nrm.astype(np.float32),
-                uvs=None if uvs is None else uvs.astype(np.float32), colors=colors.astype(np.float32),
-                texture=texture)
+    return Part(
+        positions=pos.astype(np.float32),
+        normals=nrm.astype(np.float32),
+        uvs=None if uvs is None else uvs.astype(np.float32),
+        colors=colors.astype(np.float32),
+        texture=texture,
+    )
 
 
 def load_normalised(path: str | Path, rotation=None) -> NormalisedMesh:

@@ -40,15 +40,23 @@ class ShardSpec:
 
 
 def shard_key(assets, cfg: RenderParams, seed: int, renderer: str) -> str:
-    return stable_digest({"assets": [{k: a.get(k) for k in _KEYED_ASSET_FIELDS} for a in assets],
-                          "params": cfg.output_fields(), "seed": seed, "renderer": renderer,
-                          "impl": RENDER_IMPL_VERSION})
+    return stable_digest(
+        {
+            "assets": [{k: a.get(k) for k in _KEYED_ASSET_FIELDS} for a in assets],
+            "params": cfg.output_fields(),
+            "seed": seed,
+            "renderer": renderer,
+            "impl": RENDER_IMPL_VERSION,
+        }
+    )
 
 
 def plan_shards(rows: list[dict], cfg: RenderParams, seed: int, renderer: str) -> list[ShardSpec]:
     n = cfg.objects_per_shard
-    return [ShardSpec(i, tuple(rows[s:s + n]), shard_key(rows[s:s + n], cfg, seed, renderer))
-            for i, s in enumerate(range(0, len(rows), n))]
+    return [
+        ShardSpec(i, tuple(rows[s : s + n]), shard_key(rows[s : s + n], cfg, seed, renderer))
+        for i, s in enumerate(range(0, len(rows), n))
+    ]
 
 
 def tar_path(shards_dir: Path, spec: ShardSpec) -> Path:
@@ -65,6 +73,7 @@ def completed_record(shards_dir: Path, spec: ShardSpec) -> dict | None:
 
 
 # ---- per-object parts ----
+
 
 def part_paths(wdir: Path, asset_id: str) -> tuple[Path, Path]:
     return wdir / f"{asset_id}.tar", wdir / f"{asset_id}.fail.json"
@@ -108,9 +117,19 @@ def assemble_shard(shards_dir: Path, spec: ShardSpec, rows: list[dict], renderer
                 for member in part.getmembers():
                     out.addfile(member, part.extractfile(member))
     ok_set = set(ok)
-    record = shards.write_record(tar_path(shards_dir, spec), {
-        "key": spec.key, "shard": spec.name, "assets": ok, "failures": failures, "n_views": n_views,
-        "renderer": renderer, "impl": RENDER_IMPL_VERSION, "rows": [r for r in rows if r["asset_id"] in ok_set]})
+    record = shards.write_record(
+        tar_path(shards_dir, spec),
+        {
+            "key": spec.key,
+            "shard": spec.name,
+            "assets": ok,
+            "failures": failures,
+            "n_views": n_views,
+            "renderer": renderer,
+            "impl": RENDER_IMPL_VERSION,
+            "rows": [r for r in rows if r["asset_id"] in ok_set],
+        },
+    )
     shutil.rmtree(wdir, ignore_errors=True)
     return record
 

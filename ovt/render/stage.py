@@ -23,8 +23,17 @@ from ovt.io import atomic_write_json, read_jsonl, sha256_file, stable_digest, wr
 from ovt.render.cameras import light_for_object, object_seed, sample_views
 from ovt.render.config import RenderParams
 from ovt.render.contact_sheet import make_contact_sheet
-from ovt.render.shards import (ShardSpec, assemble_shard, completed_record, plan_shards, read_object_part,
-                               tar_path, work_dir, write_object_failure, write_object_part)
+from ovt.render.shards import (
+    ShardSpec,
+    assemble_shard,
+    completed_record,
+    plan_shards,
+    read_object_part,
+    tar_path,
+    work_dir,
+    write_object_failure,
+    write_object_part,
+)
 from ovt.render.worker import ObjectJob, RenderWorker, renderer_identity
 
 log = logging.getLogger(__name__)
@@ -38,6 +47,7 @@ class RenderError(RuntimeError):
 
 
 # ---- inputs ----
+
 
 def load_assets(assets_dir: Path, limit: int | None = None) -> list[dict]:
     """Acquire manifest rows (with `obj_id` = row index and `mesh_abs`), validated."""
@@ -74,6 +84,7 @@ def asset_bytes_digest(assets_dir: Path, row: dict) -> str:
 
 # ---- one shard ----
 
+
 @dataclass(frozen=True)
 class RenderJob:
     """Everything needed to render any shard of one run; small and picklable (ships to Dask workers)."""
@@ -89,17 +100,26 @@ class RenderJob:
 
     def object_job(self, cfg: RenderParams, asset: dict) -> ObjectJob:
         s = object_seed(self.seed, asset["asset_id"])
-        return ObjectJob(asset["asset_id"], asset["mesh_abs"], asset.get("rotation"), sample_views(cfg, s),
-                         light_for_object(cfg, s))
+        return ObjectJob(
+            asset["asset_id"], asset["mesh_abs"], asset.get("rotation"), sample_views(cfg, s), light_for_object(cfg, s)
+        )
 
-    def run_shard(self, spec: ShardSpec, worker: RenderWorker | None = None,
-                  on_object: Callable[[int], None] | None = None) -> dict:
+    def run_shard(
+        self, spec: ShardSpec, worker: RenderWorker | None = None, on_object: Callable[[int], None] | None = None
+    ) -> dict:
         """Render the objects of `spec` that have no part yet, then assemble the shard. Returns its counts."""
         cfg = self.cfg
         shards_dir = Path(self.shards_dir)
         if (rec := completed_record(shards_dir, spec)) is not None:
-            return {"shard": spec.name, "skipped": True, "rendered": 0, "resumed": 0,
-                    "failed": len(rec["failures"]), "views": 0, "seconds": 0.0}
+            return {
+                "shard": spec.name,
+                "skipped": True,
+                "rendered": 0,
+                "resumed": 0,
+                "failed": len(rec["failures"]),
+                "views": 0,
+                "seconds": 0.0,
+            }
         wdir = work_dir(shards_dir, spec)
         wdir.mkdir(parents=True, exist_ok=True)
         own = worker is None
@@ -122,9 +142,18 @@ class RenderJob:
                     views += len(res.pngs)
                 else:
                     log.warning("render failed for %s (%s): %s", asset["asset_id"], res.error, res.detail)
-                    write_object_failure(wdir, asset["asset_id"], {
-                        "stage": STAGE, "item": asset["asset_id"], "error": res.error, "detail": res.detail,
-                        "name": asset.get("name"), "mesh": asset.get("mesh")})
+                    write_object_failure(
+                        wdir,
+                        asset["asset_id"],
+                        {
+                            "stage": STAGE,
+                            "item": asset["asset_id"],
+                            "error": res.error,
+                            "detail": res.detail,
+                            "name": asset.get("name"),
+                            "mesh": asset.get("mesh"),
+                        },
+                    )
                     failed += 1
                 if on_object:
                     on_object(len(res.pngs))
@@ -133,23 +162,42 @@ class RenderJob:
                 worker.close()
         n_views = len(rows) // max(len(spec.assets), 1)
         assemble_shard(shards_dir, spec, rows, self.renderer, n_views)
-        return {"shard": spec.name, "skipped": False, "rendered": rendered, "resumed": resumed, "failed": failed,
-                "views": views, "seconds": seconds}
+        return {
+            "shard": spec.name,
+            "skipped": False,
+            "rendered": rendered,
+            "resumed": resumed,
+            "failed": failed,
+            "views": views,
+            "seconds": seconds,
+        }
 
 
 def _view_row(asset: dict, v) -> dict:
-    return {"key": f"{asset['asset_id']}_{v.index:03d}", "asset_id": asset["asset_id"], "view": v.index,
-            "azimuth": v.azimuth, "elevation": v.elevation, "distance": v.distance, "fov": v.fov,
-            "canonical": v.canonical}
+    return {
+        "key": f"{asset['asset_id']}_{v.index:03d}",
+        "asset_id": asset["asset_id"],
+        "view": v.index,
+        "azimuth": v.azimuth,
+        "elevation": v.elevation,
+        "distance": v.distance,
+        "fov": v.fov,
+        "canonical": v.canonical,
+    }
 
 
 def _samples(asset: dict, job: ObjectJob, res, renderer: str) -> list[dict]:
     out = []
     for v, png, fg in zip(job.views, res.pngs, res.foreground):
         meta = _view_row(asset, v) | {
-            "pose": [list(r) for r in v.pose], "light": job.light, "name": asset.get("name"),
-            "category": asset.get("category"), "path": mvcap_path(asset["asset_id"], v.index),
-            "renderer": renderer, "foreground": round(fg, 5)}
+            "pose": [list(r) for r in v.pose],
+            "light": job.light,
+            "name": asset.get("name"),
+            "category": asset.get("category"),
+            "path": mvcap_path(asset["asset_id"], v.index),
+            "renderer": renderer,
+            "foreground": round(fg, 5),
+        }
         out.append({"__key__": meta["key"], "png": png, "json": meta})
     return out
 
@@ -205,7 +253,10 @@ def local_executor(workers: int, progress: bool = True) -> ShardExecutor:
 
 # ---- the stage ----
 
-def plan(cfg: RenderParams, *, seed: int, assets_dir: Path, out_dir: Path) -> tuple[list[dict], list[ShardSpec], RenderJob]:
+
+def plan(
+    cfg: RenderParams, *, seed: int, assets_dir: Path, out_dir: Path
+) -> tuple[list[dict], list[ShardSpec], RenderJob]:
     rows = load_assets(assets_dir, cfg.limit)
     renderer = renderer_identity(cfg)
     specs = plan_shards(rows, cfg, seed, renderer)
@@ -214,8 +265,15 @@ def plan(cfg: RenderParams, *, seed: int, assets_dir: Path, out_dir: Path) -> tu
     return rows, specs, job
 
 
-def run(cfg: RenderParams, *, seed: int, assets_dir: str | Path, out_dir: str | Path,
-        executor: ShardExecutor | None = None, progress: bool = True) -> dict:
+def run(
+    cfg: RenderParams,
+    *,
+    seed: int,
+    assets_dir: str | Path,
+    out_dir: str | Path,
+    executor: ShardExecutor | None = None,
+    progress: bool = True,
+) -> dict:
     t0 = time.perf_counter()
     out_dir = Path(out_dir)
     shards_dir = out_dir / "shards"
@@ -234,15 +292,21 @@ def run(cfg: RenderParams, *, seed: int, assets_dir: str | Path, out_dir: str | 
     stats = finalise(cfg, rows, specs, out_dir, job.renderer)
     done = [r for r in results if not r["skipped"]]
     render_s = sum(r["seconds"] for r in done)
-    stats |= {"shards_rendered": len(done), "shards_reused": len(specs) - len(done),
-              "objects_rendered": sum(r["rendered"] for r in done),
-              "objects_resumed": sum(r["resumed"] for r in done),
-              "views_rendered": sum(r["views"] for r in done),
-              "worker_seconds": round(render_s, 3),
-              "views_per_worker_s": round(sum(r["views"] for r in done) / render_s, 2) if render_s else None,
-              "wall_seconds": round(time.perf_counter() - t0, 3),
-              "timings_s": {"plan": round(t_plan - t0, 3), "execute": round(t_exec - t_plan, 3),
-                            "finalise": round(time.perf_counter() - t_exec, 3)}}
+    stats |= {
+        "shards_rendered": len(done),
+        "shards_reused": len(specs) - len(done),
+        "objects_rendered": sum(r["rendered"] for r in done),
+        "objects_resumed": sum(r["resumed"] for r in done),
+        "views_rendered": sum(r["views"] for r in done),
+        "worker_seconds": round(render_s, 3),
+        "views_per_worker_s": round(sum(r["views"] for r in done) / render_s, 2) if render_s else None,
+        "wall_seconds": round(time.perf_counter() - t0, 3),
+        "timings_s": {
+            "plan": round(t_plan - t0, 3),
+            "execute": round(t_exec - t_plan, 3),
+            "finalise": round(time.perf_counter() - t_exec, 3),
+        },
+    }
     atomic_write_json(out_dir / "stats.json", stats)
     if rows and stats["objects_ok"] == 0:
         raise RenderError(f"no asset rendered: all {len(rows)} failed (see {out_dir / 'failures.jsonl'})")
@@ -274,23 +338,43 @@ def finalise(cfg: RenderParams, rows: list[dict], specs: list[ShardSpec], out_di
         shard_rel = tar_path(shards_dir, spec).relative_to(out_dir).as_posix()
         for v in rec["rows"]:
             a = by_id[v["asset_id"]]
-            manifest.append(v | {"shard": shard_rel, "obj_id": a["obj_id"], "img_id": len(manifest),
-                                 "path": mvcap_path(v["asset_id"], v["view"]), "split": a.get("split"),
-                                 "label": a.get("label"), "name": a.get("name"), "category": a.get("category")})
+            manifest.append(
+                v
+                | {
+                    "shard": shard_rel,
+                    "obj_id": a["obj_id"],
+                    "img_id": len(manifest),
+                    "path": mvcap_path(v["asset_id"], v["view"]),
+                    "split": a.get("split"),
+                    "label": a.get("label"),
+                    "name": a.get("name"),
+                    "category": a.get("category"),
+                }
+            )
     write_jsonl_atomic(out_dir / "manifest.jsonl", manifest)
     write_jsonl_atomic(out_dir / "failures.jsonl", failures)
     if (shards_dir / ".work").exists() and not any((shards_dir / ".work").iterdir()):
         (shards_dir / ".work").rmdir()
     sheet = out_dir / "contact_sheet.png"
     cs = cfg.contact_sheet
-    n_sheet = make_contact_sheet(out_dir, manifest, sheet, max_objects=cs.max_objects, max_views=cs.max_views,
-                                 thumb=cs.thumb)
+    n_sheet = make_contact_sheet(
+        out_dir, manifest, sheet, max_objects=cs.max_objects, max_views=cs.max_views, thumb=cs.thumb
+    )
     n_ok = len({m["asset_id"] for m in manifest})
-    return {"stage": STAGE, "backend": cfg.backend, "renderer": renderer, "assets": len(rows), "shards": len(specs),
-            "objects_ok": n_ok, "objects_failed": len(failures), "views": len(manifest),
-            "views_per_object": len(manifest) // n_ok if n_ok else 0,
-            "canonical_views": sum(m["canonical"] for m in manifest), "contact_sheet_rows": n_sheet,
-            "failures_by_error": _count(f["error"] for f in failures)}
+    return {
+        "stage": STAGE,
+        "backend": cfg.backend,
+        "renderer": renderer,
+        "assets": len(rows),
+        "shards": len(specs),
+        "objects_ok": n_ok,
+        "objects_failed": len(failures),
+        "views": len(manifest),
+        "views_per_object": len(manifest) // n_ok if n_ok else 0,
+        "canonical_views": sum(m["canonical"] for m in manifest),
+        "contact_sheet_rows": n_sheet,
+        "failures_by_error": _count(f["error"] for f in failures),
+    }
 
 
 def _count(items) -> dict:

@@ -56,8 +56,13 @@ def make_renderer(cfg: RenderParams):
         return GLRenderer(cfg.image_size, cfg.msaa)
     from ovt.render.blender import BlenderRenderer
 
-    return BlenderRenderer(default_blender_python(cfg.blender), cfg.image_size, cfg.blender.samples,
-                           cfg.blender.threads, timeout_s=cfg.object_timeout_s)
+    return BlenderRenderer(
+        default_blender_python(cfg.blender),
+        cfg.image_size,
+        cfg.blender.samples,
+        cfg.blender.threads,
+        timeout_s=cfg.object_timeout_s,
+    )
 
 
 @functools.lru_cache(maxsize=8)
@@ -84,16 +89,27 @@ def render_object(renderer, cfg: RenderParams, job: ObjectJob) -> tuple[list[byt
     if cfg.backend == "gl":
         from ovt.render.normalize import load_normalised
 
-        images = renderer.render(load_normalised(job.mesh, job.rotation), job.views, job.light,
-                                 background=None if cfg.transparent else cfg.background)
+        images = renderer.render(
+            load_normalised(job.mesh, job.rotation),
+            job.views,
+            job.light,
+            background=None if cfg.transparent else cfg.background,
+        )
     else:
         images = renderer.render_file(job.mesh, job.rotation, job.views, job.light)
     fg = [foreground_fraction(im) for im in images]
     if float(np.mean(fg)) < cfg.min_foreground:
         raise EmptyRender(f"mean foreground fraction {np.mean(fg):.5f} < min_foreground {cfg.min_foreground}")
-    pngs = [encode_png(im, transparent=cfg.transparent, background=cfg.background,
-                       compress_level=cfg.png_compress_level,
-                       composited=cfg.backend == "gl" and not cfg.transparent) for im in images]
+    pngs = [
+        encode_png(
+            im,
+            transparent=cfg.transparent,
+            background=cfg.background,
+            compress_level=cfg.png_compress_level,
+            composited=cfg.backend == "gl" and not cfg.transparent,
+        )
+        for im in images
+    ]
     return pngs, fg
 
 
@@ -122,8 +138,15 @@ def _serve(conn, cfg_json: str) -> None:
                 pngs, fg = render_object(renderer, cfg, job)
                 conn.send(ObjectResult(job.asset_id, True, pngs, fg, seconds=time.perf_counter() - t0))
             except Exception as e:  # per-object failure: report and keep serving
-                conn.send(ObjectResult(job.asset_id, False, error=type(e).__name__, detail=str(e)[:2000],
-                                       seconds=time.perf_counter() - t0))
+                conn.send(
+                    ObjectResult(
+                        job.asset_id,
+                        False,
+                        error=type(e).__name__,
+                        detail=str(e)[:2000],
+                        seconds=time.perf_counter() - t0,
+                    )
+                )
     finally:
         renderer.close()
 
@@ -139,8 +162,9 @@ class RenderWorker:
 
     def _start(self) -> None:
         parent, child = self._ctx.Pipe()
-        proc = self._ctx.Process(target=_serve, args=(child, self.cfg.model_dump_json()), daemon=True,
-                                 name="ovt-render-worker")
+        proc = self._ctx.Process(
+            target=_serve, args=(child, self.cfg.model_dump_json()), daemon=True, name="ovt-render-worker"
+        )
         proc.start()
         child.close()
         if not parent.poll(_START_TIMEOUT_S):
@@ -176,15 +200,23 @@ class RenderWorker:
             if self._conn.poll(timeout):
                 return self._conn.recv()
             self._kill()
-            return ObjectResult(job.asset_id, False, error="Timeout",
-                                detail=f"no result within object_timeout_s={self.cfg.object_timeout_s:g}",
-                                seconds=time.perf_counter() - t0)
+            return ObjectResult(
+                job.asset_id,
+                False,
+                error="Timeout",
+                detail=f"no result within object_timeout_s={self.cfg.object_timeout_s:g}",
+                seconds=time.perf_counter() - t0,
+            )
         except (EOFError, BrokenPipeError, ConnectionResetError, OSError) as e:
             code = self._proc.exitcode if self._proc is not None else None
             self._kill()
-            return ObjectResult(job.asset_id, False, error="WorkerCrashed",
-                                detail=f"worker process died ({type(e).__name__}, exit code {code})",
-                                seconds=time.perf_counter() - t0)
+            return ObjectResult(
+                job.asset_id,
+                False,
+                error="WorkerCrashed",
+                detail=f"worker process died ({type(e).__name__}, exit code {code})",
+                seconds=time.perf_counter() - t0,
+            )
 
     def close(self) -> None:
         if self._proc is not None and self._proc.is_alive():
@@ -195,7 +227,7 @@ class RenderWorker:
                 pass
         self._kill()
 
-    def __enter__(self) -> "RenderWorker":
+    def __enter__(self) -> RenderWorker:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import shlex
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -16,11 +16,14 @@ from ovt.services.definitions import SERVICE_NAMES
 from ovt.services.manager import ServiceManager
 from ovt.services.process import ServiceError, tail
 
-app = typer.Typer(help="Local S3 (SeaweedFS), MLflow and Prefect services, bound to 127.0.0.1.",
-                  no_args_is_help=True, add_completion=False)
+app = typer.Typer(
+    help="Local S3 (SeaweedFS), MLflow and Prefect services, bound to 127.0.0.1.",
+    no_args_is_help=True,
+    add_completion=False,
+)
 err = Console(stderr=True)
 
-Names = Annotated[Optional[list[str]], typer.Argument(help=f"services (default all): {', '.join(SERVICE_NAMES)}")]
+Names = Annotated[list[str] | None, typer.Argument(help=f"services (default all): {', '.join(SERVICE_NAMES)}")]
 
 
 def _manager() -> ServiceManager:
@@ -64,17 +67,19 @@ def _print_status(mgr: ServiceManager, names: list[str] | None) -> bool:
     table = Table("service", "pid", "url", "healthy", "log")
     rows = mgr.status(names)
     for st in rows:
-        table.add_row(st.name, str(st.pid or "-"), st.url, "[green]yes[/green]" if st.healthy else "[red]no[/red]",
-                      st.log)
+        table.add_row(
+            st.name, str(st.pid or "-"), st.url, "[green]yes[/green]" if st.healthy else "[red]no[/red]", st.log
+        )
     Console().print(table)
     return all(st.healthy for st in rows)
 
 
 @app.command()
-def status(names: Names = None,
-           as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False,
-           check: Annotated[bool, typer.Option("--check", help="exit 1 unless every service is healthy")] = False,
-           ) -> None:
+def status(
+    names: Names = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False,
+    check: Annotated[bool, typer.Option("--check", help="exit 1 unless every service is healthy")] = False,
+) -> None:
     """Show pid, url, health and log file of each service."""
     mgr = _manager()
     if as_json:
@@ -95,8 +100,10 @@ def env() -> None:
 
 
 @app.command()
-def logs(name: Annotated[str, typer.Argument(help="service name")],
-         lines: Annotated[int, typer.Option("-n", help="number of lines")] = 40) -> None:
+def logs(
+    name: Annotated[str, typer.Argument(help="service name")],
+    lines: Annotated[int, typer.Option("-n", help="number of lines")] = 40,
+) -> None:
     """Print the last lines of a service's log."""
     try:
         proc = _manager().process(name)

@@ -42,12 +42,14 @@ Port = int
 class ServiceSettings(BaseSettings):
     """Where and how the local services run. Frozen; unknown constructor keys are errors."""
 
-    model_config = SettingsConfigDict(env_prefix="OVT_", extra="forbid", frozen=True, populate_by_name=True,
-                                      validate_default=True)
+    model_config = SettingsConfigDict(
+        env_prefix="OVT_", extra="forbid", frozen=True, populate_by_name=True, validate_default=True
+    )
 
     host: str = Field("127.0.0.1", description="Address every service binds to; must be a loopback address.")
-    state_dir: Path = Field(REPO_ROOT / ".state",
-                            description="One folder for PID files, logs, databases and S3 data (git-ignored).")
+    state_dir: Path = Field(
+        REPO_ROOT / ".state", description="One folder for PID files, logs, databases and S3 data (git-ignored)."
+    )
 
     # SeaweedFS `weed mini`: the S3 gateway plus the master/volume/filer/admin servers it runs in one process.
     # Their gRPC ports are the HTTP port + 10000, so each of these also reserves port+10000.
@@ -60,10 +62,12 @@ class ServiceSettings(BaseSettings):
     mlflow_port: Port = 5000
     prefect_port: Port = 4200
 
-    access_key: str = Field(DEFAULT_ACCESS_KEY, min_length=3,
-                            validation_alias=AliasChoices("access_key", "AWS_ACCESS_KEY_ID"))
-    secret_key: SecretStr = Field(SecretStr(DEFAULT_SECRET_KEY),
-                                  validation_alias=AliasChoices("secret_key", "AWS_SECRET_ACCESS_KEY"))
+    access_key: str = Field(
+        DEFAULT_ACCESS_KEY, min_length=3, validation_alias=AliasChoices("access_key", "AWS_ACCESS_KEY_ID")
+    )
+    secret_key: SecretStr = Field(
+        SecretStr(DEFAULT_SECRET_KEY), validation_alias=AliasChoices("secret_key", "AWS_SECRET_ACCESS_KEY")
+    )
     region: str = "us-east-1"
 
     dvc_bucket: str = "dvc"
@@ -91,8 +95,10 @@ class ServiceSettings(BaseSettings):
     @classmethod
     def _weed_port(cls, v: int) -> int:
         if not 1024 <= v <= _MAX_HTTP_PORT_WITH_GRPC:
-            raise ValueError(f"SeaweedFS ports must be in 1024..{_MAX_HTTP_PORT_WITH_GRPC} "
-                             f"(its gRPC port is port+{GRPC_OFFSET}); got {v}")
+            raise ValueError(
+                f"SeaweedFS ports must be in 1024..{_MAX_HTTP_PORT_WITH_GRPC} "
+                f"(its gRPC port is port+{GRPC_OFFSET}); got {v}"
+            )
         return v
 
     @field_validator("mlflow_port", "prefect_port")
@@ -123,7 +129,7 @@ class ServiceSettings(BaseSettings):
         return v.expanduser().resolve()
 
     @model_validator(mode="after")
-    def _distinct_ports(self) -> "ServiceSettings":
+    def _distinct_ports(self) -> ServiceSettings:
         taken: dict[int, str] = {}
         for name, port in self.all_ports().items():
             if port in taken:
@@ -181,9 +187,19 @@ class ServiceSettings(BaseSettings):
     def env_overrides(self) -> dict[str, str]:
         """These settings as `OVT_*` variables, so a child process rebuilds exactly the same settings."""
         env = {"OVT_HOST": self.host, "OVT_STATE_DIR": str(self.state_dir)}
-        for field in ("s3_port", "s3_master_port", "s3_volume_port", "s3_filer_port", "s3_admin_port",
-                      "mlflow_port", "prefect_port", "dvc_bucket", "mlflow_bucket", "region",
-                      "mlflow_artifacts_prefix"):
+        for field in (
+            "s3_port",
+            "s3_master_port",
+            "s3_volume_port",
+            "s3_filer_port",
+            "s3_admin_port",
+            "mlflow_port",
+            "prefect_port",
+            "dvc_bucket",
+            "mlflow_bucket",
+            "region",
+            "mlflow_artifacts_prefix",
+        ):
             env[f"OVT_{field.upper()}"] = str(getattr(self, field))
         if self.extra_buckets:
             env["OVT_EXTRA_BUCKETS"] = json.dumps(list(self.extra_buckets))  # complex fields are JSON in env
@@ -200,6 +216,8 @@ def load_settings(**overrides: object) -> ServiceSettings:
         return ServiceSettings(**overrides)
     except ValidationError as err:
         msg = format_validation_error(err, ServiceSettings, source="service settings (arguments / OVT_* env)")
-        msg += ("\n  (each key <k> is read from the environment as OVT_<K>; the S3 credentials from "
-                "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY)")
+        msg += (
+            "\n  (each key <k> is read from the environment as OVT_<K>; the S3 credentials from "
+            "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY)"
+        )
         raise ServiceConfigError(msg) from None

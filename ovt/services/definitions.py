@@ -75,13 +75,21 @@ def _base_env(s: ServiceSettings) -> dict[str, str]:
 def s3_spec(s: ServiceSettings) -> ProcessSpec:
     data_dir = s.state_dir / "s3"
     argv = [
-        find_executable("weed"), "mini", f"-dir={data_dir}",
-        f"-ip={s.host}", f"-ip.bind={s.host}",  # -ip.bind defaults to 0.0.0.0: pin it to loopback
-        f"-s3.port={s.s3_port}", f"-master.port={s.s3_master_port}", f"-volume.port={s.s3_volume_port}",
-        f"-filer.port={s.s3_filer_port}", f"-admin.port={s.s3_admin_port}",
+        find_executable("weed"),
+        "mini",
+        f"-dir={data_dir}",
+        f"-ip={s.host}",
+        f"-ip.bind={s.host}",  # -ip.bind defaults to 0.0.0.0: pin it to loopback
+        f"-s3.port={s.s3_port}",
+        f"-master.port={s.s3_master_port}",
+        f"-volume.port={s.s3_volume_port}",
+        f"-filer.port={s.s3_filer_port}",
+        f"-admin.port={s.s3_admin_port}",
         # Iceberg (8181) and Lance (9101) listeners are on by default; with 9101 taken weed mini crashes.
-        "-s3.port.iceberg=0", "-s3.port.lance=0",
-        "-webdav=false", "-admin.ui=false",
+        "-s3.port.iceberg=0",
+        "-s3.port.lance=0",
+        "-webdav=false",
+        "-admin.ui=false",
         "-master.telemetry=false",  # it would POST to telemetry.seaweedfs.com
         # The master and filer HTTP APIs are unauthenticated: without them, the data is reachable only through
         # the S3 gateway (signed requests), the volume server (JWT) and gRPC (mutual TLS); see seaweed_security.
@@ -96,45 +104,85 @@ def s3_spec(s: ServiceSettings) -> ProcessSpec:
     ports = []
     for p in (s.s3_port, s.s3_master_port, s.s3_volume_port, s.s3_filer_port, s.s3_admin_port):
         ports += [p, p + GRPC_OFFSET]
-    return ProcessSpec(name="s3", argv=argv, env=env, cwd=data_dir, health_url=f"{s.s3_url}/healthz",
-                       url=s.s3_url, ports=tuple(ports), after_start=lambda: ensure_buckets(s),
-                       # security.toml goes into weed's working directory, created on start only
-                       before_start=lambda: ensure_security(data_dir, s.state_dir / "s3-tls"),
-                       umask=0o077)  # its data, and the unix sockets weed creates in /tmp, for this user only
+    return ProcessSpec(
+        name="s3",
+        argv=argv,
+        env=env,
+        cwd=data_dir,
+        health_url=f"{s.s3_url}/healthz",
+        url=s.s3_url,
+        ports=tuple(ports),
+        after_start=lambda: ensure_buckets(s),
+        # security.toml goes into weed's working directory, created on start only
+        before_start=lambda: ensure_security(data_dir, s.state_dir / "s3-tls"),
+        umask=0o077,
+    )  # its data, and the unix sockets weed creates in /tmp, for this user only
 
 
 def mlflow_spec(s: ServiceSettings) -> ProcessSpec:
     home = s.state_dir / "mlflow"
     argv = [
-        find_executable("mlflow"), "server",
-        "--backend-store-uri", f"sqlite:///{home / 'mlflow.db'}",
+        find_executable("mlflow"),
+        "server",
+        "--backend-store-uri",
+        f"sqlite:///{home / 'mlflow.db'}",
         # Proxied artifacts: run artifact URIs are mlflow-artifacts:/..., so clients need no S3 credentials.
-        "--artifacts-destination", s.mlflow_artifacts_destination,
-        "--host", s.host, "--port", str(s.mlflow_port),
-        "--workers", "1",  # the default 4 workers (+ job runner) take ~3 GB
+        "--artifacts-destination",
+        s.mlflow_artifacts_destination,
+        "--host",
+        s.host,
+        "--port",
+        str(s.mlflow_port),
+        "--workers",
+        "1",  # the default 4 workers (+ job runner) take ~3 GB
     ]
     env = _base_env(s)
     env.update(s3_env(s))
     env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"  # no huey consumers: ~500 MB instead of ~3 GB
     env.pop("MLFLOW_TRACKING_URI", None)
-    return ProcessSpec(name="mlflow", argv=argv, env=env, cwd=home, health_url=f"{s.mlflow_url}/health",
-                       url=s.mlflow_url, ports=(s.mlflow_port,))
+    return ProcessSpec(
+        name="mlflow",
+        argv=argv,
+        env=env,
+        cwd=home,
+        health_url=f"{s.mlflow_url}/health",
+        url=s.mlflow_url,
+        ports=(s.mlflow_port,),
+    )
 
 
 def prefect_spec(s: ServiceSettings) -> ProcessSpec:
     home = s.prefect_home
-    argv = [find_executable("prefect"), "server", "start", "--host", s.host, "--port", str(s.prefect_port),
-            "--analytics-off", "--no-background"]
+    argv = [
+        find_executable("prefect"),
+        "server",
+        "start",
+        "--host",
+        s.host,
+        "--port",
+        str(s.prefect_port),
+        "--analytics-off",
+        "--no-background",
+    ]
     env = _base_env(s)
-    env.update({
-        # Its own sqlite DB and profiles inside the state folder, never ~/.prefect shared with other checkouts.
-        "PREFECT_HOME": str(home),
-        "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{home / 'prefect.db'}",
-        "PREFECT_API_URL": s.prefect_api_url,  # the server's own services talk to itself, not to a stale URL
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-    })
-    return ProcessSpec(name="prefect", argv=argv, env=env, cwd=home, health_url=f"{s.prefect_api_url}/health",
-                       url=s.prefect_url, ports=(s.prefect_port,))
+    env.update(
+        {
+            # Its own sqlite DB and profiles inside the state folder, never ~/.prefect shared with other checkouts.
+            "PREFECT_HOME": str(home),
+            "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{home / 'prefect.db'}",
+            "PREFECT_API_URL": s.prefect_api_url,  # the server's own services talk to itself, not to a stale URL
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        }
+    )
+    return ProcessSpec(
+        name="prefect",
+        argv=argv,
+        env=env,
+        cwd=home,
+        health_url=f"{s.prefect_api_url}/health",
+        url=s.prefect_url,
+        ports=(s.prefect_port,),
+    )
 
 
 SPEC_BUILDERS = {"s3": s3_spec, "mlflow": mlflow_spec, "prefect": prefect_spec}
@@ -145,10 +193,14 @@ def s3_client(s: ServiceSettings):
     import boto3
     from botocore.config import Config
 
-    return boto3.client("s3", endpoint_url=s.s3_url, aws_access_key_id=s.access_key,
-                        aws_secret_access_key=s.secret_key.get_secret_value(), region_name=s.region,
-                        config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 3},
-                                      connect_timeout=5, read_timeout=30))
+    return boto3.client(
+        "s3",
+        endpoint_url=s.s3_url,
+        aws_access_key_id=s.access_key,
+        aws_secret_access_key=s.secret_key.get_secret_value(),
+        region_name=s.region,
+        config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 3}, connect_timeout=5, read_timeout=30),
+    )
 
 
 def ensure_buckets(s: ServiceSettings, timeout: float = 30.0) -> list[str]:
@@ -168,8 +220,10 @@ def ensure_buckets(s: ServiceSettings, timeout: float = 30.0) -> list[str]:
                         client.create_bucket(Bucket=bucket)
                         created.append(bucket)
                     except ClientError as e:
-                        if e.response.get("Error", {}).get("Code") not in ("BucketAlreadyOwnedByYou",
-                                                                           "BucketAlreadyExists"):
+                        if e.response.get("Error", {}).get("Code") not in (
+                            "BucketAlreadyOwnedByYou",
+                            "BucketAlreadyExists",
+                        ):
                             raise
             if created:
                 log.info("s3: created bucket(s) %s", ", ".join(created))
@@ -177,9 +231,11 @@ def ensure_buckets(s: ServiceSettings, timeout: float = 30.0) -> list[str]:
         except ClientError as e:
             code = e.response.get("Error", {}).get("Code", "")
             if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied"):
-                raise ServiceError(f"s3 at {s.s3_url} rejected the credentials for access key {s.access_key!r} "
-                                   f"({code}): the server was started with other AWS_ACCESS_KEY_ID/"
-                                   f"AWS_SECRET_ACCESS_KEY values; use those or restart it") from None
+                raise ServiceError(
+                    f"s3 at {s.s3_url} rejected the credentials for access key {s.access_key!r} "
+                    f"({code}): the server was started with other AWS_ACCESS_KEY_ID/"
+                    f"AWS_SECRET_ACCESS_KEY values; use those or restart it"
+                ) from None
             if time.monotonic() > deadline:
                 raise ServiceError(f"s3: could not create buckets {s.buckets}: {e}") from e
         except BotoCoreError as e:

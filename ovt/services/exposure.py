@@ -31,9 +31,9 @@ _PROBE_KEY = "ovt-exposure-probe.txt"
 class Attempt:
     port_name: str
     port: int
-    action: str      # what was tried, e.g. "PUT /buckets/dvc/x (write)"
+    action: str  # what was tried, e.g. "PUT /buckets/dvc/x (write)"
     refused: bool
-    detail: str      # status code / error as seen by the client
+    detail: str  # status code / error as seen by the client
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -104,12 +104,16 @@ def probe_storage(s: ServiceSettings, existing_key: str) -> list[Attempt]:
     http("volume", s.s3_volume_port, "DELETE", "/1,01637037d6", "delete")
     http("admin", s.s3_admin_port, "POST", f"/api/s3/buckets?name={_PROBE_KEY[:-4]}", "write")
     http("admin", s.s3_admin_port, "DELETE", f"/api/s3/buckets/{b}", "delete")
-    for name, port in (("s3", s.s3_port), ("master", s.s3_master_port), ("volume", s.s3_volume_port),
-                       ("filer", s.s3_filer_port), ("admin", s.s3_admin_port)):
+    for name, port in (
+        ("s3", s.s3_port),
+        ("master", s.s3_master_port),
+        ("volume", s.s3_volume_port),
+        ("filer", s.s3_filer_port),
+        ("admin", s.s3_admin_port),
+    ):
         grpc = port + GRPC_OFFSET
         refused, detail = _h2c(h, grpc)
-        out.append(Attempt(f"{name}.grpc", grpc, "plaintext gRPC connection (any RPC: write, delete)", refused,
-                           detail))
+        out.append(Attempt(f"{name}.grpc", grpc, "plaintext gRPC connection (any RPC: write, delete)", refused, detail))
         refused, detail = _tls_without_cert(h, grpc)
         out.append(Attempt(f"{name}.grpc", grpc, "TLS gRPC connection without client certificate", refused, detail))
     return out
@@ -124,8 +128,12 @@ def probe_unauthenticated_servers(s: ServiceSettings) -> list[Attempt]:
 
     def post(name: str, port: int, url: str, body: dict | None, what: str, method: str = "POST") -> dict:
         opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-        req = urllib.request.Request(url, data=None if body is None else json.dumps(body).encode(), method=method,
-                                     headers={"Content-Type": "application/json"})
+        req = urllib.request.Request(
+            url,
+            data=None if body is None else json.dumps(body).encode(),
+            method=method,
+            headers={"Content-Type": "application/json"},
+        )
         action = f"{method} {url.split(str(port), 1)[1]} ({what})"
         try:
             with opener.open(req, timeout=10) as resp:
@@ -140,11 +148,22 @@ def probe_unauthenticated_servers(s: ServiceSettings) -> list[Attempt]:
 
     api = f"{s.mlflow_url}/api/2.0/mlflow"
     made = post("mlflow", s.mlflow_port, f"{api}/experiments/create", {"name": "ovt-exposure-probe"}, "write")
-    post("mlflow", s.mlflow_port, f"{api}/experiments/delete", {"experiment_id": made.get("experiment_id", "0")},
-         "delete")
+    post(
+        "mlflow",
+        s.mlflow_port,
+        f"{api}/experiments/delete",
+        {"experiment_id": made.get("experiment_id", "0")},
+        "delete",
+    )
     made = post("prefect", s.prefect_port, f"{s.prefect_api_url}/flows/", {"name": "ovt-exposure-probe"}, "write")
-    post("prefect", s.prefect_port, f"{s.prefect_api_url}/flows/{made.get('id', 'missing')}", None, "delete",
-         method="DELETE")
+    post(
+        "prefect",
+        s.prefect_port,
+        f"{s.prefect_api_url}/flows/{made.get('id', 'missing')}",
+        None,
+        "delete",
+        method="DELETE",
+    )
     return out
 
 

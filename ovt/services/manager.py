@@ -76,8 +76,9 @@ class ServiceManager:
                 if proc.spec.after_start is not None:
                     proc.spec.after_start()  # idempotent (buckets): also run when already up
                 dt = time.monotonic() - t0 if started else 0.0
-                log.info("%s: %s %s", name, f"healthy after {dt:.1f} s" if started else "already running",
-                         proc.spec.url)
+                log.info(
+                    "%s: %s %s", name, f"healthy after {dt:.1f} s" if started else "already running", proc.spec.url
+                )
                 results.append(StartResult(name=name, started=started, pid=proc.pid(), seconds=round(dt, 3)))
         return results
 
@@ -95,8 +96,15 @@ class ServiceManager:
         for name in self._resolve(names, with_deps=False):
             proc = self.process(name)
             pid = proc.pid()
-            out.append(ServiceStatus(name=name, pid=pid, url=proc.spec.url,
-                                     healthy=pid is not None and proc.healthy(), log=str(proc.log_file)))
+            out.append(
+                ServiceStatus(
+                    name=name,
+                    pid=pid,
+                    url=proc.spec.url,
+                    healthy=pid is not None and proc.healthy(),
+                    log=str(proc.log_file),
+                )
+            )
         return out
 
     def client_env(self) -> dict[str, str]:
@@ -114,11 +122,13 @@ def client_env(settings: ServiceSettings | None = None) -> dict[str, str]:
     env = dict(OFFLINE_ENV)
     env.update(s.env_overrides())
     env.update(s3_env(s))
-    env.update({
-        "MLFLOW_TRACKING_URI": s.mlflow_url,
-        "PREFECT_API_URL": s.prefect_api_url,
-        "PREFECT_HOME": str(s.prefect_home),  # client profiles/caches in the state folder, not ~/.prefect
-    })
+    env.update(
+        {
+            "MLFLOW_TRACKING_URI": s.mlflow_url,
+            "PREFECT_API_URL": s.prefect_api_url,
+            "PREFECT_HOME": str(s.prefect_home),  # client profiles/caches in the state folder, not ~/.prefect
+        }
+    )
     return env
 
 

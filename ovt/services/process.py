@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import socket
 import subprocess
 import time
@@ -26,7 +25,7 @@ import urllib.error
 import urllib.request
 from collections import deque
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Callable
 
@@ -133,7 +132,8 @@ class ManagedProcess:
         if busy:
             raise ServiceError(
                 f"{self.spec.name}: port(s) {busy} on {self.host} are already in use by a process this project did "
-                f"not start (no PID file at {self.pid_file}); stop it or choose other ports (OVT_*_PORT)")
+                f"not start (no PID file at {self.pid_file}); stop it or choose other ports (OVT_*_PORT)"
+            )
         # Folders are created on start only: `status` of a never-started stack must not create a state folder.
         for d in (self.pid_file.parent, self.log_file.parent, self.spec.cwd):
             if d is not None:
@@ -141,12 +141,20 @@ class ManagedProcess:
         if self.spec.before_start is not None:
             self.spec.before_start()
         with open(self.log_file, "ab") as logfh:
-            stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
+            stamp = datetime.now(UTC).isoformat(timespec="seconds")
             logfh.write(f"\n===== {stamp} start: {' '.join(self.spec.argv)}\n".encode())
             logfh.flush()
-            proc = subprocess.Popen(self.spec.argv, env=self.spec.env, cwd=self.spec.cwd, stdin=subprocess.DEVNULL,
-                                    stdout=logfh, stderr=subprocess.STDOUT, start_new_session=True, close_fds=True,
-                                    umask=self.spec.umask)
+            proc = subprocess.Popen(
+                self.spec.argv,
+                env=self.spec.env,
+                cwd=self.spec.cwd,
+                stdin=subprocess.DEVNULL,
+                stdout=logfh,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                close_fds=True,
+                umask=self.spec.umask,
+            )
         atomic_write_text(self.pid_file, f"{proc.pid}\n")
         log.info("%s: started pid %d, waiting for %s", self.spec.name, proc.pid, self.spec.health_url)
         try:
@@ -162,16 +170,22 @@ class ManagedProcess:
         delay = 0.05
         while True:
             if proc is not None and proc.poll() is not None:
-                raise ServiceError(f"{self.spec.name} exited with code {proc.returncode} while starting; "
-                                   f"last lines of {self.log_file}:\n{tail(self.log_file)}")
+                raise ServiceError(
+                    f"{self.spec.name} exited with code {proc.returncode} while starting; "
+                    f"last lines of {self.log_file}:\n{tail(self.log_file)}"
+                )
             if proc is None and not psutil.pid_exists(pid):
-                raise ServiceError(f"{self.spec.name} (pid {pid}) died while starting; "
-                                   f"last lines of {self.log_file}:\n{tail(self.log_file)}")
+                raise ServiceError(
+                    f"{self.spec.name} (pid {pid}) died while starting; "
+                    f"last lines of {self.log_file}:\n{tail(self.log_file)}"
+                )
             if self.healthy():
                 return
             if time.monotonic() > deadline:
-                raise ServiceError(f"{self.spec.name} was not healthy at {self.spec.health_url} after {timeout:.0f} s; "
-                                   f"last lines of {self.log_file}:\n{tail(self.log_file)}")
+                raise ServiceError(
+                    f"{self.spec.name} was not healthy at {self.spec.health_url} after {timeout:.0f} s; "
+                    f"last lines of {self.log_file}:\n{tail(self.log_file)}"
+                )
             time.sleep(delay)
             delay = min(delay * 1.5, 0.5)  # fast for weed (<1 s), gentle for the slower Python servers
 
@@ -201,8 +215,9 @@ class ManagedProcess:
                     p.terminate()
             _, alive = psutil.wait_procs(alive, timeout=max(0.5, min(5.0, deadline - time.monotonic())))
         if alive:
-            log.warning("%s: %d process(es) ignored SIGTERM for %.0f s, sending SIGKILL", self.spec.name,
-                        len(alive), timeout)
+            log.warning(
+                "%s: %d process(es) ignored SIGTERM for %.0f s, sending SIGKILL", self.spec.name, len(alive), timeout
+            )
             for p in alive:
                 with contextlib.suppress(psutil.NoSuchProcess):
                     p.kill()

@@ -53,18 +53,27 @@ def free_ports(n: int, with_grpc: int = 0, host: str = "127.0.0.1", rng: random.
 def free_port_settings(state_dir: str | Path, **overrides) -> ServiceSettings:
     """Settings on free ports with fixed test credentials, independent of the caller's OVT_*/AWS_* env."""
     s3, master, volume, filer, admin, mlflow, prefect = free_ports(7, with_grpc=5)
-    values = dict(state_dir=Path(state_dir), s3_port=s3, s3_master_port=master, s3_volume_port=volume,
-                  s3_filer_port=filer, s3_admin_port=admin, mlflow_port=mlflow, prefect_port=prefect,
-                  access_key="ovt-test", secret_key="ovt-test-secret", start_timeout_s=180.0)
+    values = dict(
+        state_dir=Path(state_dir),
+        s3_port=s3,
+        s3_master_port=master,
+        s3_volume_port=volume,
+        s3_filer_port=filer,
+        s3_admin_port=admin,
+        mlflow_port=mlflow,
+        prefect_port=prefect,
+        access_key="ovt-test",
+        secret_key="ovt-test-secret",
+        start_timeout_s=180.0,
+    )
     values.update(overrides)
     return ServiceSettings(**values)
 
 
-
-
 @contextlib.contextmanager
-def local_stack(state_dir: str | Path, names: Iterable[str] | None = None,
-                settings: ServiceSettings | None = None) -> Iterator[ServiceManager]:
+def local_stack(
+    state_dir: str | Path, names: Iterable[str] | None = None, settings: ServiceSettings | None = None
+) -> Iterator[ServiceManager]:
     """Start `names` (default all three) on free ports under `state_dir`; always stop them on exit."""
     mgr = ServiceManager(settings or free_port_settings(state_dir))
     try:

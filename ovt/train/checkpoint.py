@@ -60,8 +60,10 @@ def load_trainable_state(model: torch.nn.Module, state: dict[str, torch.Tensor])
 
 
 def rng_state(device: torch.device) -> dict[str, torch.Tensor]:
-    return {"rng": torch.get_rng_state(),
-            "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else torch.empty(0)}
+    return {
+        "rng": torch.get_rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else torch.empty(0),
+    }
 
 
 def restore_rng(s: dict, device: torch.device) -> None:
@@ -70,15 +72,35 @@ def restore_rng(s: dict, device: torch.device) -> None:
         torch.cuda.set_rng_state(s["cuda_rng"], device)
 
 
-def capture(*, key: str, position: dict, model: torch.nn.Module, opt, sched, scaler, device: torch.device,
-            mined, miner_state: dict, history: dict, timings: dict) -> dict[str, Any]:
+def capture(
+    *,
+    key: str,
+    position: dict,
+    model: torch.nn.Module,
+    opt,
+    sched,
+    scaler,
+    device: torch.device,
+    mined,
+    miner_state: dict,
+    history: dict,
+    timings: dict,
+) -> dict[str, Any]:
     """Everything that determines the rest of the run, as one weights_only-loadable dict."""
-    return {"key": key, **position, "model": trainable_state(model), "optim": opt.state_dict(),
-            "sched": sched.state_dict(), "scaler": scaler.state_dict() if scaler is not None else {},
-            **rng_state(device),
-            "mined": None if mined is None else {"centres": mined.centres, "hard": mined.hard,
-                                                 "cos": mined.cos_to_centre},
-            **miner_state, "history": history["steps"], "events": history["events"], "timings": dict(timings)}
+    return {
+        "key": key,
+        **position,
+        "model": trainable_state(model),
+        "optim": opt.state_dict(),
+        "sched": sched.state_dict(),
+        "scaler": scaler.state_dict() if scaler is not None else {},
+        **rng_state(device),
+        "mined": None if mined is None else {"centres": mined.centres, "hard": mined.hard, "cos": mined.cos_to_centre},
+        **miner_state,
+        "history": history["steps"],
+        "events": history["events"],
+        "timings": dict(timings),
+    }
 
 
 def restore(s: dict, *, model: torch.nn.Module, opt, sched, scaler, device: torch.device):

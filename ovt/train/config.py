@@ -76,7 +76,7 @@ class DataParams(StrictModel):
     labelled_only: bool = False
 
     @model_validator(mode="after")
-    def _check(self) -> "DataParams":
+    def _check(self) -> DataParams:
         if self.augment and self.cache_prefix:
             raise ValueError("data.augment needs data.cache_prefix: false (cached activations are un-augmented)")
         if self.twod_source in ("csv", "webdataset") and self.twod_path is None:

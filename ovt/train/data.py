@@ -152,12 +152,21 @@ def render_pairs(renders_dir: Path, captions_dir: Path, cfg: DataParams) -> tupl
     pairs: list[Pair] = []
     for i, oid in enumerate(objects):
         for row in _subsample(sorted(by_obj[oid], key=lambda r: r["key"]), cfg.max_views_per_object):
-            pairs.append(Pair(key=row["key"], text=caps[row["key"]], obj=i, group=f"obj:{i}",
-                              image=ImageRef(str(renders_dir / row["shard"]), f"{row['key']}.png"),
-                              source=(row["key"], row["shard"])))
+            pairs.append(
+                Pair(
+                    key=row["key"],
+                    text=caps[row["key"]],
+                    obj=i,
+                    group=f"obj:{i}",
+                    image=ImageRef(str(renders_dir / row["shard"]), f"{row['key']}.png"),
+                    source=(row["key"], row["shard"]),
+                )
+            )
     if not pairs:
-        raise DataError(f"{renders_dir}: no captioned train-split views"
-                        + (f" in elevation bands {cfg.elevation_bands}" if cfg.elevation_bands else ""))
+        raise DataError(
+            f"{renders_dir}: no captioned train-split views"
+            + (f" in elevation bands {cfg.elevation_bands}" if cfg.elevation_bands else "")
+        )
     return pairs, objects, manifest
 
 
@@ -189,9 +198,11 @@ def mvcap_pairs(metadata: Path, image_root: Path | None, cfg: DataParams) -> tup
     if cfg.elevation_bands is not None:
         # the held-out-viewpoint variants select views by pose, and MVCap's format ({path, caption, obj_id,
         # img_id}) records none: training them on every view would silently not hold any viewpoint out
-        raise DataError(f"{metadata}: data.elevation_bands {cfg.elevation_bands} needs each view's elevation, "
-                        f"which MVCap metadata does not record; set train.heldout_viewpoints.enabled: false "
-                        f"for MVCap input (or train from render shards, whose manifest has the poses)")
+        raise DataError(
+            f"{metadata}: data.elevation_bands {cfg.elevation_bands} needs each view's elevation, "
+            f"which MVCap metadata does not record; set train.heldout_viewpoints.enabled: false "
+            f"for MVCap input (or train from render shards, whose manifest has the poses)"
+        )
     records = _mvcap_records(metadata, root)
     by_obj: dict[str, list[dict]] = {}
     for rec in records:
@@ -201,8 +212,15 @@ def mvcap_pairs(metadata: Path, image_root: Path | None, cfg: DataParams) -> tup
     for i, oid in enumerate(objects):
         for rec in _subsample(by_obj[oid], cfg.max_views_per_object):
             # keyed by path: MVCap's img_id is not unique across objects (two images would share one activation)
-            pairs.append(Pair(key=f"mvcap:{rec['path']}", text=rec["caption"], obj=i,
-                              group=f"obj:{i}", image=ImageRef(rec["image_path"])))
+            pairs.append(
+                Pair(
+                    key=f"mvcap:{rec['path']}",
+                    text=rec["caption"],
+                    obj=i,
+                    group=f"obj:{i}",
+                    image=ImageRef(rec["image_path"]),
+                )
+            )
     if not pairs:
         raise DataError(f"{metadata}: no records")
     return pairs, objects
@@ -218,9 +236,15 @@ def canonical_pairs(manifest: Iterable[dict], renders_dir: Path, prompt: str) ->
         if not name:
             continue
         text = prompt.format(name)
-        out.append(Pair(key=f"2d:{row['key']}", text=text, group=f"txt:{text}",
-                        image=ImageRef(str(Path(renders_dir) / row["shard"]), f"{row['key']}.png"),
-                        source=(row["key"], row["shard"])))
+        out.append(
+            Pair(
+                key=f"2d:{row['key']}",
+                text=text,
+                group=f"txt:{text}",
+                image=ImageRef(str(Path(renders_dir) / row["shard"]), f"{row['key']}.png"),
+                source=(row["key"], row["shard"]),
+            )
+        )
     return out
 
 
@@ -235,8 +259,14 @@ def csv_pairs(path: Path) -> list[Pair]:
     out = []
     for r in rows:
         p = Path(r["filepath"])
-        out.append(Pair(key=f"2d:{r['filepath']}", text=r["title"], group=f"txt:{r['title']}",
-                        image=ImageRef(str(p if p.is_absolute() else path.parent / p))))
+        out.append(
+            Pair(
+                key=f"2d:{r['filepath']}",
+                text=r["title"],
+                group=f"txt:{r['title']}",
+                image=ImageRef(str(p if p.is_absolute() else path.parent / p)),
+            )
+        )
     return out
 
 
@@ -255,8 +285,14 @@ def webdataset_pairs(path: Path) -> list[Pair]:
             if img_ext is None or "txt" not in members:
                 continue
             text = members["txt"].decode("utf-8").strip()
-            out.append(Pair(key=f"2d:{t.name}/{stem}", text=text, group=f"txt:{text}",
-                            image=ImageRef(str(t), f"{stem}.{img_ext}")))
+            out.append(
+                Pair(
+                    key=f"2d:{t.name}/{stem}",
+                    text=text,
+                    group=f"txt:{text}",
+                    image=ImageRef(str(t), f"{stem}.{img_ext}"),
+                )
+            )
     return out
 
 

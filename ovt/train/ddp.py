@@ -29,8 +29,12 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--renders", type=Path, default=Path("data/renders"))
     ap.add_argument("--captions", type=Path, default=Path("data/captions"))
     ap.add_argument("--base", type=Path, default=Path("models/base"))
-    ap.add_argument("--features", type=Path, default=Path("data/features"),
-                    help="the features stage's output ('none' computes the frozen prefix here)")
+    ap.add_argument(
+        "--features",
+        type=Path,
+        default=Path("data/features"),
+        help="the features stage's output ('none' computes the frozen prefix here)",
+    )
     ap.add_argument("--out", type=Path, default=Path("models"))
     ap.add_argument("--no-resume", dest="resume", action="store_false", help="ignore existing checkpoints")
     args = ap.parse_args(argv)
@@ -39,9 +43,18 @@ def main(argv: list[str] | None = None) -> dict:
     cfg, model_cfg, seed = load_blocks(args.params)
     ctx = init_from_env()
     try:
-        return run(cfg, seed=seed, renders_dir=args.renders, captions_dir=args.captions, base_dir=args.base,
-                   out_dir=args.out, model_cfg=model_cfg, resume=args.resume, ctx=ctx,
-                   features_dir=None if str(args.features) == "none" else args.features)
+        return run(
+            cfg,
+            seed=seed,
+            renders_dir=args.renders,
+            captions_dir=args.captions,
+            base_dir=args.base,
+            out_dir=args.out,
+            model_cfg=model_cfg,
+            resume=args.resume,
+            ctx=ctx,
+            features_dir=None if str(args.features) == "none" else args.features,
+        )
     finally:
         destroy(ctx)
 

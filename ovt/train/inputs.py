@@ -41,19 +41,34 @@ class Augment:
 class TrainInputs:
     """Rows of a TrainTable -> tensors for `model.image_tail` (cached) or `model.encode_image` (full forward)."""
 
-    def __init__(self, model: nn.Module, table: TrainTable, cfg: DataParams, *, store: Any, ctx: DistContext,
-                 seed: int, shared: dict, on_failure: Callable[[str, Exception], None], progress: bool = False):
+    def __init__(
+        self,
+        model: nn.Module,
+        table: TrainTable,
+        cfg: DataParams,
+        *,
+        store: Any,
+        ctx: DistContext,
+        seed: int,
+        shared: dict,
+        on_failure: Callable[[str, Exception], None],
+        progress: bool = False,
+    ):
         self.model, self.table, self.cfg, self.store, self.ctx = model, table, cfg, store, ctx
         self.seed, self.shared, self.on_failure, self.progress = seed, shared, on_failure, progress
         self.reader = ImageReader()
         self.augment = Augment() if cfg.augment else None
         if store is not None and store.first_adapted != getattr(model, "first_adapted", store.first_adapted):
-            raise ValueError(f"{store.folder}: features were computed for first adapted block {store.first_adapted}, "
-                             f"the model adapts from block {model.first_adapted}: rerun the features stage")
+            raise ValueError(
+                f"{store.folder}: features were computed for first adapted block {store.first_adapted}, "
+                f"the model adapts from block {model.first_adapted}: rerun the features stage"
+            )
         store_prefix = store is not None and store.has_prefix
         if cfg.cache_prefix and store is not None and not store_prefix:
-            log.info("feature store holds no prefix (%s): full forward every step",
-                     store.info.get("prefix_reason") or "not cached")
+            log.info(
+                "feature store holds no prefix (%s): full forward every step",
+                store.info.get("prefix_reason") or "not cached",
+            )
         self.cached = cfg.cache_prefix and (store is None or store_prefix)
         self.prefix: torch.Tensor | None = None
         self.seconds = 0.0
@@ -125,8 +140,9 @@ class TrainInputs:
         from_store = [i for i, p in enumerate(pairs) if self.store is not None and p.source is not None]
         rows: dict[int, torch.Tensor] = {}
         if from_store:
-            pre, _ = self.store.lookup([{"key": pairs[i].source[0], "shard": pairs[i].source[1]}
-                                        for i in from_store], prefix=True)
+            pre, _ = self.store.lookup(
+                [{"key": pairs[i].source[0], "shard": pairs[i].source[1]} for i in from_store], prefix=True
+            )
             rows.update(zip(from_store, pre))
         cache = self.shared.setdefault("prefix_store", {})  # image key -> activation, every table of the run
         todo_keys = list(dict.fromkeys(p.key for i, p in enumerate(pairs) if i not in rows and p.key not in cache))
@@ -142,17 +158,18 @@ class TrainInputs:
         for i, p in enumerate(self.table.pairs):
             first.setdefault(p.key, i)
         todo = [first[k] for k in keys]
-        mine = torch.tensor(todo[self.ctx.rank::self.ctx.world], dtype=torch.long)
+        mine = torch.tensor(todo[self.ctx.rank :: self.ctx.world], dtype=torch.long)
         bs, world, buf = self.cfg.encode_batch, self.ctx.world, None
-        with tqdm(total=len(todo), desc="cache image prefix", unit="img",
-                  disable=not (self.progress and self.ctx.is_main)) as bar:
+        with tqdm(
+            total=len(todo), desc="cache image prefix", unit="img", disable=not (self.progress and self.ctx.is_main)
+        ) as bar:
             for s in range(0, mine.numel(), bs):
-                rows = mine[s:s + bs]
+                rows = mine[s : s + bs]
                 out = self.model.image_prefix(self.images(rows)).float().cpu()
                 if buf is None:
                     buf = torch.zeros((len(todo), *out.shape[1:]))
                 slot = s * world + self.ctx.rank  # position of rows[0] in `todo`
-                buf[slot: slot + rows.numel() * world: world] = out
+                buf[slot : slot + rows.numel() * world : world] = out
                 bar.update(rows.numel() * world)
         if buf is None:  # a rank with no rows still needs the shape for the reduction
             shape = self.model.image_prefix(self.images(torch.tensor([todo[0]]))).shape[1:]
@@ -195,7 +212,7 @@ class TextTable:
         store = shared.setdefault("text_store", {})
         missing = [t for t in texts if t not in store]
         for i in range(0, len(missing), 256):
-            chunk = missing[i:i + 256]
+            chunk = missing[i : i + 256]
             store.update(zip(chunk, model.encode_text(chunk).float().cpu()))
         self.emb = torch.stack([store[t] for t in texts]).to(device)
         self.row_text = torch.tensor([index[p.text] for p in pairs], dtype=torch.long)

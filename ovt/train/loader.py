@@ -82,9 +82,18 @@ class CaptionBank:
         return hashlib.sha256(hashes.tobytes() + encoder_key.encode()).hexdigest()[:24]
 
     @classmethod
-    def build(cls, folder: str | Path, captions: Callable[[], Iterable[str]], encode: Callable[[list[str]], torch.Tensor],
-              *, encoder_key: str, rank: int = 0, world: int = 1, batch_size: int = 256,
-              barrier: Callable[[], None] | None = None) -> CaptionBank:
+    def build(
+        cls,
+        folder: str | Path,
+        captions: Callable[[], Iterable[str]],
+        encode: Callable[[list[str]], torch.Tensor],
+        *,
+        encoder_key: str,
+        rank: int = 0,
+        world: int = 1,
+        batch_size: int = 256,
+        barrier: Callable[[], None] | None = None,
+    ) -> CaptionBank:
         """Embed every distinct caption once. `captions()` is iterated twice (hashes, then texts) so the caption
         list itself is never held; `encode(texts) -> [n, D]` is the frozen text tower. Reruns with the same
         captions and `encoder_key` reuse the folder; each rank writes only its own part. With several ranks pass
@@ -135,8 +144,17 @@ class CaptionBank:
             with atomic_writer(folder / "hashes.npy") as fh:
                 np.save(fh, hashes)
             dim = int(np.load(part, mmap_mode="r").shape[1])
-            atomic_write_json(meta_path, {"key": key, "dim": dim, "count": int(hashes.size), "world": world,
-                                          "encoder_key": encoder_key, "dtype": "float16"})
+            atomic_write_json(
+                meta_path,
+                {
+                    "key": key,
+                    "dim": dim,
+                    "count": int(hashes.size),
+                    "world": world,
+                    "encoder_key": encoder_key,
+                    "dtype": "float16",
+                },
+            )
         if barrier is not None:
             barrier()
         return cls(folder)
@@ -157,12 +175,17 @@ class CaptionBank:
                 path = self.folder / f"emb-{r}-of-{self.world}.npy"
                 key_path = path.with_suffix(".key")
                 if not key_path.is_file() or key_path.read_text() != self.meta["key"]:
-                    raise LoaderError(f"{self.folder}: part {path.name} is missing or from another build "
-                                      f"(every one of the {self.world} ranks must run CaptionBank.build)")
+                    raise LoaderError(
+                        f"{self.folder}: part {path.name} is missing or from another build "
+                        f"(every one of the {self.world} ranks must run CaptionBank.build)"
+                    )
                 with open(path, "rb") as fh:
                     version = np.lib.format.read_magic(fh)
-                    read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) \
+                    read_header = (
+                        np.lib.format.read_array_header_1_0
+                        if version == (1, 0)
                         else np.lib.format.read_array_header_2_0
+                    )
                     read_header(fh)
                     offset = fh.tell()
                 self._fds[r] = (os.open(path, os.O_RDONLY), offset)
@@ -201,12 +224,12 @@ def iter_whole_shard(tar: str | Path) -> Iterator[tuple[str, dict[str, bytes]]]:
 
 # ---- batches --------------------------------------------------------------------------------------------------------
 class Batch(NamedTuple):
-    images: torch.Tensor      # [B, 3, H, W] preprocessed
-    texts: list[str]          # captions
-    objects: list[str]        # object ids (asset_id / MVCap obj_id, as strings)
-    views: torch.Tensor       # [B] long, view index within the object (-1 when the sample has none)
-    keys: list[str]           # sample keys (for failures and determinism checks)
-    text_emb: torch.Tensor    # [B, D] float32 caption embeddings from the bank, or [B, 0] without one
+    images: torch.Tensor  # [B, 3, H, W] preprocessed
+    texts: list[str]  # captions
+    objects: list[str]  # object ids (asset_id / MVCap obj_id, as strings)
+    views: torch.Tensor  # [B] long, view index within the object (-1 when the sample has none)
+    keys: list[str]  # sample keys (for failures and determinism checks)
+    text_emb: torch.Tensor  # [B, D] float32 caption embeddings from the bank, or [B, 0] without one
 
 
 def sample_fields(key: str, members: dict[str, bytes], where: str, captions: Mapping[str, str] | None):
@@ -237,8 +260,9 @@ class _Collate:
     def __call__(self, rows: list[tuple]) -> Batch:
         images, texts, objs, views, keys = zip(*rows)
         emb = self.bank.lookup(list(texts)) if self.bank is not None else torch.zeros(len(rows), 0)
-        return Batch(torch.stack(images), list(texts), list(objs), torch.tensor(views, dtype=torch.long),
-                     list(keys), emb)
+        return Batch(
+            torch.stack(images), list(texts), list(objs), torch.tensor(views, dtype=torch.long), list(keys), emb
+        )
 
 
 def fixed_mmap_threshold(nbytes: int = 128 << 10) -> bool:
@@ -260,9 +284,18 @@ def fixed_mmap_threshold(nbytes: int = 128 << 10) -> bool:
 class ShardStream(IterableDataset):
     """Preprocessed samples of a list of shard tars, partitioned by (rank, worker), reproducibly shuffled."""
 
-    def __init__(self, tars: Sequence[str | Path], preprocess: Callable, *, seed: int = 0, rank: int = 0,
-                 world: int = 1, shuffle_buffer: int = 1000, captions: Mapping[str, str] | None = None,
-                 shuffle: bool = True):
+    def __init__(
+        self,
+        tars: Sequence[str | Path],
+        preprocess: Callable,
+        *,
+        seed: int = 0,
+        rank: int = 0,
+        world: int = 1,
+        shuffle_buffer: int = 1000,
+        captions: Mapping[str, str] | None = None,
+        shuffle: bool = True,
+    ):
         if not tars:
             raise LoaderError("ShardStream: no shards")
         self.tars = [str(t) for t in tars]
@@ -325,16 +358,40 @@ class LoaderSpec:
     pin_memory: bool | None = None  # None: pin when CUDA is available
 
 
-def make_loader(tars: Sequence[str | Path], preprocess: Callable, spec: LoaderSpec, *, seed: int = 0,
-                rank: int = 0, world: int = 1, bank: CaptionBank | None = None,
-                captions: Mapping[str, str] | None = None, shuffle: bool = True) -> DataLoader:
+def make_loader(
+    tars: Sequence[str | Path],
+    preprocess: Callable,
+    spec: LoaderSpec,
+    *,
+    seed: int = 0,
+    rank: int = 0,
+    world: int = 1,
+    bank: CaptionBank | None = None,
+    captions: Mapping[str, str] | None = None,
+    shuffle: bool = True,
+) -> DataLoader:
     """A DataLoader of `Batch`es over `tars`; call `loader.dataset.set_epoch(e)` before each epoch."""
-    ds = ShardStream(tars, preprocess, seed=seed, rank=rank, world=world, shuffle_buffer=spec.shuffle_buffer,
-                     captions=captions, shuffle=shuffle)
+    ds = ShardStream(
+        tars,
+        preprocess,
+        seed=seed,
+        rank=rank,
+        world=world,
+        shuffle_buffer=spec.shuffle_buffer,
+        captions=captions,
+        shuffle=shuffle,
+    )
     pin = torch.cuda.is_available() if spec.pin_memory is None else spec.pin_memory
     extra = {"prefetch_factor": spec.prefetch_factor} if spec.num_workers > 0 else {}
-    return DataLoader(ds, batch_size=spec.batch_size, num_workers=spec.num_workers, collate_fn=_Collate(bank),
-                      pin_memory=pin, drop_last=False, **extra)
+    return DataLoader(
+        ds,
+        batch_size=spec.batch_size,
+        num_workers=spec.num_workers,
+        collate_fn=_Collate(bank),
+        pin_memory=pin,
+        drop_last=False,
+        **extra,
+    )
 
 
 def shard_tars(shards_dir: str | Path) -> list[Path]:

@@ -44,10 +44,23 @@ def set_mode(model: nn.Module, mode: str) -> None:
 
 
 class Trainer:
-    def __init__(self, model: nn.Module, table: TrainTable, cfg: TrainParams, *, variant: str, seed: int,
-                 work_dir: Path, ctx: DistContext, key: str, failures: Path | None = None,
-                 on_step: Callable[[int], None] | None = None, run_name: str | None = None,
-                 shared_cache: dict | None = None, store: Any = None):
+    def __init__(
+        self,
+        model: nn.Module,
+        table: TrainTable,
+        cfg: TrainParams,
+        *,
+        variant: str,
+        seed: int,
+        work_dir: Path,
+        ctx: DistContext,
+        key: str,
+        failures: Path | None = None,
+        on_step: Callable[[int], None] | None = None,
+        run_name: str | None = None,
+        shared_cache: dict | None = None,
+        store: Any = None,
+    ):
         self.model, self.table, self.cfg, self.variant = model, table, cfg, variant
         self.seed, self.ctx, self.key, self.on_step = seed, ctx, key, on_step
         self.work_dir = Path(work_dir)
@@ -62,26 +75,46 @@ class Trainer:
         if cfg.deterministic:
             torch.use_deterministic_algorithms(True, warn_only=True)
         model.to(self.device)
-        self.inputs = TrainInputs(model, table, cfg.data, store=store, ctx=ctx, seed=seed, shared=self.shared,
-                                  on_failure=self._log_failure, progress=cfg.tracking.progress)
+        self.inputs = TrainInputs(
+            model,
+            table,
+            cfg.data,
+            store=store,
+            ctx=ctx,
+            seed=seed,
+            shared=self.shared,
+            on_failure=self._log_failure,
+            progress=cfg.tracking.progress,
+        )
         self.cached = self.inputs.cached
-        self.tracker = Tracker(ctx.is_main, cfg.tracking.mlflow, cfg.tracking.experiment,
-                               run_name or f"{variant}-seed{seed}", {"variant": variant, "seed": seed,
-                                                                      **cfg.model_dump(mode="json")})
+        self.tracker = Tracker(
+            ctx.is_main,
+            cfg.tracking.mlflow,
+            cfg.tracking.experiment,
+            run_name or f"{variant}-seed{seed}",
+            {"variant": variant, "seed": seed, **cfg.model_dump(mode="json")},
+        )
         self.timings: dict[str, float] = {"mining_s": 0.0, "train_s": 0.0, "cache_s": 0.0}
 
     def _log_failure(self, item: str, err: Exception) -> None:
         log.warning("skipping %s: %s", item, err)
         if self.failures is not None and self.ctx.is_main:
-            append_jsonl(self.failures, {"stage": "train", "item": item, "error": type(err).__name__,
-                                         "detail": str(err)[:500]})
+            append_jsonl(
+                self.failures, {"stage": "train", "item": item, "error": type(err).__name__, "detail": str(err)[:500]}
+            )
 
     # ------------------------------------------------------------------ data order
     def epoch_order(self, epoch: int) -> torch.Tensor:
         """This rank's multi-view rows for `epoch`, in batch order (disjoint across ranks, drop_last)."""
         if self.cfg.data.object_aware_sampler:
-            return object_aware_order(self.rows_of_object, epoch, seed=self.seed, rank=self.ctx.rank,
-                                      world=self.ctx.world, views_per_object=self.cfg.data.views_per_object)
+            return object_aware_order(
+                self.rows_of_object,
+                epoch,
+                seed=self.seed,
+                rank=self.ctx.rank,
+                world=self.ctx.world,
+                views_per_object=self.cfg.data.views_per_object,
+            )
         return epoch_order(self.n_mv, epoch, seed=self.seed, rank=self.ctx.rank, world=self.ctx.world)
 
     # ------------------------------------------------------------------ max step
@@ -106,15 +139,30 @@ class Trainer:
         positives = None
         if self.cfg.loss.multi_positive:  # same object, or the very same caption: not a negative
             rows = idx.tolist()
-            positives = (positives_matrix([self.groups[i] for i in rows])
-                         | positives_matrix([str(int(self.text.row_text[i])) for i in rows])).to(self.device)
+            positives = (
+                positives_matrix([self.groups[i] for i in rows])
+                | positives_matrix([str(int(self.text.row_text[i])) for i in rows])
+            ).to(self.device)
         vc = self.use_vc and self.mined is not None
         out, z_mv = train_step(
-            self.fwd, self.inputs(idx, epoch), self.text[idx], n_mv=rows_mv.numel(), opt=self.opt,
-            sched=self.sched, scaler=self.scaler, trainable=self.trainable, cfg=self.cfg, precision=self.precision,
-            device=self.device, lam=self.lam if vc else 0.0, mined=self.mined if vc else None,
-            obj=self.row_obj[rows_mv], hard=self.mined.hard[rows_mv] if vc else None, positives=positives,
-            model=self.model)
+            self.fwd,
+            self.inputs(idx, epoch),
+            self.text[idx],
+            n_mv=rows_mv.numel(),
+            opt=self.opt,
+            sched=self.sched,
+            scaler=self.scaler,
+            trainable=self.trainable,
+            cfg=self.cfg,
+            precision=self.precision,
+            device=self.device,
+            lam=self.lam if vc else 0.0,
+            mined=self.mined if vc else None,
+            obj=self.row_obj[rows_mv],
+            hard=self.mined.hard[rows_mv] if vc else None,
+            positives=positives,
+            model=self.model,
+        )
         self.miner.record(rows_mv, z_mv, self.global_step)
         return out
 
@@ -123,14 +171,24 @@ class Trainer:
         return {"global_step": self.global_step, "epoch": self.epoch, "step_in_epoch": self.step_in_epoch}
 
     def state(self) -> dict:
-        return ckpt.capture(key=self.key, position=self._position(), model=self.model, opt=self.opt,
-                            sched=self.sched, scaler=self.scaler, device=self.device, mined=self.mined,
-                            miner_state=self.miner.state(), history=self.tracker.history(), timings=self.timings)
+        return ckpt.capture(
+            key=self.key,
+            position=self._position(),
+            model=self.model,
+            opt=self.opt,
+            sched=self.sched,
+            scaler=self.scaler,
+            device=self.device,
+            mined=self.mined,
+            miner_state=self.miner.state(),
+            history=self.tracker.history(),
+            timings=self.timings,
+        )
 
     def restore(self, s: dict) -> None:
-        pos, self.mined, miner, history, timings = ckpt.restore(s, model=self.model, opt=self.opt,
-                                                                 sched=self.sched, scaler=self.scaler,
-                                                                 device=self.device)
+        pos, self.mined, miner, history, timings = ckpt.restore(
+            s, model=self.model, opt=self.opt, sched=self.sched, scaler=self.scaler, device=self.device
+        )
         self.global_step, self.epoch, self.step_in_epoch = pos["global_step"], pos["epoch"], pos["step_in_epoch"]
         self.miner.load(miner)
         self.tracker.rows, self.tracker.events = history["steps"], history["events"]
@@ -151,13 +209,16 @@ class Trainer:
         b = cfg.data.mvcap_batch
         self.steps_per_epoch = self.n_mv // (b * self.ctx.world)
         if self.steps_per_epoch == 0:
-            raise ValueError(f"train.data.mvcap_batch={b} × {self.ctx.world} rank(s) exceeds the "
-                             f"{self.n_mv} multi-view training pairs: lower the batch")
+            raise ValueError(
+                f"train.data.mvcap_batch={b} × {self.ctx.world} rank(s) exceeds the "
+                f"{self.n_mv} multi-view training pairs: lower the batch"
+            )
         self.total_steps = cfg.epochs * self.steps_per_epoch
         if cfg.max_steps is not None:
             self.total_steps = min(self.total_steps, cfg.max_steps)
-        self.twod = CyclingSampler(self.n_2d, cfg.data.twod_batch, seed=self.seed, rank=self.ctx.rank,
-                                   world=self.ctx.world)
+        self.twod = CyclingSampler(
+            self.n_2d, cfg.data.twod_batch, seed=self.seed, rank=self.ctx.rank, world=self.ctx.world
+        )
         self.trainable = [p for p in self.model.parameters() if p.requires_grad]
         self.opt = build_optimizer(self.model, cfg.optim)
         self.sched = build_scheduler(self.opt, self.total_steps, cfg.optim, self.steps_per_epoch)
@@ -175,8 +236,13 @@ class Trainer:
         if resume and (state := ckpt.load_latest(self.work_dir / "checkpoints", self.key)) is not None:
             self.restore(state)
             self.resumed_from = self.global_step
-            log.info("resumed %s at step %d (epoch %d, step %d)", self.variant, self.global_step, self.epoch,
-                     self.step_in_epoch)
+            log.info(
+                "resumed %s at step %d (epoch %d, step %d)",
+                self.variant,
+                self.global_step,
+                self.epoch,
+                self.step_in_epoch,
+            )
         set_mode(self.model, cfg.model_mode)
 
     def fit(self, resume: bool = True) -> dict:
@@ -184,11 +250,23 @@ class Trainer:
         cfg, b = self.cfg, self.cfg.data.mvcap_batch
         n_train = sum(p.numel() for p in self.trainable)
         if self.ctx.is_main:
-            log.info("%s: %d trainable parameters, %d multi-view + %d 2D pairs, %d steps/epoch, %d steps (%s)",
-                     self.variant, n_train, self.n_mv, self.n_2d, self.steps_per_epoch, self.total_steps,
-                     "cached prefix" if self.cached else "full forward")
-        bar = tqdm(total=self.total_steps, initial=self.global_step, desc=f"train[{self.variant}]",
-                   disable=not (cfg.tracking.progress and self.ctx.is_main), dynamic_ncols=True)
+            log.info(
+                "%s: %d trainable parameters, %d multi-view + %d 2D pairs, %d steps/epoch, %d steps (%s)",
+                self.variant,
+                n_train,
+                self.n_mv,
+                self.n_2d,
+                self.steps_per_epoch,
+                self.total_steps,
+                "cached prefix" if self.cached else "full forward",
+            )
+        bar = tqdm(
+            total=self.total_steps,
+            initial=self.global_step,
+            desc=f"train[{self.variant}]",
+            disable=not (cfg.tracking.progress and self.ctx.is_main),
+            dynamic_ncols=True,
+        )
         per_step = (b + cfg.data.twod_batch) * self.ctx.world
         while self.global_step < self.total_steps:
             if self.step_in_epoch == 0 and self.use_vc:
@@ -197,7 +275,7 @@ class Trainer:
             while self.step_in_epoch < self.steps_per_epoch and self.global_step < self.total_steps:
                 s = self.step_in_epoch
                 t0 = time.perf_counter()
-                out = self.train_step(order[s * b:(s + 1) * b], self.twod.rows(self.global_step), self.epoch)
+                out = self.train_step(order[s * b : (s + 1) * b], self.twod.rows(self.global_step), self.epoch)
                 dt = time.perf_counter() - t0
                 self.timings["train_s"] += dt
                 self.global_step += 1
@@ -213,8 +291,9 @@ class Trainer:
                 if self.global_step % cfg.checkpoint_every == 0 or self.global_step == self.total_steps:
                     state = self.state()
                     if self.ctx.is_main:
-                        ckpt.save_checkpoint(self.work_dir / "checkpoints", self.global_step, state,
-                                             cfg.keep_checkpoints)
+                        ckpt.save_checkpoint(
+                            self.work_dir / "checkpoints", self.global_step, state, cfg.keep_checkpoints
+                        )
                 if self.on_step is not None:
                     self.on_step(self.global_step)
                 if self.step_in_epoch == 0:
@@ -224,17 +303,31 @@ class Trainer:
         last = self.tracker.rows[-1] if self.tracker.rows else {}
         epochs_run = self.global_step / self.steps_per_epoch
         return {
-            "variant": self.variant, "steps": self.global_step, "epochs_run": self.epoch,
-            "steps_per_epoch": self.steps_per_epoch, "trainable_params": n_train, "precision": self.precision,
+            "variant": self.variant,
+            "steps": self.global_step,
+            "epochs_run": self.epoch,
+            "steps_per_epoch": self.steps_per_epoch,
+            "trainable_params": n_train,
+            "precision": self.precision,
             "input": "cached prefix" if self.cached else "full forward",
-            "mv_pairs": self.n_mv, "twod_pairs": self.n_2d, "objects": len(self.rows_of_object),
-            "resumed_from": self.resumed_from, "final_loss": last.get("loss"),
-            "final_loss_itc": last.get("loss_itc"), "final_loss_vc": last.get("loss_vc"),
+            "mv_pairs": self.n_mv,
+            "twod_pairs": self.n_2d,
+            "objects": len(self.rows_of_object),
+            "resumed_from": self.resumed_from,
+            "final_loss": last.get("loss"),
+            "final_loss_itc": last.get("loss_itc"),
+            "final_loss_vc": last.get("loss_vc"),
             **{k: round(v, 3) for k, v in self.timings.items()},
             # mining time per epoch over training time per epoch (the max step's share of the compute)
-            "mining_share": round(self.timings["mining_s"] / max(1, self.epoch + (self.step_in_epoch > 0))
-                                  / (self.timings["train_s"] / epochs_run), 4)
-            if self.use_vc and self.timings["train_s"] and epochs_run else None,
+            "mining_share": round(
+                self.timings["mining_s"]
+                / max(1, self.epoch + (self.step_in_epoch > 0))
+                / (self.timings["train_s"] / epochs_run),
+                4,
+            )
+            if self.use_vc and self.timings["train_s"] and epochs_run
+            else None,
             "samples_per_s": round(per_step * self.global_step / self.timings["train_s"], 2)
-            if self.timings["train_s"] else None,
+            if self.timings["train_s"]
+            else None,
         }

@@ -6,8 +6,9 @@ import torch
 import torch.nn.functional as F
 
 
-def itc_loss(img: torch.Tensor, txt: torch.Tensor, logit_scale: torch.Tensor,
-             positives: torch.Tensor | None = None) -> torch.Tensor:
+def itc_loss(
+    img: torch.Tensor, txt: torch.Tensor, logit_scale: torch.Tensor, positives: torch.Tensor | None = None
+) -> torch.Tensor:
     """Symmetric contrastive loss over L2-normalised `img` [B,D] and `txt` [B,D].
 
     `logit_scale` is the log-scale parameter (logits = exp(s)·img·txtᵀ). Without `positives` the targets are
@@ -35,8 +36,9 @@ def positives_matrix(groups: list[str]) -> torch.Tensor:
     return ids[:, None] == ids[None, :]
 
 
-def vc_loss(z: torch.Tensor, centres: torch.Tensor, margin: float,
-            negatives: torch.Tensor | None = None) -> torch.Tensor:
+def vc_loss(
+    z: torch.Tensor, centres: torch.Tensor, margin: float, negatives: torch.Tensor | None = None
+) -> torch.Tensor:
     """L_VC over the batch's hard views: mean relu(d(z, c) + m), d = 1 − cos; centres are constants.
 
     `z` [H,D] are the hard views' embeddings, `centres` [H,D] their objects' centres. With `negatives` [H,D] (the

@@ -16,8 +16,9 @@ import torch.nn.functional as F
 Weight = Literal["inv_cos", "inv_dist"]
 
 
-def knn_weighted_centre(z: torch.Tensor, k: int = 5, weight: Weight = "inv_cos",
-                        renormalise: bool = False) -> torch.Tensor:
+def knn_weighted_centre(
+    z: torch.Tensor, k: int = 5, weight: Weight = "inv_cos", renormalise: bool = False
+) -> torch.Tensor:
     """Centre of one object's L2-normalised view embeddings `z` [n,D].
 
     inv_cos (official): s_j = mean cosine to the k nearest *other* views, w_j = 1/s_j (0 where s_j == 0), so views
@@ -77,9 +78,17 @@ class MinedSet:
         }
 
 
-def mine_from_embeddings(emb_of_object: Iterable[tuple[int, torch.Tensor, torch.Tensor]], n_objects: int,
-                         n_rows: int, dim: int, *, knn: int, hard_k: int, weight: Weight,
-                         renormalise: bool) -> MinedSet:
+def mine_from_embeddings(
+    emb_of_object: Iterable[tuple[int, torch.Tensor, torch.Tensor]],
+    n_objects: int,
+    n_rows: int,
+    dim: int,
+    *,
+    knn: int,
+    hard_k: int,
+    weight: Weight,
+    renormalise: bool,
+) -> MinedSet:
     """Reduce a stream of (object index, global row indices [n], embeddings [n,D]) into centres and hard sets.
 
     Objects not in the stream (another rank's shard) keep zero centres and no hard views, so shards can be
@@ -97,8 +106,12 @@ def mine_from_embeddings(emb_of_object: Iterable[tuple[int, torch.Tensor, torch.
     return MinedSet(centres, hard, cos)
 
 
-def stream_objects(rows_of_object: list[torch.Tensor], objects: Iterable[int],
-                   embed: Callable[[torch.Tensor], torch.Tensor], batch_size: int):
+def stream_objects(
+    rows_of_object: list[torch.Tensor],
+    objects: Iterable[int],
+    embed: Callable[[torch.Tensor], torch.Tensor],
+    batch_size: int,
+):
     """Embed each object's views in batches of at most `batch_size` and yield (obj, rows, embeddings on host).
 
     `embed(rows) -> [len(rows), D]` runs the model (no grad) on the given table rows; only one batch is on the
@@ -108,7 +121,7 @@ def stream_objects(rows_of_object: list[torch.Tensor], objects: Iterable[int],
         rows = rows_of_object[obj]
         if rows.numel() == 0:
             continue
-        parts = [embed(rows[i:i + batch_size]).detach().float().cpu() for i in range(0, rows.numel(), batch_size)]
+        parts = [embed(rows[i : i + batch_size]).detach().float().cpu() for i in range(0, rows.numel(), batch_size)]
         yield obj, rows, torch.cat(parts)
 
 
@@ -182,16 +195,24 @@ class Miner:
                         fresh += int(unseen.sum())
                         z[unseen] = embed_rows(rows[unseen]).float().cpu()
                     yield o, rows, z
+
             it = stream()
         else:
             it = stream_batched(self.rows_of_object, objs, embed_rows, m.batch_size)
-        mined = mine_from_embeddings(it, len(self.rows_of_object), self.n_rows, self.dim, knn=m.knn,
-                                     hard_k=m.hard_k, weight=m.weight, renormalise=m.renormalise_centre)
+        mined = mine_from_embeddings(
+            it,
+            len(self.rows_of_object),
+            self.n_rows,
+            self.dim,
+            knn=m.knn,
+            hard_k=m.hard_k,
+            weight=m.weight,
+            renormalise=m.renormalise_centre,
+        )
         for t in (mined.centres, mined.hard, mined.cos_to_centre):
             all_reduce_sum_(t, self.ctx)
         self.reuse_stamp.fill_(-1)
-        return mined, {"epoch": epoch, "mode": "reuse" if reuse else "full_pass", "fresh_rows": fresh,
-                       **mined.stats()}
+        return mined, {"epoch": epoch, "mode": "reuse" if reuse else "full_pass", "fresh_rows": fresh, **mined.stats()}
 
     def state(self) -> dict:
         self.sync()
@@ -201,8 +222,12 @@ class Miner:
         self.reuse_emb, self.reuse_stamp = s["reuse_emb"], s["reuse_stamp"]
 
 
-def stream_batched(rows_of_object: list[torch.Tensor], objects: Iterable[int],
-                   embed: Callable[[torch.Tensor], torch.Tensor], batch_size: int):
+def stream_batched(
+    rows_of_object: list[torch.Tensor],
+    objects: Iterable[int],
+    embed: Callable[[torch.Tensor], torch.Tensor],
+    batch_size: int,
+):
     """Like `stream_objects`, but a forward spans objects: full `batch_size` batches however few views each object
     has (~26 here, so per-object forwards would run small, slow batches). Host memory holds at most one group of
     objects whose views fill a batch, never the whole pass."""
@@ -211,12 +236,13 @@ def stream_batched(rows_of_object: list[torch.Tensor], objects: Iterable[int],
 
     def flush():
         rows = torch.cat([rows_of_object[o] for o in group])
-        z = torch.cat([embed(rows[i:i + batch_size]).detach().float().cpu()
-                       for i in range(0, rows.numel(), batch_size)])
+        z = torch.cat(
+            [embed(rows[i : i + batch_size]).detach().float().cpu() for i in range(0, rows.numel(), batch_size)]
+        )
         start = 0
         for o in group:
             k = rows_of_object[o].numel()
-            yield o, rows_of_object[o], z[start:start + k]
+            yield o, rows_of_object[o], z[start : start + k]
             start += k
 
     for o in objects:

@@ -17,8 +17,9 @@ def epoch_order(n: int, epoch: int, *, seed: int, rank: int = 0, world: int = 1)
     return torch.tensor(list(iter(sampler)), dtype=torch.long)
 
 
-def object_aware_order(rows_of_object: list[torch.Tensor], epoch: int, *, seed: int, views_per_object: int,
-                       rank: int = 0, world: int = 1) -> torch.Tensor:
+def object_aware_order(
+    rows_of_object: list[torch.Tensor], epoch: int, *, seed: int, views_per_object: int, rank: int = 0, world: int = 1
+) -> torch.Tensor:
     """Chunks of `views_per_object` views of one object, chunks shuffled globally, so hard views meet their
     object's other views in a batch (raises L_VC coverage; not the paper's sampler)."""
     g = torch.Generator().manual_seed(seed * 7919 + epoch)
@@ -28,7 +29,7 @@ def object_aware_order(rows_of_object: list[torch.Tensor], epoch: int, *, seed: 
         chunks += list(rows.split(views_per_object))
     order = torch.cat([chunks[i] for i in torch.randperm(len(chunks), generator=g).tolist()])
     per_rank = order.numel() // world
-    return order[rank * per_rank:(rank + 1) * per_rank]
+    return order[rank * per_rank : (rank + 1) * per_rank]
 
 
 class EpochSampler:
@@ -45,7 +46,7 @@ class EpochSampler:
         epoch, s = divmod(step, self.steps_per_epoch)
         if self._cache is None or self._cache[0] != epoch:
             self._cache = (epoch, epoch_order(self.n, epoch, seed=self.seed))
-        return self._cache[1][s * self.b:(s + 1) * self.b]
+        return self._cache[1][s * self.b : (s + 1) * self.b]
 
 
 class CyclingSampler:

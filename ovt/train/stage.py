@@ -35,8 +35,9 @@ log = logging.getLogger(__name__)
 IMPL_VERSION = "ovt-train/2"
 
 
-def input_digest(renders_dir: Path | None, captions_dir: Path | None, base_dir: Path | None,
-                 cfg: TrainParams, store: Any = None) -> dict[str, str]:
+def input_digest(
+    renders_dir: Path | None, captions_dir: Path | None, base_dir: Path | None, cfg: TrainParams, store: Any = None
+) -> dict[str, str]:
     """Digests of everything upstream that changes the training pairs or the starting weights."""
     out: dict[str, str] = {}
 
@@ -50,8 +51,9 @@ def input_digest(renders_dir: Path | None, captions_dir: Path | None, base_dir: 
     out["captions"] = files(captions_dir, ["shards/*.jsonl", "shards/*.json"])
     out["base"] = files(base_dir, ["*.json", "*.safetensors"])
     if store is not None:  # the frozen-tower outputs the variants train on
-        out["features"] = stable_digest([store.folder.name] + [json.loads(p.read_text())["key"]
-                                                               for p in sorted(store.folder.glob("shard-*.json"))])
+        out["features"] = stable_digest(
+            [store.folder.name] + [json.loads(p.read_text())["key"] for p in sorted(store.folder.glob("shard-*.json"))]
+        )
     for name in ("mvcap_metadata", "twod_path"):
         p = getattr(cfg.data, name)
         if p is not None and Path(p).is_file():
@@ -68,8 +70,9 @@ def variant_key(cfg: TrainParams, variant: str, seed: int, inputs: dict, model_c
     elif variant == "zeroshot":  # no training at all: only the model block and the seed matter
         train, inputs = {}, {"base": inputs.get("base")}
     model = model_cfg.model_dump(mode="json") if hasattr(model_cfg, "model_dump") else model_cfg
-    return stable_digest({"impl": IMPL_VERSION, "variant": variant, "seed": seed, "train": train,
-                          "model": model, "inputs": inputs})
+    return stable_digest(
+        {"impl": IMPL_VERSION, "variant": variant, "seed": seed, "train": train, "model": model, "inputs": inputs}
+    )
 
 
 def _default_builder(model_cfg: Any, base_dir: Path | None) -> Callable[[], torch.nn.Module]:
@@ -77,14 +80,26 @@ def _default_builder(model_cfg: Any, base_dir: Path | None) -> Callable[[], torc
 
     def build():
         return build_ovt_model(model_cfg, build_base(model_cfg, base_dir))
+
     return build
 
 
-def run(cfg: TrainParams, *, seed: int, renders_dir: Path | None, captions_dir: Path | None,
-        base_dir: Path | None, out_dir: Path, model_cfg: Any = None,
-        build_model: Callable[[], torch.nn.Module] | None = None, metrics_dir: Path | None = None,
-        resume: bool = True, ctx: DistContext | None = None,
-        on_step: Callable[[int], None] | None = None, features_dir: Path | None = None) -> dict:
+def run(
+    cfg: TrainParams,
+    *,
+    seed: int,
+    renders_dir: Path | None,
+    captions_dir: Path | None,
+    base_dir: Path | None,
+    out_dir: Path,
+    model_cfg: Any = None,
+    build_model: Callable[[], torch.nn.Module] | None = None,
+    metrics_dir: Path | None = None,
+    resume: bool = True,
+    ctx: DistContext | None = None,
+    on_step: Callable[[int], None] | None = None,
+    features_dir: Path | None = None,
+) -> dict:
     """Train every variant in `cfg.variants` into `out_dir/<variant>/`; returns per-variant stats.
 
     `build_model()` must return a fresh OVT model (ovt.model interface); by default it is built from `model_cfg`
@@ -142,9 +157,20 @@ def run(cfg: TrainParams, *, seed: int, renders_dir: Path | None, captions_dir: 
                 tables[is_hv] = build_table(vcfg.data, renders_dir, captions_dir)
             import copy
 
-            trainer = Trainer(model, copy.deepcopy(tables[is_hv]), vcfg, variant=kind, seed=seed, work_dir=dest,
-                              ctx=ctx, key=key, failures=failures, on_step=on_step, shared_cache=shareds[is_hv],
-                              store=store)
+            trainer = Trainer(
+                model,
+                copy.deepcopy(tables[is_hv]),
+                vcfg,
+                variant=kind,
+                seed=seed,
+                work_dir=dest,
+                ctx=ctx,
+                key=key,
+                failures=failures,
+                on_step=on_step,
+                shared_cache=shareds[is_hv],
+                store=store,
+            )
             try:
                 vstats = trainer.fit(resume=resume)
                 history = trainer.tracker.history()
@@ -154,10 +180,15 @@ def run(cfg: TrainParams, *, seed: int, renders_dir: Path | None, captions_dir: 
         vstats["wall_s"] = round(time.perf_counter() - t0, 2)
         if ctx.is_main:
             # zeroshot = the base: adapters present but switched off (LoRA delta and VIFormer residual × 0)
-            record = {"key": key, "variant": variant, "seed": seed,
-                      "adapter_scale": 0.0 if kind == "zeroshot" else cfg.wise_alpha,
-                      "lambda": cfg.loss.lam if kind == "ovt" else 0.0, "impl": IMPL_VERSION,
-                      "elevation_bands": vcfg.data.elevation_bands}
+            record = {
+                "key": key,
+                "variant": variant,
+                "seed": seed,
+                "adapter_scale": 0.0 if kind == "zeroshot" else cfg.wise_alpha,
+                "lambda": cfg.loss.lam if kind == "ovt" else 0.0,
+                "impl": IMPL_VERSION,
+                "elevation_bands": vcfg.data.elevation_bands,
+            }
             # model.save writes adapter/, viformer.safetensors and model.json atomically, leaving checkpoints/
             model.to("cpu").save(dest, extra={"train": record})
             if kind != "zeroshot":
@@ -168,8 +199,24 @@ def run(cfg: TrainParams, *, seed: int, renders_dir: Path | None, captions_dir: 
         stats[variant] = vstats
     if ctx.is_main:
         metrics_dir.mkdir(parents=True, exist_ok=True)
-        flat = {v: {k: s.get(k) for k in ("steps", "final_loss", "final_loss_itc", "final_loss_vc", "mining_s",
-                                          "train_s", "mining_share", "samples_per_s", "wall_s", "skipped") if k in s}
-                for v, s in stats.items()}
+        flat = {
+            v: {
+                k: s.get(k)
+                for k in (
+                    "steps",
+                    "final_loss",
+                    "final_loss_itc",
+                    "final_loss_vc",
+                    "mining_s",
+                    "train_s",
+                    "mining_share",
+                    "samples_per_s",
+                    "wall_s",
+                    "skipped",
+                )
+                if k in s
+            }
+            for v, s in stats.items()
+        }
         atomic_write_json(metrics_dir / "metrics.json", flat)
     return stats

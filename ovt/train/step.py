@@ -47,10 +47,26 @@ def autocast(device: torch.device, precision: str):
     return contextlib.nullcontext()
 
 
-def train_step(fwd: nn.Module, x: torch.Tensor, text: torch.Tensor, *, n_mv: int, opt, sched, scaler,
-               trainable: list[torch.Tensor], cfg, precision: str, device: torch.device,
-               lam: float, mined: MinedSet | None, obj: torch.Tensor | None, hard: torch.Tensor | None,
-               positives: torch.Tensor | None, model: nn.Module) -> tuple[dict, torch.Tensor]:
+def train_step(
+    fwd: nn.Module,
+    x: torch.Tensor,
+    text: torch.Tensor,
+    *,
+    n_mv: int,
+    opt,
+    sched,
+    scaler,
+    trainable: list[torch.Tensor],
+    cfg,
+    precision: str,
+    device: torch.device,
+    lam: float,
+    mined: MinedSet | None,
+    obj: torch.Tensor | None,
+    hard: torch.Tensor | None,
+    positives: torch.Tensor | None,
+    model: nn.Module,
+) -> tuple[dict, torch.Tensor]:
     """One step; returns (metrics, the batch's normalised multi-view embeddings, detached)."""
     with autocast(device, precision):
         z, logit_scale = fwd(x)
@@ -84,6 +100,11 @@ def train_step(fwd: nn.Module, x: torch.Tensor, text: torch.Tensor, *, n_mv: int
     if cfg.optim.logit_scale_max is not None:
         with torch.no_grad():
             model.logit_scale.clamp_(max=cfg.optim.logit_scale_max)
-    out = {"loss": float(loss.detach()), "loss_itc": float(l_itc.detach()), "loss_vc": float(l_vc.detach()),
-           "lr": lr, "hard_in_batch": hard_n}
+    out = {
+        "loss": float(loss.detach()),
+        "loss_itc": float(l_itc.detach()),
+        "loss_vc": float(l_vc.detach()),
+        "lr": lr,
+        "hard_in_batch": hard_n,
+    }
     return out, z[:n_mv].detach()

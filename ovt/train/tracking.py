@@ -64,16 +64,16 @@ class Tracker:
             return
         self.events.append({**row, "step": step})
         if self._mlflow:
-            self._mlflow.log_metrics({k: float(v) for k, v in row.items() if isinstance(v, (int, float))},
-                                     step=step)
+            self._mlflow.log_metrics({k: float(v) for k, v in row.items() if isinstance(v, (int, float))}, step=step)
 
     def history(self) -> dict:
         return {"steps": list(self.rows), "events": list(self.events)}
 
     def summary(self, stats: dict) -> None:
         if self._mlflow:
-            self._mlflow.log_metrics({k: float(v) for k, v in stats.items() if isinstance(v, (int, float))
-                                      and not isinstance(v, bool)})
+            self._mlflow.log_metrics(
+                {k: float(v) for k, v in stats.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+            )
 
     def close(self) -> None:
         if self._mlflow:

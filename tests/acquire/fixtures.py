@@ -51,9 +51,19 @@ MTL_PLAIN = "newmtl m\nKd 0.8 0.2 0.2\n"
 
 
 def sh3f_item(i: int, name: str, model: str, category: str = "Living room", **extra: str) -> str:
-    keys = {"id": f"test#{i}", "name": name, "category": category, "model": model, "multiPartModel": "true",
-            "width": "50", "depth": "40", "height": "90", "doorOrWindow": "false", "creator": "Tester",
-            "tags": "Seat, Wood"}
+    keys = {
+        "id": f"test#{i}",
+        "name": name,
+        "category": category,
+        "model": model,
+        "multiPartModel": "true",
+        "width": "50",
+        "depth": "40",
+        "height": "90",
+        "doorOrWindow": "false",
+        "creator": "Tester",
+        "tags": "Seat, Wood",
+    }
     keys.update(extra)
     return "".join(f"{k}#{i}={v}\n" for k, v in keys.items()) + "\n"
 
@@ -71,9 +81,15 @@ def write_zip(path: Path, entries: dict[str, bytes | str], symlinks: dict[str, s
     return path
 
 
-def make_library(folder: Path, stem: str = "TestLib", n_chairs: int = 3, extra_items: str = "",
-                 extra_entries: dict[str, bytes | str] | None = None, symlinks: dict[str, str] | None = None,
-                 licence: str = "Creative Commons Attribution 3.0") -> Path:
+def make_library(
+    folder: Path,
+    stem: str = "TestLib",
+    n_chairs: int = 3,
+    extra_items: str = "",
+    extra_entries: dict[str, bytes | str] | None = None,
+    symlinks: dict[str, str] | None = None,
+    licence: str = "Creative Commons Attribution 3.0",
+) -> Path:
     """A small but real .sh3f: `n_chairs` distinct textured/plain cubes named "<adj> chair", plus extra items."""
     folder.mkdir(parents=True, exist_ok=True)
     props = f"# test library\nid=Test\nname=Test \\u00e9dition\nlicense={licence}\n\n"

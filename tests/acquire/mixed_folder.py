@@ -40,9 +40,11 @@ def dae_bytes(image_ref: str | None, size: float = 1.0) -> bytes:
     doc.effects.append(effect)
     doc.materials.append(mat)
     uv = np.tile([[0, 0], [1, 0], [1, 1], [0, 1]], (2, 1)).astype(float)
-    srcs = [source.FloatSource("v", box.vertices.astype(float).ravel(), ("X", "Y", "Z")),
-            source.FloatSource("n", box.vertex_normals.astype(float).ravel(), ("X", "Y", "Z")),
-            source.FloatSource("uv", uv.ravel(), ("S", "T"))]
+    srcs = [
+        source.FloatSource("v", box.vertices.astype(float).ravel(), ("X", "Y", "Z")),
+        source.FloatSource("n", box.vertex_normals.astype(float).ravel(), ("X", "Y", "Z")),
+        source.FloatSource("uv", uv.ravel(), ("S", "T")),
+    ]
     geom = geometry.Geometry(doc, "g0", "box", srcs)
     inputs = source.InputList()
     inputs.addInput(0, "VERTEX", "#v")
@@ -70,7 +72,7 @@ def build(root: Path) -> dict[str, str]:
     root.mkdir(parents=True, exist_ok=True)
     rng = random.Random(0)
     files: dict[str, bytes | str] = {}
-    rows: list[tuple[str, str, str]] = []        # (path, category, extra csv columns "name,up,front,rotation")
+    rows: list[tuple[str, str, str]] = []  # (path, category, extra csv columns "name,up,front,rotation")
     expect: dict[str, str] = {}
 
     def add(path: str, outcome: str, category: str = "Misc", extra: str = ",,,") -> None:
@@ -82,18 +84,20 @@ def build(root: Path) -> dict[str, str]:
     files["chairs/red/red.mtl"] = "newmtl m\nKd 1 1 1\nmap_Kd tex/red.png\n"
     files["chairs/red/tex/red.png"] = png_bytes()
     add("chairs/red/red.obj", "ok", "Seats", "Red chair,,,")
-    files["lego/lego.obj"] = cube_obj(size=1.2, mtl="lego.mtl", textured=True)                 # MTL missing
+    files["lego/lego.obj"] = cube_obj(size=1.2, mtl="lego.mtl", textured=True)  # MTL missing
     add("lego/lego.obj", "ok", "Toys")
     files["table/table.obj"] = cube_obj(size=1.3, mtl="table.mtl", textured=True)
-    files["table/table.mtl"] = "newmtl m\nKd 1 1 1\nmap_Kd table.tga\n"                        # texture missing
+    files["table/table.mtl"] = "newmtl m\nKd 1 1 1\nmap_Kd table.tga\n"  # texture missing
     add("table/table.obj", "ok", "Tables")
     files["shared/cube.png"] = png_bytes((20, 200, 20))
     files["sib/sib.obj"] = cube_obj(size=1.4, mtl="sib.mtl", textured=True)
-    files["sib/sib.mtl"] = "newmtl m\nKd 1 1 1\nmap_Kd ../shared/cube.png\n"                   # sibling, inside root
+    files["sib/sib.mtl"] = "newmtl m\nKd 1 1 1\nmap_Kd ../shared/cube.png\n"  # sibling, inside root
     add("sib/sib.obj", "ok", "Boxes")
     files["abs/abs.obj"] = cube_obj(size=1.5, mtl="abs.mtl", textured=True)
-    files["abs/abs.mtl"] = ("newmtl m\nKd 1 1 1\nmap_Kd C:/images/textures/wood/tree.jpg\n"
-                            "newmtl n\nmap_Kd /home/carlos/modelos3d/jacuzzi/normal_map.jpg\n")   # absolute paths
+    files["abs/abs.mtl"] = (
+        "newmtl m\nKd 1 1 1\nmap_Kd C:/images/textures/wood/tree.jpg\n"
+        "newmtl n\nmap_Kd /home/carlos/modelos3d/jacuzzi/normal_map.jpg\n"
+    )  # absolute paths
     add("abs/abs.obj", "ok", "Tables")
     files["duck/duck.dae"] = dae_bytes("duck.png")
     files["duck/duck.png"] = png_bytes((250, 220, 0))
@@ -114,7 +118,7 @@ def build(root: Path) -> dict[str, str]:
     add("formats/ascii.stl", "ok")
     files["formats/box.off"] = _export(trimesh.creation.box(extents=(1.0, 2.2, 0.6)), "off")
     add("formats/box.off", "ok")
-    tall = trimesh.creation.box(extents=(0.5, 0.6, 3.0))                # tall along Z: a Z-up model
+    tall = trimesh.creation.box(extents=(0.5, 0.6, 3.0))  # tall along Z: a Z-up model
     files["zup/tower.obj"] = _export(tall, "obj")
     add("zup/tower.obj", "ok", "Towers", "Z-up tower,z,,")
     files["zup/tower_rot.ply"] = _export(trimesh.creation.box(extents=(0.5, 0.7, 3.0)), "ply")
@@ -139,9 +143,9 @@ def build(root: Path) -> dict[str, str]:
     add("bad/empty.obj", "no_faces")
     files["bad/points.obj"] = "v 0 0 0\nv 1 0 0\nv 0 1 0\n"
     add("bad/points.obj", "no_faces")
-    files["bad/huge.obj"] = grid_obj(60)                                  # 7200 triangles > MAX_FACES
+    files["bad/huge.obj"] = grid_obj(60)  # 7200 triangles > MAX_FACES
     add("bad/huge.obj", "too_many_faces")
-    files["bad/huge.ply"] = _export(trimesh.creation.icosphere(subdivisions=5), "ply")     # 20480 faces
+    files["bad/huge.ply"] = _export(trimesh.creation.icosphere(subdivisions=5), "ply")  # 20480 faces
     add("bad/huge.ply", "too_many_faces")
     files["bad/model.3mf"] = b"PK\x03\x04"
     add("bad/model.3mf", "unsupported_format")
@@ -169,8 +173,9 @@ def run_folder(root: Path, out_dir: Path) -> dict:
     from ovt.acquire.config import AcquireParams
     from ovt.acquire.stage import run
 
-    cfg = AcquireParams(sources=["local"], local={"root": str(root)}, filters={"max_faces": MAX_FACES},
-                        labels={"min_per_class": 2})
+    cfg = AcquireParams(
+        sources=["local"], local={"root": str(root)}, filters={"max_faces": MAX_FACES}, labels={"min_per_class": 2}
+    )
     return run(cfg, seed=0, out_dir=out_dir, progress=False)
 
 
@@ -184,9 +189,11 @@ def main() -> None:
         rows = read_jsonl(Path(tmp) / "out" / "manifest.jsonl")
         failures = read_jsonl(Path(tmp) / "out" / "failures.jsonl")
     print(f"rows in the CSV: {len(expect)}  (expected: {sum(v == 'ok' for v in expect.values())} accepted)")
-    print(f"accepted: {stats['n_assets']}  ({sum(r['textured'] for r in rows)} textured, "
-          f"{sum(bool(r['missing_files']) for r in rows)} with missing/absolute references drawn untextured, "
-          f"{sum(r['rotation'] is not None for r in rows)} with an orientation from the CSV)")
+    print(
+        f"accepted: {stats['n_assets']}  ({sum(r['textured'] for r in rows)} textured, "
+        f"{sum(bool(r['missing_files']) for r in rows)} with missing/absolute references drawn untextured, "
+        f"{sum(r['rotation'] is not None for r in rows)} with an orientation from the CSV)"
+    )
     print(f"rejected: {len(failures)}")
     for reason, n in sorted(Counter(f["error"] for f in failures).items()):
         print(f"  {reason:<20} {n}")

@@ -13,9 +13,11 @@ def _folder(tmp_path, csv_text: str):
     (root / "chairs" / "red.obj").write_text(cube_obj(mtl="red.mtl", textured=True))
     (root / "chairs" / "red.mtl").write_text(MTL_TEXTURED.replace("tex.png", "tex/red.png"))
     (root / "chairs" / "tex" / "red.png").write_bytes(png_bytes())
-    (root / "box.ply").write_bytes(b"ply\nformat ascii 1.0\nelement vertex 3\nproperty float x\nproperty float y\n"
-                                   b"property float z\nelement face 1\nproperty list uchar int vertex_indices\n"
-                                   b"end_header\n0 0 0\n1 0 0\n0 1 0\n3 0 1 2\n")
+    (root / "box.ply").write_bytes(
+        b"ply\nformat ascii 1.0\nelement vertex 3\nproperty float x\nproperty float y\n"
+        b"property float z\nelement face 1\nproperty list uchar int vertex_indices\n"
+        b"end_header\n0 0 0\n1 0 0\n0 1 0\n3 0 1 2\n"
+    )
     (root / "assets.csv").write_text(csv_text)
     return root
 
@@ -46,8 +48,10 @@ def test_mtl_reference_outside_the_mesh_folder_is_refused(tmp_path):
 
 
 def test_gltf_buffers_and_images(tmp_path):
-    gltf = b'{"buffers":[{"uri":"b%20in.bin"},{"uri":"data:application/octet-stream;base64,AA=="}],' \
-           b'"images":[{"uri":"t.png"}]}'
+    gltf = (
+        b'{"buffers":[{"uri":"b%20in.bin"},{"uri":"data:application/octet-stream;base64,AA=="}],'
+        b'"images":[{"uri":"t.png"}]}'
+    )
     files = {"m.gltf": gltf, "b in.bin": b"\0", "t.png": b"p"}
     assert sorted(collect_files("m.gltf", lambda rel: files[rel])) == ["b in.bin", "m.gltf", "t.png"]
 

@@ -13,11 +13,21 @@ def _reader(files):
         if rel not in files:
             raise FileNotFoundError(rel)
         return files[rel]
+
     return read
 
 
-@pytest.mark.parametrize("ref,absolute", [("/home/x/t.png", True), ("C:/t.png", True), ("f:\\t.png", True),
-                                          ("file:///t.png", True), ("t.png", False), ("../t.png", False)])
+@pytest.mark.parametrize(
+    "ref,absolute",
+    [
+        ("/home/x/t.png", True),
+        ("C:/t.png", True),
+        ("f:\\t.png", True),
+        ("file:///t.png", True),
+        ("t.png", False),
+        ("../t.png", False),
+    ],
+)
 def test_is_absolute(ref, absolute):
     assert is_absolute(ref) is absolute
 
@@ -30,8 +40,11 @@ def test_missing_mtl_and_texture_are_not_errors():
 
 
 def test_sibling_folder_files_move_under_ext_and_references_are_rewritten():
-    files = {"a/m.obj": b"mtllib ../mats/m.mtl\nv 0 0 0\n", "mats/m.mtl": b"newmtl x\nmap_Kd -s 1 1 1 ../tex/t.png\n",
-             "tex/t.png": b"png"}
+    files = {
+        "a/m.obj": b"mtllib ../mats/m.mtl\nv 0 0 0\n",
+        "mats/m.mtl": b"newmtl x\nmap_Kd -s 1 1 1 ../tex/t.png\n",
+        "tex/t.png": b"png",
+    }
     got = collect_files("a/m.obj", _reader(files))
     assert sorted(got) == ["_ext/tex/t.png", "_ext_mats_m.mtl", "m.obj"]
     assert got["m.obj"].startswith(b"mtllib _ext_mats_m.mtl\n")
@@ -42,8 +55,11 @@ def test_sibling_folder_files_move_under_ext_and_references_are_rewritten():
 def test_a_sibling_mtl_and_texture_render_textured(tmp_path):
     from ovt.render.normalize import load_normalised
 
-    files = {"a/m.obj": cube_obj(mtl="../mats/m.mtl", textured=True).encode(),
-             "mats/m.mtl": b"newmtl m\nKd 1 1 1\nmap_Kd ../tex/t.png\n", "tex/t.png": png_bytes()}
+    files = {
+        "a/m.obj": cube_obj(mtl="../mats/m.mtl", textured=True).encode(),
+        "mats/m.mtl": b"newmtl m\nKd 1 1 1\nmap_Kd ../tex/t.png\n",
+        "tex/t.png": png_bytes(),
+    }
     for rel, data in collect_files("a/m.obj", _reader(files)).items():
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / rel).write_bytes(data)
@@ -61,18 +77,25 @@ def test_gltf_sibling_buffer_is_rewritten_and_a_missing_buffer_is_fatal():
 
 
 def test_escapes_are_refused_everywhere():
-    for files in ({"a/m.obj": b"mtllib ../../x.mtl\n"},
-                  {"m.dae": dae_bytes("../secret.png")},
-                  {"m.gltf": json.dumps({"images": [{"uri": "../../x.png"}]}).encode()}):
+    for files in (
+        {"a/m.obj": b"mtllib ../../x.mtl\n"},
+        {"m.dae": dae_bytes("../secret.png")},
+        {"m.gltf": json.dumps({"images": [{"uri": "../../x.png"}]}).encode()},
+    ):
         mesh = next(iter(files))
         with pytest.raises(ItemError, match="unsafe_path"):
             collect_files(mesh, _reader(files))
 
 
 def test_absolute_references_are_dropped_from_obj_mtl_dae_and_gltf():
-    files, missing = sanitize("m.obj", {"m.obj": b"mtllib /abs/m.mtl\nmtllib m.mtl\n",
-                                        "m.mtl": b"newmtl a\nmap_Kd C:\\tex\\wood.jpg\nmap_Kd ok.png\n",
-                                        "ok.png": png_bytes()})
+    files, missing = sanitize(
+        "m.obj",
+        {
+            "m.obj": b"mtllib /abs/m.mtl\nmtllib m.mtl\n",
+            "m.mtl": b"newmtl a\nmap_Kd C:\\tex\\wood.jpg\nmap_Kd ok.png\n",
+            "ok.png": png_bytes(),
+        },
+    )
     assert missing == ["/abs/m.mtl", "C:\\tex\\wood.jpg"]
     assert files["m.obj"].startswith(b"# reference dropped") and b"\nmtllib m.mtl" in files["m.obj"]
     assert b"# reference dropped (absolute path): map_Kd C:\\tex\\wood.jpg" in files["m.mtl"]
@@ -95,11 +118,17 @@ def test_sweet_home_3d_mtl_with_absolute_texture_is_accepted_untextured(tmp_path
     from ovt.io import read_jsonl
 
     extra = sh3f_item(30, "Technical table", "/t/t/t.obj")
-    entries = {"t/t/t.obj": cube_obj(size=2, mtl="t.mtl", textured=True),
-               "t/t/t.mtl": "newmtl m\nKd 1 1 1\nmap_Kd f:/images/textures/wood/tree.jpg\n"}
+    entries = {
+        "t/t/t.obj": cube_obj(size=2, mtl="t.mtl", textured=True),
+        "t/t/t.mtl": "newmtl m\nKd 1 1 1\nmap_Kd f:/images/textures/wood/tree.jpg\n",
+    }
     make_library(tmp_path / "lib", n_chairs=1, extra_items=extra, extra_entries=entries)
-    run(AcquireParams(sweethome3d={"search_paths": [str(tmp_path / "lib")]}, labels={"min_per_class": 1}),
-        seed=0, out_dir=tmp_path / "out", progress=False)
+    run(
+        AcquireParams(sweethome3d={"search_paths": [str(tmp_path / "lib")]}, labels={"min_per_class": 1}),
+        seed=0,
+        out_dir=tmp_path / "out",
+        progress=False,
+    )
     row = next(r for r in read_jsonl(tmp_path / "out" / "manifest.jsonl") if r["name"] == "Technical table")
     assert row["missing_files"] == ["f:/images/textures/wood/tree.jpg"] and row["textured"] is False
     mtl = next(f for f in row["files"] if f.endswith(".mtl"))

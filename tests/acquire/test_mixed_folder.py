@@ -42,8 +42,10 @@ def test_missing_and_absolute_references_are_warnings_and_render_untextured(resu
     _, stats, rows, _, out = result
     assert rows["lego/lego.obj"]["missing_files"] == ["lego.mtl"]
     assert rows["table/table.obj"]["missing_files"] == ["table.tga"]
-    assert rows["abs/abs.obj"]["missing_files"] == ["/home/carlos/modelos3d/jacuzzi/normal_map.jpg",
-                                                    "C:/images/textures/wood/tree.jpg"]
+    assert rows["abs/abs.obj"]["missing_files"] == [
+        "/home/carlos/modelos3d/jacuzzi/normal_map.jpg",
+        "C:/images/textures/wood/tree.jpg",
+    ]
     for ref in ("lego/lego.obj", "table/table.obj", "abs/abs.obj"):
         assert rows[ref]["textured"] is False
         mesh = load_normalised(out / rows[ref]["mesh"])
@@ -51,7 +53,8 @@ def test_missing_and_absolute_references_are_warnings_and_render_untextured(resu
         assert all(p.texture is None or len(np.unique(p.texture.reshape(-1, 4), axis=0)) == 1 for p in mesh.parts)
     stored_mtl = (out / rows["abs/abs.obj"]["mesh"]).with_suffix(".mtl").read_text()
     assert "C:/images" in stored_mtl and all(
-        line.startswith("#") for line in stored_mtl.splitlines() if "C:/" in line or "/home/" in line)
+        line.startswith("#") for line in stored_mtl.splitlines() if "C:/" in line or "/home/" in line
+    )
     assert stats["n_with_missing_files"] == 3
 
 
@@ -74,12 +77,14 @@ def test_orientation_from_the_csv_is_in_the_manifest_and_applied_by_the_renderer
         assert r["rotation"] == [[1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, -1.0, 0.0]]
         pos = np.concatenate([p.positions for p in load_normalised(out / r["mesh"], r["rotation"]).parts])
         ext = pos.max(axis=0) - pos.min(axis=0)
-        assert ext[1] == pytest.approx(ext.max()), ref          # the tall axis is now up (Y)
+        assert ext[1] == pytest.approx(ext.max()), ref  # the tall axis is now up (Y)
     assert rows["formats/box.glb"]["rotation"] is None
 
 
-@pytest.mark.parametrize("up,front,rotation", [("y", "y", ""), ("w", "", ""), ("z", "", "1 0 0 0 1 0 0 0 1"),
-                                               ("", "", "1 2 3"), ("", "", "2 0 0 0 1 0 0 0 1")])
+@pytest.mark.parametrize(
+    "up,front,rotation",
+    [("y", "y", ""), ("w", "", ""), ("z", "", "1 0 0 0 1 0 0 0 1"), ("", "", "1 2 3"), ("", "", "2 0 0 0 1 0 0 0 1")],
+)
 def test_bad_orientation_columns_are_row_errors(tmp_path, up, front, rotation):
     from ovt.acquire.config import LocalParams
     from ovt.acquire.sources.local import LocalSource

@@ -37,21 +37,32 @@ def hub(tmp_path, monkeypatch):
     for i, u in enumerate(uids):
         p = remote / paths[u]
         p.parent.mkdir(parents=True, exist_ok=True)
-        trimesh.creation.box(extents=(1 + i, 1, 1)).export(p)    # distinct bytes per object
+        trimesh.creation.box(extents=(1 + i, 1, 1)).export(p)  # distinct bytes per object
     _gz(remote / "object-paths.json.gz", paths)
     _gz(remote / "lvis-annotations.json.gz", UIDS)
     for shard in ("000-000", "000-001"):
-        _gz(remote / "metadata" / f"{shard}.json.gz", {
-            u: {"uid": u, "name": f"Object {u}", "license": "by", "user": {"username": f"user_{u}"},
-                "tags": [{"name": "furniture"}]} for u in uids if paths[u].split("/")[1] == shard})
+        _gz(
+            remote / "metadata" / f"{shard}.json.gz",
+            {
+                u: {
+                    "uid": u,
+                    "name": f"Object {u}",
+                    "license": "by",
+                    "user": {"username": f"user_{u}"},
+                    "tags": [{"name": "furniture"}],
+                }
+                for u in uids
+                if paths[u].split("/")[1] == shard
+            },
+        )
 
     downloads: list[str] = []
 
     def fake_urlretrieve(url, filename):
-        if not url.startswith(HF) or not (remote / url[len(HF):]).is_file():
+        if not url.startswith(HF) or not (remote / url[len(HF) :]).is_file():
             raise urllib.error.URLError(f"no fixture for {url}")
-        downloads.append(url[len(HF):])
-        shutil.copyfile(remote / url[len(HF):], filename)
+        downloads.append(url[len(HF) :])
+        shutil.copyfile(remote / url[len(HF) :], filename)
         return filename, None
 
     monkeypatch.setattr(objaverse, "_VERSIONED_PATH", str(tmp_path / "cache"))
@@ -69,7 +80,7 @@ def test_candidates_from_lvis_categories(hub):
     assert c.tags == ("furniture",) and c.label_hint == "chair" and c.rotation is None
     files = c.load_files()
     assert list(files) == ["c1.glb"] and files["c1.glb"][:4] == b"glTF"
-    assert "glbs/000-000/c1.glb" in hub and "glbs/000-001/c3.glb" not in hub   # only selected objects fetched
+    assert "glbs/000-000/c1.glb" in hub and "glbs/000-001/c3.glb" not in hub  # only selected objects fetched
 
 
 def test_second_use_reads_the_package_cache(hub):
@@ -94,8 +105,9 @@ def test_unknown_category_and_no_network(hub, monkeypatch, tmp_path):
 
 
 def test_stage_with_objaverse_labels_from_lvis(hub, tmp_path):
-    cfg = AcquireParams(sources=["objaverse"], objaverse={"lvis_categories": ["chair", "sofa"]},
-                        labels={"min_per_class": 3})
+    cfg = AcquireParams(
+        sources=["objaverse"], objaverse={"lvis_categories": ["chair", "sofa"]}, labels={"min_per_class": 3}
+    )
     stats = run(cfg, seed=0, out_dir=tmp_path / "assets", progress=False)
     assert stats["by_label"] == {"_unlabelled": 1, "chair": 3}
     rows = [json.loads(line) for line in (tmp_path / "assets" / "manifest.jsonl").read_text().splitlines()]

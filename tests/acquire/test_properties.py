@@ -10,7 +10,7 @@ def test_unicode_escapes_and_latin1_bytes():
 
 
 def test_surrogate_pair_escapes_become_one_code_point():
-    assert parse_properties("k=\\ud83d\\ude00")["k"] == "\U0001F600"
+    assert parse_properties("k=\\ud83d\\ude00")["k"] == "\U0001f600"
 
 
 def test_separators_comments_and_continuations():

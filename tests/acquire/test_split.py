@@ -3,8 +3,19 @@ from collections import Counter, defaultdict
 
 import pytest
 
-from ovt.acquire.split import (TEST, TRAIN, VALIDATION, SplitObject, assign_groups, assign_splits, family_key,
-                               geometry_fingerprint, name_families, split_object, stem_tokens)
+from ovt.acquire.split import (
+    TEST,
+    TRAIN,
+    VALIDATION,
+    SplitObject,
+    assign_groups,
+    assign_splits,
+    family_key,
+    geometry_fingerprint,
+    name_families,
+    split_object,
+    stem_tokens,
+)
 
 GROUP_BY = ["geometry", "name_family"]
 
@@ -20,24 +31,36 @@ def _split(objs, seed=0, val=0.15, test=0.2, cap=10):
 
 def _singletons(label: str, n: int) -> list[SplitObject]:
     # stems without shared prefixes: every object its own group
-    return [_obj(f"{label}-{chr(97 + i // 26)}{chr(97 + i % 26)}", label, stem=f"{label}{'q' * (i + 1)}")
-            for i in range(n)]
+    return [
+        _obj(f"{label}-{chr(97 + i // 26)}{chr(97 + i % 26)}", label, stem=f"{label}{'q' * (i + 1)}") for i in range(n)
+    ]
 
 
-@pytest.mark.parametrize("stem,levels", [
-    ("sitFemale01", ["sit female", "sit female 01"]),
-    ("window_2x3_regular", ["window", "window 2x3"]),
-    ("window_2x3", ["window", "window 2x3"]),
-    ("female-01-casual-clothing", ["female", "female 01"]),
-    ("armchair", ["armchair", "armchair"]),
-])
+@pytest.mark.parametrize(
+    "stem,levels",
+    [
+        ("sitFemale01", ["sit female", "sit female 01"]),
+        ("window_2x3_regular", ["window", "window 2x3"]),
+        ("window_2x3", ["window", "window 2x3"]),
+        ("female-01-casual-clothing", ["female", "female 01"]),
+        ("armchair", ["armchair", "armchair"]),
+    ],
+)
 def test_family_keys(stem, levels):
     assert [family_key(stem_tokens(stem), lvl) for lvl in range(2)] == levels
 
 
 def test_name_families_refine_past_the_cap_and_ignore_generic_names():
-    stems = ["window_2x3", "window_2x3_regular", "window_2x3_arched", "window_2x4", "window_2x4_arched", "window_3x1",
-             "sitFemale01", "sitFemale02"] + ["model"] * 4
+    stems = [
+        "window_2x3",
+        "window_2x3_regular",
+        "window_2x3_arched",
+        "window_2x4",
+        "window_2x4_arched",
+        "window_3x1",
+        "sitFemale01",
+        "sitFemale02",
+    ] + ["model"] * 4
     objs = [_obj(f"a{i:02d}", None, stem=s) for i, s in enumerate(stems)]
     fam = name_families(objs, max_family_size=3)
     by_key = defaultdict(set)
@@ -72,8 +95,14 @@ def test_groups_never_straddle_splits():
     for i in range(300):
         label = rng.choice(["chair", "table", "lamp", None])
         fam = rng.randrange(60)
-        objs.append(_obj(f"id{i:04d}", label, stem=f"item{'abcdefghij'[fam % 10]}{'k' * (fam // 10)}_{i}",
-                         fp=f"fp{rng.randrange(3000)}"))
+        objs.append(
+            _obj(
+                f"id{i:04d}",
+                label,
+                stem=f"item{'abcdefghij'[fam % 10]}{'k' * (fam // 10)}_{i}",
+                fp=f"fp{rng.randrange(3000)}",
+            )
+        )
     for seed in range(3):
         groups, splits = _split(objs, seed=seed)
         per_group = defaultdict(set)
@@ -96,7 +125,7 @@ def test_stratified_fractions_with_singleton_groups():
 
 def test_fractions_hold_roughly_with_groups():
     objs = []
-    for g in range(100):       # 100 families of 1..4 variants, one label each
+    for g in range(100):  # 100 families of 1..4 variants, one label each
         label = ["chair", "table"][g % 2]
         for v in range(1 + g % 4):
             objs.append(_obj(f"g{g:03d}v{v}", label, stem=f"fam{'abcdefghij'[g % 10]}{'z' * (g // 10)}{v:02d}"))
@@ -115,7 +144,7 @@ def test_unlabelled_go_to_train_unless_grouped_with_labelled():
     test_chair = next(o for o in objs if o.label == "chair" and splits[o.asset_id] == TEST)
     twin = _obj("zz-twin", None, fp=test_chair.fingerprint)
     _, splits2 = _split(objs + [twin], test=0.5, val=0.3)
-    assert splits2["zz-twin"] == TEST          # never train on a copy of a test object
+    assert splits2["zz-twin"] == TEST  # never train on a copy of a test object
 
 
 def test_stable_order_independent_and_seeded():
@@ -148,7 +177,15 @@ def test_bad_fractions():
 
 
 def test_split_object_from_a_manifest_row():
-    row = {"asset_id": "ab", "label": "chair", "source": "sweethome3d", "source_ref": "Scopia:scopia/w/w_2x3.obj",
-           "mesh": "store/ab/ab/w_2x3.obj", "n_vertices": 8, "n_faces": 12, "extents": [1, 2, 3]}
+    row = {
+        "asset_id": "ab",
+        "label": "chair",
+        "source": "sweethome3d",
+        "source_ref": "Scopia:scopia/w/w_2x3.obj",
+        "mesh": "store/ab/ab/w_2x3.obj",
+        "n_vertices": 8,
+        "n_faces": 12,
+        "extents": [1, 2, 3],
+    }
     o = split_object(row)
     assert (o.scope, o.stem, o.fingerprint) == ("sweethome3d:Scopia", "w_2x3", geometry_fingerprint(8, 12, [1, 2, 3]))

@@ -11,23 +11,53 @@ from ovt.acquire.stage import run
 from ovt.io import read_jsonl
 from tests.acquire.fixtures import MTL_PLAIN, cube_obj, grid_obj, make_library, sh3f_item
 
-FIELDS = {"asset_id", "name", "category", "label", "tags", "licence", "creator", "source", "source_ref", "split",
-          "group", "mesh", "files", "rotation", "dims_cm", "n_vertices", "n_faces", "extents", "textured",
-          "textured_mesh", "missing_files"}
+FIELDS = {
+    "asset_id",
+    "name",
+    "category",
+    "label",
+    "tags",
+    "licence",
+    "creator",
+    "source",
+    "source_ref",
+    "split",
+    "group",
+    "mesh",
+    "files",
+    "rotation",
+    "dims_cm",
+    "n_vertices",
+    "n_faces",
+    "extents",
+    "textured",
+    "textured_mesh",
+    "missing_files",
+}
 SPLITS = ("train", "validation", "test")
 
 
 def _bad_items() -> tuple[str, dict]:
-    items = (sh3f_item(20, "Garbage stool", "/lib/garbage/g.obj") + sh3f_item(21, "Empty stool", "/lib/empty/e.obj")
-             + sh3f_item(22, "Flat stool", "/lib/flat/f.obj") + sh3f_item(23, "Huge stool", "/lib/huge/h.obj")
-             + sh3f_item(24, "Evil stool", "/lib/evil/v.obj") + sh3f_item(25, "Stair", "/lib/st/s.obj",
-                                                                           category="Staircases")
-             + sh3f_item(26, "Rotated table", "/lib/rot/r.obj", modelRotation="1 0 0 0 0 1 0 -1 0")
-             + sh3f_item(27, "Warped stool", "/lib/rot/r.obj", modelRotation="2 0 0 0 1 0 0 0 1"))
-    entries = {"lib/garbage/g.obj": b"\x89\x00\xffjunk" * 40, "lib/empty/e.obj": b"",
-               "lib/flat/f.obj": "v 0 0 0\nv 1 0 0\nv 2 0 0\nf 1 2 3\n", "lib/huge/h.obj": grid_obj(12),
-               "lib/evil/v.obj": cube_obj(), "lib/evil/../../escape.txt": "x",
-               "lib/st/s.obj": cube_obj(shift=50), "lib/rot/r.obj": cube_obj(shift=60)}
+    items = (
+        sh3f_item(20, "Garbage stool", "/lib/garbage/g.obj")
+        + sh3f_item(21, "Empty stool", "/lib/empty/e.obj")
+        + sh3f_item(22, "Flat stool", "/lib/flat/f.obj")
+        + sh3f_item(23, "Huge stool", "/lib/huge/h.obj")
+        + sh3f_item(24, "Evil stool", "/lib/evil/v.obj")
+        + sh3f_item(25, "Stair", "/lib/st/s.obj", category="Staircases")
+        + sh3f_item(26, "Rotated table", "/lib/rot/r.obj", modelRotation="1 0 0 0 0 1 0 -1 0")
+        + sh3f_item(27, "Warped stool", "/lib/rot/r.obj", modelRotation="2 0 0 0 1 0 0 0 1")
+    )
+    entries = {
+        "lib/garbage/g.obj": b"\x89\x00\xffjunk" * 40,
+        "lib/empty/e.obj": b"",
+        "lib/flat/f.obj": "v 0 0 0\nv 1 0 0\nv 2 0 0\nf 1 2 3\n",
+        "lib/huge/h.obj": grid_obj(12),
+        "lib/evil/v.obj": cube_obj(),
+        "lib/evil/../../escape.txt": "x",
+        "lib/st/s.obj": cube_obj(shift=50),
+        "lib/rot/r.obj": cube_obj(shift=60),
+    }
     return items, entries
 
 
@@ -43,8 +73,7 @@ def _chairs(n: int, start: int = 1) -> tuple[str, dict]:
 
 
 def _cfg(lib: Path, **kw) -> AcquireParams:
-    base = {"sweethome3d": {"search_paths": [str(lib)]}, "filters": {"max_faces": 250},
-            "labels": {"min_per_class": 3}}
+    base = {"sweethome3d": {"search_paths": [str(lib)]}, "filters": {"max_faces": 250}, "labels": {"min_per_class": 3}}
     for k, v in kw.items():
         base[k] = {**base.get(k, {}), **v} if isinstance(v, dict) else v
     return AcquireParams(**base)
@@ -86,15 +115,19 @@ def test_outputs_follow_the_contract(lib, tmp_path):
     group = [by_name[n] for n in ("Chair 1", "Chair 2", "Chair 3", "Rotated table")]
     assert len({r["group"] for r in group}) == 1 and len({r["split"] for r in group}) == 1
     assert group[0]["group"] == min(r["asset_id"] for r in group)[:16]
-    assert stats["groups"] == {"n_groups": 9, "n_merged_groups": 1, "n_objects_in_merged_groups": 4,
-                               "largest_group": 4}
+    assert stats["groups"] == {"n_groups": 9, "n_merged_groups": 1, "n_objects_in_merged_groups": 4, "largest_group": 4}
     assert sum(stats["by_split"].values()) == 12 and sum(stats["by_split_labelled"].values()) == 11
 
     failures = read_jsonl(out / "failures.jsonl")
     reasons = {f["item"].split(":", 1)[1]: f["error"] for f in failures}
-    assert reasons == {"TestLib:lib/garbage/g.obj": "unparseable", "TestLib:lib/empty/e.obj": "no_faces",
-                       "TestLib:lib/flat/f.obj": "degenerate", "TestLib:lib/huge/h.obj": "too_many_faces",
-                       "TestLib:lib/evil/v.obj": "unsafe_path", "TestLib:#27 Warped stool": "bad_catalogue"}
+    assert reasons == {
+        "TestLib:lib/garbage/g.obj": "unparseable",
+        "TestLib:lib/empty/e.obj": "no_faces",
+        "TestLib:lib/flat/f.obj": "degenerate",
+        "TestLib:lib/huge/h.obj": "too_many_faces",
+        "TestLib:lib/evil/v.obj": "unsafe_path",
+        "TestLib:#27 Warped stool": "bad_catalogue",
+    }
     assert all(f["stage"] == "acquire" and f["detail"] for f in failures)
     assert stats["n_filtered"] == {"category": 1} and stats["n_assets"] == 12 and stats["n_failures"] == 6
     assert not (tmp_path / "escape.txt").exists() and not (out / "escape.txt").exists()
@@ -133,8 +166,8 @@ def test_adding_objects_moves_at_most_one_existing_split(tmp_path):
     r2 = {r["asset_id"]: r for r in read_jsonl(_run(tmp_path / "v2", tmp_path / "o2") / "manifest.jsonl")}
     assert set(r1) < set(r2) and len(r2) == len(r1) + 1
     moved = [a for a in r1 if r1[a]["split"] != r2[a]["split"]]
-    assert len(moved) <= 2      # the newcomer may push one group out of test and one out of validation
-    assert all(r1[a] == {**r2[a], "split": r1[a]["split"]} for a in r1)   # nothing else about them changed
+    assert len(moved) <= 2  # the newcomer may push one group out of test and one out of validation
+    assert all(r1[a] == {**r2[a], "split": r1[a]["split"]} for a in r1)  # nothing else about them changed
 
 
 def _run(lib: Path, out: Path) -> Path:
@@ -144,10 +177,20 @@ def _run(lib: Path, out: Path) -> Path:
 
 def test_identical_bytes_are_deduplicated_first_source_wins(tmp_path):
     obj = cube_obj(shift=3)
-    make_library(tmp_path / "lib", stem="A", n_chairs=0, extra_items=sh3f_item(1, "Stool one", "/x/s/s.obj"),
-                 extra_entries={"x/s/s.obj": obj})
-    make_library(tmp_path / "lib", stem="B", n_chairs=0, extra_items=sh3f_item(1, "Stool two", "/y/s/s.obj"),
-                 extra_entries={"y/s/s.obj": obj})
+    make_library(
+        tmp_path / "lib",
+        stem="A",
+        n_chairs=0,
+        extra_items=sh3f_item(1, "Stool one", "/x/s/s.obj"),
+        extra_entries={"x/s/s.obj": obj},
+    )
+    make_library(
+        tmp_path / "lib",
+        stem="B",
+        n_chairs=0,
+        extra_items=sh3f_item(1, "Stool two", "/y/s/s.obj"),
+        extra_entries={"y/s/s.obj": obj},
+    )
     local = tmp_path / "local"
     local.mkdir()
     (local / "s.obj").write_text(obj)
@@ -176,8 +219,9 @@ def test_shrinking_the_selection_cleans_the_store(lib, tmp_path):
 
 
 def test_nothing_usable_is_an_error(tmp_path):
-    make_library(tmp_path / "lib", n_chairs=0, extra_items=sh3f_item(1, "Junk", "/j/j/j.obj"),
-                 extra_entries={"j/j/j.obj": b""})
+    make_library(
+        tmp_path / "lib", n_chairs=0, extra_items=sh3f_item(1, "Junk", "/j/j/j.obj"), extra_entries={"j/j/j.obj": b""}
+    )
     with pytest.raises(RuntimeError, match="no usable asset"):
         run(_cfg(tmp_path / "lib"), seed=0, out_dir=tmp_path / "out", progress=False)
     assert read_jsonl(tmp_path / "out" / "failures.jsonl")[0]["error"] == "no_faces"

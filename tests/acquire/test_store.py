@@ -13,8 +13,8 @@ def test_asset_id_is_order_independent_and_excludes_attribution():
 
 def test_asset_id_depends_on_bytes_and_names():
     base = asset_id({"m.obj": b"v", "t.png": b"p"})
-    assert asset_id({"m.obj": b"v", "t.png": b"q"}) != base         # texture bytes
-    assert asset_id({"m.obj": b"v", "u.png": b"p"}) != base         # texture name (the MTL refers to it)
+    assert asset_id({"m.obj": b"v", "t.png": b"q"}) != base  # texture bytes
+    assert asset_id({"m.obj": b"v", "u.png": b"p"}) != base  # texture name (the MTL refers to it)
     # lengths are hashed too, so moving bytes between a file and its neighbour's name cannot collide
     assert asset_id({"m.obj": b"vt.png", "": b"p"}) != asset_id({"m.obj": b"v", "t.png": b"p"})
     assert len(base) == 64 and base == asset_id({"t.png": b"p", "m.obj": b"v"})

@@ -12,10 +12,18 @@ def _source(*dirs, **kw) -> SweetHome3DSource:
 
 
 def test_catalogue_fields_rotation_and_licence():
-    text = ("license=Library licence\n\n"
-            + sh3f_item(1, "Caf\\u00e9 table", "/lib/t/t.obj", category="Kitchen", modelRotation="1 0 0 0 0 1 0 -1 0",
-                        doorOrWindow="true")
-            + sh3f_item(2, "Lamp", "/lib/l/l.obj", license="Own licence", multiPartModel="false"))
+    text = (
+        "license=Library licence\n\n"
+        + sh3f_item(
+            1,
+            "Caf\\u00e9 table",
+            "/lib/t/t.obj",
+            category="Kitchen",
+            modelRotation="1 0 0 0 0 1 0 -1 0",
+            doorOrWindow="true",
+        )
+        + sh3f_item(2, "Lamp", "/lib/l/l.obj", license="Own licence", multiPartModel="false")
+    )
     library, items = parse_catalogue(parse_properties(text))
     assert library["license"] == "Library licence"
     t, lamp = items
@@ -27,9 +35,18 @@ def test_catalogue_fields_rotation_and_licence():
     assert lamp.licence == "Own licence" and not lamp.multi_part and lamp.rotation is None
 
 
-@pytest.mark.parametrize("bad", [{"modelRotation": "1 0 0 0 1 0"}, {"modelRotation": "1 0 0 0 x 0 0 0 1"},
-                                 {"modelRotation": "2 0 0 0 1 0 0 0 1"}, {"modelRotation": "-1 0 0 0 1 0 0 0 1"},
-                                 {"width": "wide"}, {"model": "/../../evil.obj"}, {"model": ""}])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"modelRotation": "1 0 0 0 1 0"},
+        {"modelRotation": "1 0 0 0 x 0 0 0 1"},
+        {"modelRotation": "2 0 0 0 1 0 0 0 1"},
+        {"modelRotation": "-1 0 0 0 1 0 0 0 1"},
+        {"width": "wide"},
+        {"model": "/../../evil.obj"},
+        {"model": ""},
+    ],
+)
 def test_malformed_item_is_an_item_error_not_a_crash(bad):
     text = sh3f_item(1, "Good", "/lib/a/a.obj") + sh3f_item(2, "Bad", **{"model": "/lib/b/b.obj", **bad})
     _, items = parse_catalogue(parse_properties(text))
@@ -53,10 +70,17 @@ def test_source_yields_candidates_with_files(lib_dir):
 def test_traversal_and_symlink_members_inside_a_model_folder_fail_that_item_only(tmp_path):
     d = tmp_path / "f"
     extra = sh3f_item(10, "Evil sofa", "/lib/evil/evil.obj") + sh3f_item(11, "Linked sofa", "/lib/link/link.obj")
-    make_library(d, n_chairs=1, extra_items=extra,
-                 extra_entries={"lib/evil/evil.obj": cube_obj(), "lib/evil/../../../outside.txt": "x",
-                                "lib/link/link.obj": cube_obj()},
-                 symlinks={"lib/link/tex.png": "/etc/passwd"})
+    make_library(
+        d,
+        n_chairs=1,
+        extra_items=extra,
+        extra_entries={
+            "lib/evil/evil.obj": cube_obj(),
+            "lib/evil/../../../outside.txt": "x",
+            "lib/link/link.obj": cube_obj(),
+        },
+        symlinks={"lib/link/tex.png": "/etc/passwd"},
+    )
     cands = {c.name: c for c in _source(d).candidates()}
     assert sorted(cands["Chair 1"].load_files()) == ["LICENSE.txt", "chair1.mtl", "chair1.obj", "tex.png"]
     for name in ("Evil sofa", "Linked sofa"):

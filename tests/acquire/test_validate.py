@@ -25,30 +25,39 @@ def test_textured_cube(tmp_path):
 
 def test_glb_roundtrip(tmp_path):
     import trimesh
+
     p = tmp_path / "box.glb"
     trimesh.creation.box().export(p)
     assert inspect_mesh(p).n_faces == 12
 
 
-@pytest.mark.parametrize("name,data,reason", [
-    ("garbage.obj", b"\x00\xff\x10garbage" * 50, "unparseable"),      # binary bytes in a text format
-    ("text.obj", b"hello, this is not a mesh\n" * 5, "unparseable"),   # text, but no OBJ statement
-    ("garbage.glb", b"\x00\xff\x10garbage" * 50, "unparseable"),
-    ("garbage.ply", b"\x00\xff\x10garbage" * 50, "unparseable"),
-    ("garbage.stl", b"\x00\xff\x10garbage" * 50, "unparseable"),
-    ("garbage.off", b"\x00\xff\x10garbage" * 50, "unparseable"),
-    ("nothing.xyz123", b"v 0 0 0\n", "unparseable"),                  # unknown format
-    ("empty.obj", b"", "no_faces"),
-    ("comments.obj", b"# exported by nothing\n", "no_faces"),
-    ("points.obj", b"v 0 0 0\nv 1 0 0\nv 0 1 0\n", "no_faces"),       # vertices but no faces
-    ("nan.obj", b"v nan 0 0\nv 1 0 0\nv 0 1 0\nv 0 0 1\nf 1 2 3\nf 2 3 4\n", "nan_vertices"),
-    ("inf.obj", b"v 0 0 0\nv 1 0 0\nv 0 1 0\nv 0 0 -inf\nf 1 2 3\nf 2 3 4\n", "nan_vertices"),
-    ("noface.ply", (b"ply\nformat ascii 1.0\nelement vertex 1\nproperty float x\nproperty float y\n"
-                    b"property float z\nelement face 0\nproperty list uchar int vertex_indices\nend_header\n0 0 0\n"),
-     "no_faces"),
-    ("collinear.obj", b"v 0 0 0\nv 1 0 0\nv 2 0 0\nf 1 2 3\n", "degenerate"),
-    ("point.obj", b"v 1 1 1\nv 1 1 1\nv 1 1 1\nf 1 2 3\n", "degenerate"),
-])
+@pytest.mark.parametrize(
+    "name,data,reason",
+    [
+        ("garbage.obj", b"\x00\xff\x10garbage" * 50, "unparseable"),  # binary bytes in a text format
+        ("text.obj", b"hello, this is not a mesh\n" * 5, "unparseable"),  # text, but no OBJ statement
+        ("garbage.glb", b"\x00\xff\x10garbage" * 50, "unparseable"),
+        ("garbage.ply", b"\x00\xff\x10garbage" * 50, "unparseable"),
+        ("garbage.stl", b"\x00\xff\x10garbage" * 50, "unparseable"),
+        ("garbage.off", b"\x00\xff\x10garbage" * 50, "unparseable"),
+        ("nothing.xyz123", b"v 0 0 0\n", "unparseable"),  # unknown format
+        ("empty.obj", b"", "no_faces"),
+        ("comments.obj", b"# exported by nothing\n", "no_faces"),
+        ("points.obj", b"v 0 0 0\nv 1 0 0\nv 0 1 0\n", "no_faces"),  # vertices but no faces
+        ("nan.obj", b"v nan 0 0\nv 1 0 0\nv 0 1 0\nv 0 0 1\nf 1 2 3\nf 2 3 4\n", "nan_vertices"),
+        ("inf.obj", b"v 0 0 0\nv 1 0 0\nv 0 1 0\nv 0 0 -inf\nf 1 2 3\nf 2 3 4\n", "nan_vertices"),
+        (
+            "noface.ply",
+            (
+                b"ply\nformat ascii 1.0\nelement vertex 1\nproperty float x\nproperty float y\n"
+                b"property float z\nelement face 0\nproperty list uchar int vertex_indices\nend_header\n0 0 0\n"
+            ),
+            "no_faces",
+        ),
+        ("collinear.obj", b"v 0 0 0\nv 1 0 0\nv 2 0 0\nf 1 2 3\n", "degenerate"),
+        ("point.obj", b"v 1 1 1\nv 1 1 1\nv 1 1 1\nf 1 2 3\n", "degenerate"),
+    ],
+)
 def test_bad_meshes_raise_item_errors_with_a_reason(tmp_path, name, data, reason):
     with pytest.raises(ItemError) as exc:
         inspect_mesh(_write(tmp_path, name, data))
@@ -73,6 +82,7 @@ def test_face_limits(tmp_path):
 def test_nan_in_a_binary_format_is_named(tmp_path):
     import numpy as np
     import trimesh
+
     m = trimesh.creation.box()
     v = m.vertices.copy()
     v[0, 0] = np.nan
@@ -86,7 +96,8 @@ def test_nan_in_a_binary_format_is_named(tmp_path):
 @pytest.mark.parametrize("fmt", ["obj", "ply", "stl", "off"])
 def test_too_many_faces_is_decided_from_the_header_without_loading(fmt):
     import trimesh
-    mesh = trimesh.creation.icosphere(subdivisions=2)          # 320 faces
+
+    mesh = trimesh.creation.icosphere(subdivisions=2)  # 320 faces
     data = mesh.export(file_type=fmt)
     data = data.encode() if isinstance(data, str) else data
     assert first_pass(f"m.{fmt}", data) == 320

@@ -24,8 +24,28 @@ def bench():
 
 def test_tiny_run_writes_sane_results(bench, tmp_path):
     out = tmp_path / "gpu_train.json"
-    bench.main(["--tiny", "--cpu", "--out", str(out), "--batch", "8", "--images", "32", "--views", "4",
-                "--per-shard", "12", "--reps", "2", "--warmup", "1", "--workers", "2"])
+    bench.main(
+        [
+            "--tiny",
+            "--cpu",
+            "--out",
+            str(out),
+            "--batch",
+            "8",
+            "--images",
+            "32",
+            "--views",
+            "4",
+            "--per-shard",
+            "12",
+            "--reps",
+            "2",
+            "--warmup",
+            "1",
+            "--workers",
+            "2",
+        ]
+    )
     res = json.loads(out.read_text())
     assert res["device"] == "cpu" and res["tiny"] is True and res["gpu_result"] is False
     assert "not a GPU measurement" in res["note"]

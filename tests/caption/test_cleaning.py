@@ -6,8 +6,7 @@ from ovt.caption.config import CleaningParams
 
 
 def _cap(key, text):
-    return Caption(key=key, caption=text, backend="test", model="m", model_version="v", prompt="p", guided=True,
-                   seed=0)
+    return Caption(key=key, caption=text, backend="test", model="m", model_version="v", prompt="p", guided=True, seed=0)
 
 
 @pytest.fixture(scope="module")
@@ -34,21 +33,28 @@ def test_long_captions_are_truncated_by_default_and_counted():
 def test_drop_policy_and_word_limit_fallback():
     long = " ".join(["word"] * 30)
     dropped = Cleaner(CleaningParams(max_tokens=8, too_long="drop", consistency_filter=False)).clean(
-        [_cap("a_000", long)], [None], ["a"])
+        [_cap("a_000", long)], [None], ["a"]
+    )
     assert dropped.counts["dropped_too_long"] == 1 and not dropped.kept
     assert dropped.dropped[0]["reason"] == "too_long" and "8 tokens" in dropped.dropped[0]["detail"]
     words = Cleaner(CleaningParams(tokenizer=None, max_words=5, consistency_filter=False))
-    assert words.tower is None   # no model needed at all
+    assert words.tower is None  # no model needed at all
     res = words.clean([_cap("a_000", long)], [None], ["a"])
     assert res.kept[0].caption == "word word word word word" and res.counts["truncated"] == 1
 
 
 def test_dedup_per_object_and_empty():
     cleaner = Cleaner(CleaningParams(tokenizer=None, consistency_filter=False))
-    caps = [_cap("a_000", "A red sofa."), _cap("a_001", "a  red sofa"), _cap("b_000", "a red sofa"),
-            _cap("a_002", "a red sofa seen from the back"), _cap("a_003", "   "), _cap("a_004", "sofa")]
+    caps = [
+        _cap("a_000", "A red sofa."),
+        _cap("a_001", "a  red sofa"),
+        _cap("b_000", "a red sofa"),
+        _cap("a_002", "a red sofa seen from the back"),
+        _cap("a_003", "   "),
+        _cap("a_004", "sofa"),
+    ]
     res = cleaner.clean(caps, [None] * 6, ["a", "a", "b", "a", "a", "a"])
-    assert [c.key for c in res.kept] == ["a_000", "b_000", "a_002"]   # dedup is per object: b keeps its copy
+    assert [c.key for c in res.kept] == ["a_000", "b_000", "a_002"]  # dedup is per object: b keeps its copy
     assert res.counts["dropped_duplicate"] == 1 and res.counts["dropped_empty"] == 2
     assert {d["key"]: d["reason"] for d in res.dropped} == {"a_001": "duplicate", "a_003": "empty", "a_004": "empty"}
     assert dedup_key("A red sofa.") == dedup_key("a red   sofa")
@@ -57,11 +63,13 @@ def test_dedup_per_object_and_empty():
 def test_consistency_filter_drops_captions_nearer_another_class():
     cleaner = Cleaner(CleaningParams(), vocabulary=["sofa", "lamp", "chair", "Sofa", None])
     assert cleaner.vocabulary == ["chair", "lamp", "sofa"]
-    caps = [_cap("s_000", "a 3D render of a red sofa seen from the front"),
-            _cap("s_001", "a 3D render of a desk lamp seen from the side"),       # says lamp, class is sofa
-            _cap("l_000", "a yellow desk lamp seen from above"),
-            _cap("t_000", "a brown teddy bear"),                                  # class null: not checked
-            _cap("x_000", "a blue chair")]                                        # class outside vocabulary
+    caps = [
+        _cap("s_000", "a 3D render of a red sofa seen from the front"),
+        _cap("s_001", "a 3D render of a desk lamp seen from the side"),  # says lamp, class is sofa
+        _cap("l_000", "a yellow desk lamp seen from above"),
+        _cap("t_000", "a brown teddy bear"),  # class null: not checked
+        _cap("x_000", "a blue chair"),
+    ]  # class outside vocabulary
     res = cleaner.clean(caps, ["sofa", "sofa", "lamp", None, "table"], ["s", "s", "l", "t", "x"])
     assert [d["key"] for d in res.dropped] == ["s_001"]
     assert res.dropped[0]["reason"] == "inconsistent" and "'lamp'" in res.dropped[0]["detail"]
@@ -70,7 +78,8 @@ def test_consistency_filter_drops_captions_nearer_another_class():
 
 def test_filter_off_keeps_inconsistent_captions():
     res = Cleaner(CleaningParams(consistency_filter=False), vocabulary=["sofa", "lamp"]).clean(
-        [_cap("s_001", "a desk lamp")], ["sofa"], ["s"])
+        [_cap("s_001", "a desk lamp")], ["sofa"], ["s"]
+    )
     assert res.counts["kept"] == 1 and not res.dropped
 
 

@@ -20,7 +20,7 @@ def test_lab_reference_values():
 def test_single_colour_on_white():
     s = dominant_colours(_square((200, 30, 30)))
     assert s.names == ["red"]
-    assert 0.3 < s.foreground_fraction < 0.4   # 24x24 of 40x40
+    assert 0.3 < s.foreground_fraction < 0.4  # 24x24 of 40x40
 
 
 def test_two_colours_largest_first():
@@ -50,5 +50,5 @@ def test_empty_image_has_no_colours():
 
 def test_minor_colours_below_share_are_not_named():
     img = _square((200, 30, 30), box=(2, 2, 37, 37))
-    ImageDraw.Draw(img).rectangle((2, 2, 5, 5), fill=(40, 80, 200))   # ~1% of the foreground
+    ImageDraw.Draw(img).rectangle((2, 2, 5, 5), fill=(40, 80, 200))  # ~1% of the foreground
     assert dominant_colours(img, min_share=0.12).names == ["red"]

@@ -3,8 +3,14 @@ from pathlib import Path
 
 import pytest
 
-from ovt.caption.mvcap import (MVCapFormatError, MVCapRecord, iter_images, read_caption_shards, read_metadata,
-                               write_metadata)
+from ovt.caption.mvcap import (
+    MVCapFormatError,
+    MVCapRecord,
+    iter_images,
+    read_caption_shards,
+    read_metadata,
+    write_metadata,
+)
 
 RELEASE = Path(__file__).parent / "data" / "mvcap_release"
 
@@ -27,16 +33,19 @@ def test_root_can_be_elsewhere_and_missing_images_are_named(tmp_path):
     recs = read_metadata(meta, root=RELEASE, check_images=True)
     assert recs[2].load_image().getpixel((0, 0)) == (230, 230, 230)
     with pytest.raises(FileNotFoundError, match="026.png"):
-        read_metadata(meta, check_images=True)   # default root = the metadata's folder, which has no views/
+        read_metadata(meta, check_images=True)  # default root = the metadata's folder, which has no views/
 
 
-@pytest.mark.parametrize("content,match", [
-    ("{}", "expected a JSON list"),
-    ("[1]", "row 0 is a int"),
-    ('[{"path": "./a.png", "caption": "x"}]', r"row 0 lacks field\(s\) \['obj_id'\]"),
-    ('[{"path": "./a.png", "caption": "x", "obj_id": "seven"}]', "must be integers"),
-    ("[{", "not valid JSON"),
-])
+@pytest.mark.parametrize(
+    "content,match",
+    [
+        ("{}", "expected a JSON list"),
+        ("[1]", "row 0 is a int"),
+        ('[{"path": "./a.png", "caption": "x"}]', r"row 0 lacks field\(s\) \['obj_id'\]"),
+        ('[{"path": "./a.png", "caption": "x", "obj_id": "seven"}]', "must be integers"),
+        ("[{", "not valid JSON"),
+    ],
+)
 def test_bad_metadata_is_named(tmp_path, content, match):
     meta = tmp_path / "metadata.json"
     meta.write_text(content)
@@ -46,16 +55,20 @@ def test_bad_metadata_is_named(tmp_path, content, match):
 
 def test_img_id_defaults_to_row_index_like_the_original_loader(tmp_path):
     meta = tmp_path / "metadata.json"
-    meta.write_text(json.dumps([{"path": "./a.png", "caption": "x", "obj_id": 1},
-                                {"path": "/abs/b.png", "caption": "y", "obj_id": 1}]))
+    meta.write_text(
+        json.dumps(
+            [{"path": "./a.png", "caption": "x", "obj_id": 1}, {"path": "/abs/b.png", "caption": "y", "obj_id": 1}]
+        )
+    )
     recs = read_metadata(meta)
     assert [r.img_id for r in recs] == [0, 1]
     assert recs[1].image_path == Path("/abs/b.png")
 
 
 def test_write_then_read_round_trips(tmp_path):
-    recs = [MVCapRecord(path=f"./views/u{i}/00{i}.png", caption=f"caption “{i}”", obj_id=i // 2, img_id=i)
-            for i in range(5)]
+    recs = [
+        MVCapRecord(path=f"./views/u{i}/00{i}.png", caption=f"caption “{i}”", obj_id=i // 2, img_id=i) for i in range(5)
+    ]
     assert write_metadata(tmp_path / "metadata.json", recs) == 5
     back = read_metadata(tmp_path / "metadata.json")
     assert [r.to_row() for r in back] == [r.to_row() for r in recs]

@@ -82,7 +82,7 @@ def test_resume_redoes_only_the_missing_shard(data_dirs):
     _, _, out = data_dirs
     _run(CaptionParams(), data_dirs)
     before = _mtimes(out)
-    (out / "shards" / "captions-00001.json").unlink()       # as if killed before shard 1's completion record
+    (out / "shards" / "captions-00001.json").unlink()  # as if killed before shard 1's completion record
     stats = _run(CaptionParams(), data_dirs)
     assert stats["shards_captioned"] == 1 and stats["captions"] + stats["dropped_total"] == N_VIEWS
     after = _mtimes(out)
@@ -106,8 +106,9 @@ def test_cleaning_counts_reach_stats(data_dirs):
     # every caption is over 10 tokens: all dropped, which is "nothing succeeded" -> an error naming the drops,
     # with stats.json and dropped.jsonl still written for inspection
     with pytest.raises(RuntimeError, match="too_long"):
-        _run(CaptionParams(cleaning=CleaningParams(max_tokens=10, too_long="drop", consistency_filter=False)),
-             data_dirs)
+        _run(
+            CaptionParams(cleaning=CleaningParams(max_tokens=10, too_long="drop", consistency_filter=False)), data_dirs
+        )
     stats = json.loads((data_dirs[2] / "stats.json").read_text())
     assert stats["dropped"]["too_long"] == N_VIEWS
     assert stats["captions"] + stats["dropped_total"] == N_VIEWS
@@ -136,8 +137,9 @@ def test_bad_views_are_logged_and_skipped(data_dirs):
                 data = b"not a png"
                 m.size = len(data)
             import io
+
             tar.addfile(m, io.BytesIO(data))
-    (renders_dir / "shards" / "shard-00002.tar").write_bytes(b"")      # no completion record: incomplete
+    (renders_dir / "shards" / "shard-00002.tar").write_bytes(b"")  # no completion record: incomplete
     stats = _run(CaptionParams(), data_dirs)
     failures = read_jsonl(out / "failures.jsonl")
     assert {f["item"] for f in failures} == {bad_key, "shard-00002.tar"}
@@ -153,7 +155,7 @@ def test_bad_views_are_logged_and_skipped(data_dirs):
 def test_nothing_captioned_is_an_error(data_dirs):
     _, renders_dir, _ = data_dirs
     for tar in (renders_dir / "shards").glob("*.tar"):
-        tar.write_bytes(b"\0" * 1024)     # every shard unreadable: nothing can succeed
+        tar.write_bytes(b"\0" * 1024)  # every shard unreadable: nothing can succeed
     with pytest.raises(RuntimeError, match="no captions"):
         _run(CaptionParams(), data_dirs)
 
@@ -166,21 +168,31 @@ def test_missing_render_folder_is_named(tmp_path):
 @pytest.mark.slow
 def test_tiny_vlm_stage_end_to_end(data_dirs, tiny_blip_dir):
     _, renders_dir, out = data_dirs
-    cfg = CaptionParams(backend="vlm", vlm=VlmParams(model=str(tiny_blip_dir), prompt_guided="a photo of a {category},",
-                                                     prompt_plain="a photo of", max_new_tokens=5, batch_size=3,
-                                                     num_beams=1),
-                        cleaning=CleaningParams(consistency_filter=False, dedup_per_object=False))
+    cfg = CaptionParams(
+        backend="vlm",
+        vlm=VlmParams(
+            model=str(tiny_blip_dir),
+            prompt_guided="a photo of a {category},",
+            prompt_plain="a photo of",
+            max_new_tokens=5,
+            batch_size=3,
+            num_beams=1,
+        ),
+        cleaning=CleaningParams(consistency_filter=False, dedup_per_object=False),
+    )
     stats = _run(cfg, data_dirs)
     assert stats["captions"] == N_VIEWS and stats["backend"] == "vlm"
     rows = {r["key"]: r for p in (out / "shards").glob("captions-*.jsonl") for r in read_jsonl(p)}
     sofa = rows[f"{ASSETS[0][0]}_000"]
     assert sofa["prompt"] == "a photo of a sofa," and sofa["caption"].startswith("a photo of a sofa,")
-    teddy = rows[f"{ASSETS[3][0]}_000"]            # no label: guidance falls back to the name
+    teddy = rows[f"{ASSETS[3][0]}_000"]  # no label: guidance falls back to the name
     assert teddy["prompt"] == "a photo of a teddy bear,"
     assert all(r["model"] == str(tiny_blip_dir) and r["backend"] == "vlm" for r in rows.values())
     assert len(read_metadata(out / "mvcap" / "metadata.json")) == N_VIEWS
     assert _run(cfg, data_dirs)["shards_captioned"] == 0
-    new_prompt = cfg.model_copy(update={"vlm": cfg.vlm.model_copy(update={"prompt_guided": "a render of a {category},"})})
+    new_prompt = cfg.model_copy(
+        update={"vlm": cfg.vlm.model_copy(update={"prompt_guided": "a render of a {category},"})}
+    )
     assert _run(new_prompt, data_dirs)["shards_captioned"] == 2
     assert os.path.exists(out / "stats.json")
 
@@ -192,7 +204,7 @@ def test_sample_report(data_dirs):
     rep = sample_captions(data_dirs[2], objects=3, per_object=2)
     assert len(rep["objects"]) == 3 and all(len(v) == 2 for v in rep["objects"].values())
     assert rep["stats"]["views"] == N_VIEWS
-    assert rep == sample_captions(data_dirs[2], objects=3, per_object=2)   # seeded
+    assert rep == sample_captions(data_dirs[2], objects=3, per_object=2)  # seeded
 
 
 def test_a_failing_object_costs_only_its_own_views(data_dirs, monkeypatch):
@@ -219,6 +231,6 @@ def test_render_shard_rewritten_after_its_record_is_incomplete(data_dirs):
     _, renders_dir, _ = data_dirs
     rec_path = renders_dir / "shards" / "shard-00001.json"
     rec = json.loads(rec_path.read_text())
-    rec_path.write_text(json.dumps({**rec, "tar_bytes": 1}))   # the render stage's size check fails
+    rec_path.write_text(json.dumps({**rec, "tar_bytes": 1}))  # the render stage's size check fails
     stats = _run(CaptionParams(), data_dirs)
     assert stats["shards_total"] == 1 and stats["shards_incomplete_upstream"] == 1

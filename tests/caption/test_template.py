@@ -7,11 +7,23 @@ from tests.caption.fixtures import render_image
 
 
 def _view(az=0.0, el=5.0, view=0, colour=(200, 30, 30), **kw):
-    meta = dict(name="Corner sofa", category="Living room", label="sofa", tags=["couch", "seat"],
-                dims_cm={"width": 250, "depth": 200, "height": 80})
+    meta = dict(
+        name="Corner sofa",
+        category="Living room",
+        label="sofa",
+        tags=["couch", "seat"],
+        dims_cm={"width": 250, "depth": 200, "height": 80},
+    )
     meta.update(kw)
-    return View(key=f"aa_{view:03d}", asset_id="aa", view=view, image=render_image(colour, view), azimuth=az,
-                elevation=el, **meta)
+    return View(
+        key=f"aa_{view:03d}",
+        asset_id="aa",
+        view=view,
+        image=render_image(colour, view),
+        azimuth=az,
+        elevation=el,
+        **meta,
+    )
 
 
 @pytest.fixture
@@ -19,14 +31,17 @@ def guided():
     return TemplateCaptioner(TemplateParams(), guidance=True)
 
 
-@pytest.mark.parametrize("az,el,words,absent", [
-    (0, 5, ["from the front", "eye level"], ["back", "side"]),
-    (180, 60, ["from the back", "from above"], ["front"]),
-    (-90, -40, ["from the side", "from below"], ["front", "back"]),
-    (30, 85, ["directly above"], ["front", "back"]),
-])
+@pytest.mark.parametrize(
+    "az,el,words,absent",
+    [
+        (0, 5, ["from the front", "eye level"], ["back", "side"]),
+        (180, 60, ["from the back", "from above"], ["front"]),
+        (-90, -40, ["from the side", "from below"], ["front", "back"]),
+        (30, 85, ["directly above"], ["front", "back"]),
+    ],
+)
 def test_viewpoint_words_match_the_camera(guided, az, el, words, absent):
-    for seed in range(6):   # every phrasing keeps the viewpoint words
+    for seed in range(6):  # every phrasing keeps the viewpoint words
         text = guided.caption_one(_view(az, el), seed).caption.lower()
         for w in words:
             assert w in text, text
@@ -75,22 +90,26 @@ def test_provenance_fields(guided):
 
 def test_missing_metadata_falls_back_gracefully():
     cap = TemplateCaptioner(TemplateParams()).caption_one(
-        _view(label=None, category=None, tags=[], dims_cm=None, name="Teddy bear"), 0)
+        _view(label=None, category=None, tags=[], dims_cm=None, name="Teddy bear"), 0
+    )
     assert "teddy bear" in cap.caption.lower() and cap.guided
     nothing = TemplateCaptioner(TemplateParams()).caption_one(_view(label=None, name=None, category=None), 0)
     assert not nothing.guided and "object" in nothing.caption
 
 
-@pytest.mark.parametrize("dims,words", [
-    ({"width": 10, "depth": 10, "height": 12}, ["small"]),
-    ({"width": 250, "depth": 90, "height": 80}, ["large", "wide"]),
-    ({"width": 200, "depth": 190, "height": 150}, ["large"]),
-    ({"width": 40, "depth": 40, "height": 180}, ["tall"]),
-    ({"width": 160, "depth": 60, "height": 40}, ["low"]),
-    ({"width": 50, "depth": 50, "height": 50}, []),
-    (None, []),
-    ({"width": None, "depth": 0, "height": 0}, []),
-])
+@pytest.mark.parametrize(
+    "dims,words",
+    [
+        ({"width": 10, "depth": 10, "height": 12}, ["small"]),
+        ({"width": 250, "depth": 90, "height": 80}, ["large", "wide"]),
+        ({"width": 200, "depth": 190, "height": 150}, ["large"]),
+        ({"width": 40, "depth": 40, "height": 180}, ["tall"]),
+        ({"width": 160, "depth": 60, "height": 40}, ["low"]),
+        ({"width": 50, "depth": 50, "height": 50}, []),
+        (None, []),
+        ({"width": None, "depth": 0, "height": 0}, []),
+    ],
+)
 def test_size_words(dims, words):
     assert size_words(dims) == words
 

@@ -8,14 +8,39 @@ def test_wrap_azimuth(az, expected):
     assert wrap_azimuth(az) == pytest.approx(expected)
 
 
-@pytest.mark.parametrize("az,side", [(0, "front"), (45, "front"), (-30, "front"), (60, "side"), (-90, "side"),
-                                     (134, "side"), (135, "back"), (180, "back"), (-170, "back"), (315, "front")])
+@pytest.mark.parametrize(
+    "az,side",
+    [
+        (0, "front"),
+        (45, "front"),
+        (-30, "front"),
+        (60, "side"),
+        (-90, "side"),
+        (134, "side"),
+        (135, "back"),
+        (180, "back"),
+        (-170, "back"),
+        (315, "front"),
+    ],
+)
 def test_side_word(az, side):
     assert side_word(az) == side
 
 
-@pytest.mark.parametrize("el,height", [(0, "level"), (10, "level"), (-10, "level"), (20, "high"), (60, "above"),
-                                       (80, "overhead"), (90, "overhead"), (-40, "below"), (-90, "underneath")])
+@pytest.mark.parametrize(
+    "el,height",
+    [
+        (0, "level"),
+        (10, "level"),
+        (-10, "level"),
+        (20, "high"),
+        (60, "above"),
+        (80, "overhead"),
+        (90, "overhead"),
+        (-40, "below"),
+        (-90, "underneath"),
+    ],
+)
 def test_height_word(el, height):
     assert height_word(el) == height
 

@@ -27,19 +27,34 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(2400)]
 ROOT = Path(__file__).resolve().parents[2]
 
 TINY = {
-    "acquire": {"filters": {"include_names": ["(?i)(^| )(chair|table|lamp)$"], "max_assets": 18},
-                "labels": {"min_per_class": 3}, "split": {"validation_fraction": 0.15, "test_fraction": 0.3}},
-    "render": {"rings": [{"elevation": 10.0, "n_azimuth": 4, "azimuth_offset": 0.0},
-                         {"elevation": 60.0, "n_azimuth": 4, "azimuth_offset": 45.0}],
-               "image_size": 96, "objects_per_shard": 6, "workers": 1},
+    "acquire": {
+        "filters": {"include_names": ["(?i)(^| )(chair|table|lamp)$"], "max_assets": 18},
+        "labels": {"min_per_class": 3},
+        "split": {"validation_fraction": 0.15, "test_fraction": 0.3},
+    },
+    "render": {
+        "rings": [
+            {"elevation": 10.0, "n_azimuth": 4, "azimuth_offset": 0.0},
+            {"elevation": 60.0, "n_azimuth": 4, "azimuth_offset": 45.0},
+        ],
+        "image_size": 96,
+        "objects_per_shard": 6,
+        "workers": 1,
+    },
     "bootstrap": {"steps": 15, "batch_size": 32, "warmup_steps": 2},
-    "train": {"epochs": 1, "max_steps": 3, "checkpoint_every": 2,
-              "data": {"mvcap_batch": 16, "twod_batch": 4},
-              "mining": {"batch_size": 32}, "tracking": {"progress": False},
-              "heldout_viewpoints": {"train_bands": [[-90.0, 45.0]]}},
-    "evaluate": {"intervals": {"n_resamples": 50},
-                 "search": {"budget": 4, "n_random": 2, "population": 2, "max_objects": 2,
-                            "models": ["base", "ovt"]}},
+    "train": {
+        "epochs": 1,
+        "max_steps": 3,
+        "checkpoint_every": 2,
+        "data": {"mvcap_batch": 16, "twod_batch": 4},
+        "mining": {"batch_size": 32},
+        "tracking": {"progress": False},
+        "heldout_viewpoints": {"train_bands": [[-90.0, 45.0]]},
+    },
+    "evaluate": {
+        "intervals": {"n_resamples": 50},
+        "search": {"budget": 4, "n_random": 2, "population": 2, "max_objects": 2, "models": ["base", "ovt"]},
+    },
 }
 
 
@@ -69,27 +84,34 @@ def project(tmp_path_factory):
     shutil.copy(ROOT / ".dvc" / "config", repo / ".dvc" / "config")
     (repo / ".dvc" / ".gitignore").write_text("/config.local\n/tmp\n/cache\n")
     _git(repo, "add", "-A")
-    _git(repo, "commit", "-qm", "project")   # a fresh clone: code, params, dvc.yaml; no outputs, no lock
+    _git(repo, "commit", "-qm", "project")  # a fresh clone: code, params, dvc.yaml; no outputs, no lock
     return repo
 
 
-GIT_ID = {"GIT_AUTHOR_NAME": "e2e", "GIT_AUTHOR_EMAIL": "e2e@localhost", "GIT_COMMITTER_NAME": "e2e",
-          "GIT_COMMITTER_EMAIL": "e2e@localhost"}
+GIT_ID = {
+    "GIT_AUTHOR_NAME": "e2e",
+    "GIT_AUTHOR_EMAIL": "e2e@localhost",
+    "GIT_COMMITTER_NAME": "e2e",
+    "GIT_COMMITTER_EMAIL": "e2e@localhost",
+}
 
 
 def _git(repo: Path, *args: str) -> str:
-    return subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True, text=True,
-                          env={**os.environ, **GIT_ID}).stdout
+    return subprocess.run(
+        ["git", *args], cwd=repo, check=True, capture_output=True, text=True, env={**os.environ, **GIT_ID}
+    ).stdout
 
 
 def _dvc(repo: Path, env: dict, *args: str) -> str:
     from ovt.dvc_driver import dvc_env
 
     # dvc_env: this interpreter's bin first on PATH, so `python -m stages.x` runs in this venv
-    proc = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=repo, env=dvc_env(env), capture_output=True,
-                          text=True, timeout=1200)
-    assert proc.returncode == 0, (f"dvc {' '.join(args)}: exit {proc.returncode}\n{proc.stdout[-3000:]}\n"
-                                  f"{proc.stderr[-5000:]}")
+    proc = subprocess.run(
+        [sys.executable, "-m", "dvc", *args], cwd=repo, env=dvc_env(env), capture_output=True, text=True, timeout=1200
+    )
+    assert proc.returncode == 0, (
+        f"dvc {' '.join(args)}: exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+    )
     return proc.stdout
 
 
@@ -106,27 +128,34 @@ def env(project, stack):
     env = {**os.environ, **stack.client_env(), **GIT_ID, "PYTHONUNBUFFERED": "1"}
     env.pop("PREFECT_LOGGING_LEVEL", None)
     # DVC's remote follows the stack's (free, moved) S3 port through `ovt remote`, as `ovt run` does
-    out = subprocess.run([sys.executable, "-m", "cli.app", "remote", "--repo", str(project)], cwd=ROOT, env=env,
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "cli.app", "remote", "--repo", str(project)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode == 0, out.stderr
     assert _dvc(project, env, "config", "remote.local.endpointurl").strip() == env["AWS_ENDPOINT_URL"]
     return env
 
 
 def _run_py(code: str, cwd: Path, env: dict, timeout: int = 1200) -> str:
-    proc = subprocess.run([sys.executable, "-c", code], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=timeout)
-    assert proc.returncode == 0, f"exit {proc.returncode}\nstdout:\n{proc.stdout[-4000:]}\nstderr:\n{proc.stderr[-8000:]}"
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+    )
+    assert proc.returncode == 0, (
+        f"exit {proc.returncode}\nstdout:\n{proc.stdout[-4000:]}\nstderr:\n{proc.stderr[-8000:]}"
+    )
     return proc.stdout
 
 
-FLOW = ("import json; from flows.pipeline import pipeline; "
-        "print('SUMMARY ' + json.dumps(pipeline(repo='.', env=None)))")
+FLOW = "import json; from flows.pipeline import pipeline; print('SUMMARY ' + json.dumps(pipeline(repo='.', env=None)))"
 
 
 def _summary(out: str) -> dict:
     line = [x for x in out.splitlines() if x.startswith("SUMMARY ")][-1]
-    return json.loads(line[len("SUMMARY "):])
+    return json.loads(line[len("SUMMARY ") :])
 
 
 def _values(doc, key: str) -> list:
@@ -152,18 +181,18 @@ def test_whole_pipeline_end_to_end(project, env, stack):
     metrics = json.loads((project / "data/eval/metrics.json").read_text())
     assert metrics["n_objects"] > 0 and metrics["n_views"] >= metrics["n_objects"]
     for model in ("base", "contrastive", "ovt", "contrastive_hv", "ovt_hv"):
-        for _, key in RESULT_COLUMNS:          # every metric the README table renders, with its interval
+        for _, key in RESULT_COLUMNS:  # every metric the README table renders, with its interval
             for k in (key, f"{key}_lo", f"{key}_hi"):
                 assert k in metrics[model], (model, k, sorted(metrics[model]))
         assert 0.0 <= metrics[model]["mean_acc"] <= 1.0
         assert metrics[model]["mean_acc_lo"] <= metrics[model]["mean_acc"] <= metrics[model]["mean_acc_hi"]
     assert "worst_view_acc" in metrics["ovt-contrastive"]
-    assert "| OVT |" in render_results(project)   # `ovt report` renders this run's metrics
+    assert "| OVT |" in render_results(project)  # `ovt report` renders this run's metrics
 
     reg = first["register"]
     assert reg["version"] == "1" and reg["created"] is True and "challenger" in reg["aliases"], reg
     assert first["promote"]["action"] == "first-champion" and first["promote"]["champion_after"] == reg["version"]
-    assert not (project / "data/register").exists()       # registration is no DVC stage and writes no DVC output
+    assert not (project / "data/register").exists()  # registration is no DVC stage and writes no DVC output
 
     from mlflow import MlflowClient
 
@@ -172,9 +201,17 @@ def test_whole_pipeline_end_to_end(project, env, stack):
     name = yaml.safe_load((project / "params.yaml").read_text())["registry"]["model_name"]
     champ = client.get_model_version_by_alias(name, "champion")
     assert champ.version == reg["version"]
-    for tag in ("ovt.git_commit", "ovt.params_digest", "ovt.dvc.assets_manifest", "ovt.dvc.render_shards",
-                "ovt.dvc.captions", "ovt.dvc.train_outputs", "ovt.metric.worst_view", "ovt.metric.off_canonical",
-                "ovt.metric.canonical"):
+    for tag in (
+        "ovt.git_commit",
+        "ovt.params_digest",
+        "ovt.dvc.assets_manifest",
+        "ovt.dvc.render_shards",
+        "ovt.dvc.captions",
+        "ovt.dvc.train_outputs",
+        "ovt.metric.worst_view",
+        "ovt.metric.off_canonical",
+        "ovt.metric.canonical",
+    ):
         assert tag in champ.tags, (tag, sorted(champ.tags))
 
     # 2. the record: dvc.lock and the small metric/plot files are what git tracks; commit them
@@ -191,7 +228,7 @@ def test_whole_pipeline_end_to_end(project, env, stack):
     assert again["register"]["version"] == reg["version"] and again["register"]["created"] is False
     assert again["promote"]["action"] == "already-champion" and again["promote"]["changed"] == []
     assert len(client.search_model_versions(f"name='{name}'")) == 1
-    assert _git(project, "status", "--porcelain").strip() == ""   # the rerun left the record as committed
+    assert _git(project, "status", "--porcelain").strip() == ""  # the rerun left the record as committed
 
     # 4. the runs are in Prefect's API
     import httpx
@@ -220,6 +257,6 @@ def test_whole_pipeline_end_to_end(project, env, stack):
     assert 60 in _values(shown, "n_resamples") and 50 in _values(shown, "n_resamples"), "exp show: both runs"
     assert _values(shown, "worst_view_acc"), "exp show lists the evaluate metrics"
     diff = json.loads(_dvc(project, env, "metrics", "diff", "HEAD", "--json"))
-    assert set(diff) == {"data/eval/metrics.json"}, diff        # the bootstrap intervals moved, nothing else
+    assert set(diff) == {"data/eval/metrics.json"}, diff  # the bootstrap intervals moved, nothing else
     _dvc(project, env, "plots", "diff", "HEAD", "--json")
     assert len(client.search_model_versions(f"name='{name}'")) == 1

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import webdataset as wds
 from PIL import Image, ImageDraw
+
 from ovt.shards import write_record
 
 CLASSES = ("chair", "lamp", "table")
@@ -27,8 +28,14 @@ def draw_view(label: str, azimuth: float, elevation: float, distance: float = 2.
     return img
 
 
-def make_renders(root: Path, n_per_class: int = 2, azimuths=(0.0, 90.0, 180.0), elevations=(10.0, 60.0),
-                 drop_key: str | None = None, test_split: str = "test") -> tuple[Path, Path]:
+def make_renders(
+    root: Path,
+    n_per_class: int = 2,
+    azimuths=(0.0, 90.0, 180.0),
+    elevations=(10.0, 60.0),
+    drop_key: str | None = None,
+    test_split: str = "test",
+) -> tuple[Path, Path]:
     """data/renders-like and data/assets-like folders; returns (renders_dir, assets_dir). `test_split` names the
     scored objects' split ("heldout" in older manifests)."""
     renders, assets = root / "renders", root / "assets"
@@ -40,8 +47,16 @@ def make_renders(root: Path, n_per_class: int = 2, azimuths=(0.0, 90.0, 180.0), 
         for k in range(n_per_class + 1):  # one extra object per class goes to the train split
             split = "train" if k == n_per_class else test_split
             asset_id = f"{i:02x}" + "ab" * 31
-            asset_rows.append({"asset_id": asset_id, "name": f"{label} {k}", "label": label, "split": split,
-                               "category": "furniture", "mesh": f"store/{asset_id}/m.obj"})
+            asset_rows.append(
+                {
+                    "asset_id": asset_id,
+                    "name": f"{label} {k}",
+                    "label": label,
+                    "split": split,
+                    "category": "furniture",
+                    "mesh": f"store/{asset_id}/m.obj",
+                }
+            )
             i += 1
     view_rows_by_shard: dict[str, list] = {}
     for n, a in enumerate(asset_rows):
@@ -50,11 +65,24 @@ def make_renders(root: Path, n_per_class: int = 2, azimuths=(0.0, 90.0, 180.0), 
         for el in elevations:
             for az in azimuths:
                 key = f"{a['asset_id']}_{view:03d}"
-                row = {"key": key, "shard": shard, "asset_id": a["asset_id"], "obj_id": n, "view": view,
-                       "img_id": len(view_rows), "path": f"./views/{a['asset_id']}/{view:03d}.png",
-                       "azimuth": az, "elevation": el, "distance": 2.8, "fov": 40.0,
-                       "canonical": bool(el <= 35 and abs(az) <= 60), "split": a["split"], "label": a["label"],
-                       "name": a["name"], "category": a["category"]}
+                row = {
+                    "key": key,
+                    "shard": shard,
+                    "asset_id": a["asset_id"],
+                    "obj_id": n,
+                    "view": view,
+                    "img_id": len(view_rows),
+                    "path": f"./views/{a['asset_id']}/{view:03d}.png",
+                    "azimuth": az,
+                    "elevation": el,
+                    "distance": 2.8,
+                    "fov": 40.0,
+                    "canonical": bool(el <= 35 and abs(az) <= 60),
+                    "split": a["split"],
+                    "label": a["label"],
+                    "name": a["name"],
+                    "category": a["category"],
+                }
                 view_rows.append(row)
                 view_rows_by_shard.setdefault(shard, []).append(row)
                 view += 1
@@ -80,16 +108,22 @@ def tiny_model_cfg():
     """The tiny-test CLIP with LoRA on its last block only: a frozen block below it, so the prefix is stored."""
     from ovt.model import LoraParams, ModelParams, VIFormerParams
 
-    return ModelParams(arch="tiny-test", lora=LoraParams(placement="qkv", last_blocks=1),
-                       viformer=VIFormerParams(heads=4, ffn=64))
+    return ModelParams(
+        arch="tiny-test", lora=LoraParams(placement="qkv", last_blocks=1), viformer=VIFormerParams(heads=4, ffn=64)
+    )
 
 
 def make_features(renders: Path, out: Path, dtype: str = "float16") -> dict:
     """The features stage over the fixture renders, for the tiny models' frozen tower."""
     from ovt.features import FeatureParams, FeaturePaths, run
 
-    return run(FeatureParams(dtype=dtype, batch_size=16), model=tiny_model_cfg(), seed=0,
-               paths=FeaturePaths(renders_dir=renders, out_dir=out, stats=None), progress=False)
+    return run(
+        FeatureParams(dtype=dtype, batch_size=16),
+        model=tiny_model_cfg(),
+        seed=0,
+        paths=FeaturePaths(renders_dir=renders, out_dir=out, stats=None),
+        progress=False,
+    )
 
 
 def save_tiny_models(models_dir: Path, variants=("contrastive", "ovt")) -> None:

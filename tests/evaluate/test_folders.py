@@ -53,8 +53,9 @@ def test_gt_line_k_labels_the_kth_sorted_folder(tmp_path):
 
 def test_zero_shot_table_scores_a_fake_encoder_pair(tmp_path):
     spec = make_fixture(tmp_path)
-    table = run_benchmark_table(ColourModel(), [spec, BenchmarkSpec("toy2", spec.folder, spec.vocabulary, spec.gt)],
-                                top_k=2, progress=False)
+    table = run_benchmark_table(
+        ColourModel(), [spec, BenchmarkSpec("toy2", spec.folder, spec.vocabulary, spec.gt)], top_k=2, progress=False
+    )
     assert table["toy"] == {"top1": 1.0, "top2": 1.0, "n": 9, "n_failed": 0}
     assert table["mean"]["top1"] == 1.0
 

@@ -1,8 +1,17 @@
 import numpy as np
 import pytest
 
-from ovt.evaluate.metrics import (ViewResults, accuracy_grid, azimuth_bin, consistency_per_object, elevation_band,
-                                  km_median, object_stats, point_metrics, true_margin)
+from ovt.evaluate.metrics import (
+    ViewResults,
+    accuracy_grid,
+    azimuth_bin,
+    consistency_per_object,
+    elevation_band,
+    km_median,
+    object_stats,
+    point_metrics,
+    true_margin,
+)
 
 
 def _onehot_logits(preds, n_classes=3):
@@ -14,12 +23,15 @@ def _onehot_logits(preds, n_classes=3):
 def _results(preds, targets, objects, canonical, elevation=None, azimuth=None, emb=None, logits=None):
     n = len(preds)
     return ViewResults(
-        object_index=np.asarray(objects), target=np.asarray(targets),
+        object_index=np.asarray(objects),
+        target=np.asarray(targets),
         logits=_onehot_logits(preds) if logits is None else logits,
         embeddings=np.eye(4)[np.zeros(n, int)] if emb is None else emb,
         elevation=np.zeros(n) if elevation is None else np.asarray(elevation, float),
         azimuth=np.zeros(n) if azimuth is None else np.asarray(azimuth, float),
-        canonical=np.asarray(canonical, bool), top_k=2)
+        canonical=np.asarray(canonical, bool),
+        top_k=2,
+    )
 
 
 def test_mean_worst_view_canonical_gap_on_hand_made_predictions():
@@ -55,7 +67,7 @@ def test_band_and_search_columns():
     # object 0: the search found margin -0.2 at render 3; object 1: not searched
     s = object_stats(res, bands=[(45, 90)], search=np.array([[-0.2, 3, 1], [np.nan, np.nan, np.nan]]))
     m = point_metrics(s)
-    assert m["band_acc"] == pytest.approx(0.5)        # views at 60 (wrong) and 70 (right)
+    assert m["band_acc"] == pytest.approx(0.5)  # views at 60 (wrong) and 70 (right)
     assert m["band_worst_acc"] == pytest.approx(0.5)  # object 1 right on all its band views
     # one-hot logits of 5: a right view has margin +5/100, a wrong one -5/100; both objects have a wrong view
     assert m["worst_view_margin"] == pytest.approx(-0.05)
@@ -105,5 +117,12 @@ def test_bins_and_accuracy_grid():
 
 def test_mismatched_rows_are_rejected():
     with pytest.raises(ValueError, match="canonical"):
-        ViewResults(np.zeros(2, int), np.zeros(2, int), np.zeros((2, 3)), np.zeros((2, 4)), np.zeros(2),
-                    np.zeros(2), np.zeros(3, bool))
+        ViewResults(
+            np.zeros(2, int),
+            np.zeros(2, int),
+            np.zeros((2, 3)),
+            np.zeros((2, 4)),
+            np.zeros(2),
+            np.zeros(2),
+            np.zeros(3, bool),
+        )

@@ -3,15 +3,20 @@ import pytest
 
 from ovt.evaluate.pose_search import SearchSpace, search_worst_view
 
-PLANTED = np.array([135.0, -40.0, 3.1])   # the worst view: true-class probability 0.05 there
-DECOY = np.array([-60.0, 30.0, 2.4])      # a shallower local minimum (0.5) to lure a greedy search
+PLANTED = np.array([135.0, -40.0, 3.1])  # the worst view: true-class probability 0.05 there
+DECOY = np.array([-60.0, 30.0, 2.4])  # a shallower local minimum (0.5) to lure a greedy search
 SPACE = SearchSpace((-90.0, 90.0), (2.2, 3.4))
 
 
 def _bump(poses, centre, scale=(50.0, 30.0, 0.6)):
     d_az = (poses[:, 0] - centre[0] + 180.0) % 360.0 - 180.0  # azimuth wraps at ±180
-    return np.exp(-((d_az / scale[0]) ** 2 + ((poses[:, 1] - centre[1]) / scale[1]) ** 2
-                    + ((poses[:, 2] - centre[2]) / scale[2]) ** 2))
+    return np.exp(
+        -(
+            (d_az / scale[0]) ** 2
+            + ((poses[:, 1] - centre[1]) / scale[1]) ** 2
+            + ((poses[:, 2] - centre[2]) / scale[2]) ** 2
+        )
+    )
 
 
 def toy_true_prob(poses):
@@ -81,10 +86,16 @@ def test_known_values_cost_nothing_and_seed_the_refinement():
 
     res = search_worst_view(objective, SPACE, budget=12, n_random=4, population=4, seed=0, known=[(near, known_val)])
     assert sum(calls) == res.n_evals == 12 and res.best_value < known_val
-    with_known = [search_worst_view(toy_true_prob, SPACE, budget=12, n_random=4, population=4, seed=s,
-                                    known=[(near, known_val)]).best_value for s in range(10)]
-    without = [search_worst_view(toy_true_prob, SPACE, budget=12, n_random=4, population=4, seed=s).best_value
-               for s in range(10)]
+    with_known = [
+        search_worst_view(
+            toy_true_prob, SPACE, budget=12, n_random=4, population=4, seed=s, known=[(near, known_val)]
+        ).best_value
+        for s in range(10)
+    ]
+    without = [
+        search_worst_view(toy_true_prob, SPACE, budget=12, n_random=4, population=4, seed=s).best_value
+        for s in range(10)
+    ]
     assert max(with_known) <= known_val and np.mean(with_known) < np.mean(without)
     # a known value better than anything reachable stays the answer
     best = search_worst_view(toy_true_prob, SPACE, budget=6, n_random=2, seed=0, known=[((0.0, 0.0, 3.0), -1.0)])

@@ -29,8 +29,12 @@ def test_missing_member_is_logged_and_skipped(tmp_path):
     first = select_rows([__import__("json").loads(l) for l in (renders0 / "manifest.jsonl").open()])[0]
     renders, assets = make_renders(tmp_path / "b", drop_key=first["key"])
     fails = []
-    v = load_views(renders, assets / "manifest.jsonl", max_objects=2,
-                   on_failure=lambda item, err, detail: fails.append((item["key"], err)))
+    v = load_views(
+        renders,
+        assets / "manifest.jsonl",
+        max_objects=2,
+        on_failure=lambda item, err, detail: fails.append((item["key"], err)),
+    )
     assert fails == [(first["key"], "missing_member")]
     assert len(v.rows) == 2 * 6 - 1 and len(v.object_ids) == 2
 
@@ -51,9 +55,21 @@ def test_no_views_of_the_split_is_a_clear_error(tmp_path):
 
 
 def test_split_values_old_and_new_manifests():
-    rows = [{"key": f"{a}_{v:03d}", "shard": "s", "asset_id": a, "view": v, "azimuth": 0.0, "elevation": 0.0,
-             "canonical": True, "split": split, "label": "chair"}
-            for a, split in (("a", "train"), ("b", "validation"), ("c", "test"), ("d", "heldout")) for v in (0, 1)]
+    rows = [
+        {
+            "key": f"{a}_{v:03d}",
+            "shard": "s",
+            "asset_id": a,
+            "view": v,
+            "azimuth": 0.0,
+            "elevation": 0.0,
+            "canonical": True,
+            "split": split,
+            "label": "chair",
+        }
+        for a, split in (("a", "train"), ("b", "validation"), ("c", "test"), ("d", "heldout"))
+        for v in (0, 1)
+    ]
     assert {r["asset_id"] for r in select_rows(rows, "test")} == {"c", "d"}  # "heldout": test of old manifests
     assert {r["asset_id"] for r in select_rows(rows, "validation")} == {"b"}
     assert [r["asset_id"] for r in select_rows(rows, "test", max_objects=1)] == ["c", "c"]

@@ -15,8 +15,10 @@ def test_search_shares_prefixes_and_isolates_a_broken_object(tmp_path):
     renders, assets = make_renders(tmp_path, n_per_class=1)
     save_tiny_models(tmp_path / "models", variants=("ovt",))
     views = load_views(renders, assets / "manifest.jsonl", max_objects=None, on_failure=print)
-    asset_rows = {a: {"asset_id": a, "label": views.classnames[int(views.target[views.object_index == i][0])]}
-                  for i, a in enumerate(views.object_ids)}
+    asset_rows = {
+        a: {"asset_id": a, "label": views.classnames[int(views.target[views.object_index == i][0])]}
+        for i, a in enumerate(views.object_ids)
+    }
     broken = views.object_ids[1]
 
     def render_view(asset, az, el, d):
@@ -31,9 +33,20 @@ def test_search_shares_prefixes_and_isolates_a_broken_object(tmp_path):
         model = load(ModelSpec(name, tmp_path / "models" / "ovt", scale), default_loader)
         clf = build_classifier(model.encode_text, views.classnames, ["a {}."])
         margins = np.zeros(len(views.rows)) + 0.5
-        found[name] = search_model(model, clf, views, margins, asset_rows, render_view, p, seed=0, name=name,
-                                   on_failure=lambda item, err, detail: fails.append((item["asset_id"], err)),
-                                   cache=cache, progress=False)
+        found[name] = search_model(
+            model,
+            clf,
+            views,
+            margins,
+            asset_rows,
+            render_view,
+            p,
+            seed=0,
+            name=name,
+            on_failure=lambda item, err, detail: fails.append((item["asset_id"], err)),
+            cache=cache,
+            progress=False,
+        )
     assert fails == [(broken, "search_failed")] * 2
     assert [f.asset_id for f in found["ovt"]] == [a for a in views.object_ids if a != broken]
     # both models query the same global poses per object (and the same local ones where they agree on the best

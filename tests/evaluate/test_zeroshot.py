@@ -28,8 +28,9 @@ def test_class_weights_are_renormalised_template_means():
 
 
 def test_classifier_predicts_nearest_class_with_fixed_scale():
-    clf = build_classifier(fake_encode_text, ["chair", "table", "female"], TEMPLATES, rename={"female": "woman"},
-                           scale=100.0)
+    clf = build_classifier(
+        fake_encode_text, ["chair", "table", "female"], TEMPLATES, rename={"female": "woman"}, scale=100.0
+    )
     images = torch.nn.functional.normalize(torch.tensor([[0.9, 0.1, 0, 0], [0.1, 0.2, 0.9, 0]]), dim=-1)
     logits = clf.logits(images)
     assert logits.argmax(dim=1).tolist() == [0, 2]

@@ -23,8 +23,13 @@ def _rows(renders):
 
 
 def _run(renders, out, model_cfg=None, **over):
-    return run(FeatureParams(dtype="float32", **over), model=model_cfg or tiny_model_cfg(), seed=0,
-               paths=FeaturePaths(renders_dir=renders, out_dir=out, stats=out.parent / "features.json"), progress=False)
+    return run(
+        FeatureParams(dtype="float32", **over),
+        model=model_cfg or tiny_model_cfg(),
+        seed=0,
+        paths=FeaturePaths(renders_dir=renders, out_dir=out, stats=out.parent / "features.json"),
+        progress=False,
+    )
 
 
 def test_tail_of_cached_prefix_equals_the_full_tower(renders, tmp_path):

@@ -11,7 +11,8 @@ from ovt import dvc_driver as dvcrun
 
 @pytest.fixture()
 def tiny_repo(tmp_path):
-    (tmp_path / "dvc.yaml").write_text(textwrap.dedent("""\
+    (tmp_path / "dvc.yaml").write_text(
+        textwrap.dedent("""\
         stages:
           first:
             cmd: python -c "open('a.txt','w').write('A')"
@@ -20,7 +21,8 @@ def tiny_repo(tmp_path):
             cmd: python -c "open('b.txt','w').write(open('a.txt').read()+'B')"
             deps: [a.txt]
             outs: [b.txt]
-        """))
+        """)
+    )
     subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
     subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], cwd=tmp_path, check=True)
     return tmp_path
@@ -35,7 +37,7 @@ def test_stage_order_and_repro_skip(tiny_repo):
 
 
 def test_failed_stage_raises_with_output(tiny_repo):
-    (tiny_repo / "dvc.yaml").write_text('stages:\n  bad:\n    cmd: python -c "raise SystemExit(\'boom-123\')"\n')
+    (tiny_repo / "dvc.yaml").write_text("stages:\n  bad:\n    cmd: python -c \"raise SystemExit('boom-123')\"\n")
     with pytest.raises(dvcrun.DvcError, match="boom-123"):
         dvcrun.repro("bad", cwd=tiny_repo, on_line=lambda _: None)
 
@@ -46,8 +48,7 @@ def test_flow_runs_stages_in_order_then_skips(tiny_repo, prefect_harness):
     out = pipeline(repo=str(tiny_repo), do_push=False, check_services=False, do_register=False, do_promote=False)
     assert [(r["stage"], r["ran"]) for r in out["stages"]] == [("first", True), ("second", True)]
     assert (tiny_repo / "b.txt").read_text() == "AB"
-    again = pipeline(repo=str(tiny_repo), do_push=False, check_services=False, do_register=False,
-                     do_promote=False)
+    again = pipeline(repo=str(tiny_repo), do_push=False, check_services=False, do_register=False, do_promote=False)
     assert [r["ran"] for r in again["stages"]] == [False, False]
 
 
@@ -55,15 +56,22 @@ def test_flow_rejects_unknown_stage(tiny_repo, prefect_harness):
     from flows.pipeline import pipeline
 
     with pytest.raises(ValueError, match="unknown stage"):
-        pipeline(stages=["nope"], repo=str(tiny_repo), do_push=False, check_services=False, do_register=False,
-                 do_promote=False)
+        pipeline(
+            stages=["nope"],
+            repo=str(tiny_repo),
+            do_push=False,
+            check_services=False,
+            do_register=False,
+            do_promote=False,
+        )
 
 
 def test_stages_run_on_this_interpreter_even_when_env_carries_its_own_path(tiny_repo):
     # Flows pass whole environments ({**os.environ, ...}); their PATH must not put another `python` first.
     (tiny_repo / "dvc.yaml").write_text(
-        'stages:\n  which:\n    cmd: python -c "import sys; open(\'py.txt\',\'w\').write(sys.executable)"\n'
-        "    outs: [py.txt]\n")
+        "stages:\n  which:\n    cmd: python -c \"import sys; open('py.txt','w').write(sys.executable)\"\n"
+        "    outs: [py.txt]\n"
+    )
     dvcrun.repro("which", cwd=tiny_repo, env={"PATH": "/usr/local/bin:/usr/bin:/bin"}, on_line=lambda _: None)
     assert (tiny_repo / "py.txt").read_text() == sys.executable
 
@@ -75,12 +83,19 @@ def test_flow_summary_feeds_the_pipeline_benchmark(tiny_repo, prefect_harness):
     from benchmarks.pipeline import parse_summary, record
     from flows.pipeline import pipeline
 
-    first = pipeline(repo=str(tiny_repo), do_push=False, check_services=False, do_register=False, do_promote=False,
-                     run_cache=False)
+    first = pipeline(
+        repo=str(tiny_repo), do_push=False, check_services=False, do_register=False, do_promote=False, run_cache=False
+    )
     noop = pipeline(repo=str(tiny_repo), do_push=False, check_services=False, do_register=False, do_promote=False)
     parsed = parse_summary(json.dumps(first, indent=2))
-    rec = record(parsed, 12.5, 3.0, parse_summary(json.dumps(noop)), 1.5,
-                 {"date": "2026-01-01T00:00:00+00:00", "cpus": 2, "load_avg_1m": 0.1})
+    rec = record(
+        parsed,
+        12.5,
+        3.0,
+        parse_summary(json.dumps(noop)),
+        1.5,
+        {"date": "2026-01-01T00:00:00+00:00", "cpus": 2, "load_avg_1m": 0.1},
+    )
     assert [s["stage"] for s in rec["stages"]] == ["first", "second"]
     assert all(s["ran"] and s["seconds"] > 0 and s["cpu_seconds"] > 0 for s in rec["stages"]), rec
     assert rec["noop_rerun_ran"] == [] and rec["noop_rerun_s"] == 1.5 and rec["total_s"] == 12.5

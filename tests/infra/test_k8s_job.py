@@ -46,8 +46,12 @@ def test_template_mounts_the_secret_and_runs_the_entry_script():
     assert c["command"][:2] == ["/bin/bash", "infra/k8s/train-entry.sh"]
     assert "--stage=train" in c["command"] and c["command"][-1] == "--"
     assert (REPO / c["command"][1]).is_file()
-    assert _render(services_secret="prod-s3")["spec"]["template"]["spec"]["containers"][0]["envFrom"][0][
-        "secretRef"]["name"] == "prod-s3"
+    assert (
+        _render(services_secret="prod-s3")["spec"]["template"]["spec"]["containers"][0]["envFrom"][0]["secretRef"][
+            "name"
+        ]
+        == "prod-s3"
+    )
 
 
 def _fake_tools(tmp_path: Path) -> Path:
@@ -55,8 +59,10 @@ def _fake_tools(tmp_path: Path) -> Path:
     (so stage_inputs.py really reads dvc.yaml)."""
     bin_ = tmp_path / "bin"
     bin_.mkdir(parents=True)
-    (bin_ / "python").write_text(f'#!/bin/sh\nif [ "$1" = "-m" ] && [ "$2" = "dvc" ]; then shift 2; '
-                                 f'echo "dvc $*"; exit 0; fi\nexec {sys.executable} "$@"\n')
+    (bin_ / "python").write_text(
+        f'#!/bin/sh\nif [ "$1" = "-m" ] && [ "$2" = "dvc" ]; then shift 2; '
+        f'echo "dvc $*"; exit 0; fi\nexec {sys.executable} "$@"\n'
+    )
     (bin_ / "torchrun").write_text('#!/bin/sh\necho "torchrun $*"\n')
     for f in bin_.iterdir():
         f.chmod(0o755)
@@ -64,13 +70,33 @@ def _fake_tools(tmp_path: Path) -> Path:
 
 
 def _entry(tmp_path, rank: int, **env) -> subprocess.CompletedProcess:
-    base = {"PATH": f"{_fake_tools(tmp_path)}:/usr/bin:/bin", "HOSTNAME": f"ovt-train-abc12-{rank}",
-            "JOB_COMPLETION_INDEX": str(rank), "MLFLOW_TRACKING_URI": "https://mlflow.example.org",
-            "HOME": str(tmp_path)}
-    return subprocess.run(["bash", str(ENTRY), "--nnodes=2", "--gpus-per-node=8", "--master-port=29500",
-                           "--subdomain=ovt-train", "--train-module=stages.train", "--stage=train", "--",
-                           "echo", "flow-run"], env=base | env, cwd=REPO, capture_output=True, text=True,
-                          timeout=60)
+    base = {
+        "PATH": f"{_fake_tools(tmp_path)}:/usr/bin:/bin",
+        "HOSTNAME": f"ovt-train-abc12-{rank}",
+        "JOB_COMPLETION_INDEX": str(rank),
+        "MLFLOW_TRACKING_URI": "https://mlflow.example.org",
+        "HOME": str(tmp_path),
+    }
+    return subprocess.run(
+        [
+            "bash",
+            str(ENTRY),
+            "--nnodes=2",
+            "--gpus-per-node=8",
+            "--master-port=29500",
+            "--subdomain=ovt-train",
+            "--train-module=stages.train",
+            "--stage=train",
+            "--",
+            "echo",
+            "flow-run",
+        ],
+        env=base | env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 @pytest.mark.parametrize("rank", [0, 1])
@@ -88,21 +114,30 @@ def test_every_node_pulls_trains_real_inputs_then_runs(tmp_path, rank):
     if rank == 0:
         assert lines[-1] == "flow-run"
     else:
-        assert lines[-1] == ("torchrun --nnodes=2 --nproc_per_node=8 --node_rank=1 "
-                             "--master_addr=ovt-train-abc12-0.ovt-train --master_port=29500 -m stages.train")
+        assert lines[-1] == (
+            "torchrun --nnodes=2 --nproc_per_node=8 --node_rank=1 "
+            "--master_addr=ovt-train-abc12-0.ovt-train --master_port=29500 -m stages.train"
+        )
 
 
 def test_entry_refuses_without_mlflow_and_follows_aws_endpoint(tmp_path):
     env = {"PATH": f"{_fake_tools(tmp_path)}:/usr/bin:/bin", "JOB_COMPLETION_INDEX": "0", "HOME": str(tmp_path)}
-    out = subprocess.run(["bash", str(ENTRY), "--", "true"], env=env, cwd=REPO, capture_output=True, text=True,
-                         timeout=60)
+    out = subprocess.run(
+        ["bash", str(ENTRY), "--", "true"], env=env, cwd=REPO, capture_output=True, text=True, timeout=60
+    )
     assert out.returncode == 2 and "MLFLOW_TRACKING_URI" in out.stderr
-    out = _entry(tmp_path / "b", 0, AWS_ENDPOINT_URL="https://minio.example.org",
-                 MLFLOW_S3_ENDPOINT_URL="http://ignored:1")
+    out = _entry(
+        tmp_path / "b", 0, AWS_ENDPOINT_URL="https://minio.example.org", MLFLOW_S3_ENDPOINT_URL="http://ignored:1"
+    )
     assert "dvc remote modify --local local endpointurl https://minio.example.org" in out.stdout.splitlines()
 
 
 def test_stage_inputs_names_a_missing_stage():
-    out = subprocess.run([sys.executable, "infra/k8s/stage_inputs.py", "no-such-stage"], cwd=REPO,
-                         capture_output=True, text=True, env={**os.environ})
+    out = subprocess.run(
+        [sys.executable, "infra/k8s/stage_inputs.py", "no-such-stage"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={**os.environ},
+    )
     assert out.returncode == 1 and "no stage 'no-such-stage' in dvc.yaml" in out.stderr

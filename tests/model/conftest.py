@@ -11,8 +11,7 @@ from ovt.model import LoraParams, ModelParams, VIFormerParams, build_base, build
 def tiny_cfg(placement: str = "qkv", **kw) -> ModelParams:
     lora = dict(placement=placement, last_blocks=None)
     lora.update(kw.pop("lora", {}))
-    return ModelParams(arch="tiny-test", lora=LoraParams(**lora), viformer=VIFormerParams(heads=4, ffn=64),
-                       **kw)
+    return ModelParams(arch="tiny-test", lora=LoraParams(**lora), viformer=VIFormerParams(heads=4, ffn=64), **kw)
 
 
 def randomise_lora(model, seed: int = 0, std: float = 0.05) -> None:

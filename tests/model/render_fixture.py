@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import webdataset as wds
 from PIL import Image, ImageDraw
+
 from ovt.shards import write_record
 
 CLASSES = {"chair": (200, 30, 30), "lamp": (30, 30, 200), "table": (30, 160, 30)}
@@ -20,15 +21,25 @@ def _image(cls: str, view: int, size: int, rng: np.random.Generator) -> bytes:
     c = CLASSES[cls]
     jitter = int(rng.integers(-4, 5))
     box = (12 + jitter + view, 12 + jitter, size - 12 + jitter - view, size - 12 + jitter)
-    {"chair": d.rectangle, "lamp": d.ellipse, "table": lambda b, fill: d.polygon(
-        [(b[0], b[3]), ((b[0] + b[2]) // 2, b[1]), (b[2], b[3])], fill=fill)}[cls](box, fill=c + (255,))
+    {
+        "chair": d.rectangle,
+        "lamp": d.ellipse,
+        "table": lambda b, fill: d.polygon([(b[0], b[3]), ((b[0] + b[2]) // 2, b[1]), (b[2], b[3])], fill=fill),
+    }[cls](box, fill=c + (255,))
     buf = io.BytesIO()
     img.save(buf, format="PNG")
     return buf.getvalue()
 
 
-def write_render_fixture(renders_dir: Path, objects_per_class: int = 4, views: int = 4, size: int = 64,
-                         seed: int = 0, corrupt_one: bool = False, labels_in_manifest: bool = False) -> dict:
+def write_render_fixture(
+    renders_dir: Path,
+    objects_per_class: int = 4,
+    views: int = 4,
+    size: int = 64,
+    seed: int = 0,
+    corrupt_one: bool = False,
+    labels_in_manifest: bool = False,
+) -> dict:
     """Objects of each class; the last of each class is held out. Views 0-1 canonical. Returns counts.
 
     labels_in_manifest: like the render stage, keep split/label out of the sample JSON and write them to
@@ -47,11 +58,27 @@ def write_render_fixture(renders_dir: Path, objects_per_class: int = 4, views: i
                 split = "heldout" if o == objects_per_class - 1 else "train"
                 for v in range(views):
                     canonical = v < 2
-                    meta = {"asset_id": asset, "name": f"{cls.title()} {o}", "label": cls, "split": split,
-                            "canonical": canonical, "view": v, "category": "Misc"}
-                    manifest.append({"key": f"{asset}_{v:03d}", "shard": "shards/shard-00000.tar",
-                                     "asset_id": asset, "view": v, "canonical": canonical, "split": split,
-                                     "label": cls, "name": meta["name"]})
+                    meta = {
+                        "asset_id": asset,
+                        "name": f"{cls.title()} {o}",
+                        "label": cls,
+                        "split": split,
+                        "canonical": canonical,
+                        "view": v,
+                        "category": "Misc",
+                    }
+                    manifest.append(
+                        {
+                            "key": f"{asset}_{v:03d}",
+                            "shard": "shards/shard-00000.tar",
+                            "asset_id": asset,
+                            "view": v,
+                            "canonical": canonical,
+                            "split": split,
+                            "label": cls,
+                            "name": meta["name"],
+                        }
+                    )
                     if labels_in_manifest:
                         meta = {k: v_ for k, v_ in meta.items() if k not in ("split", "label")}
                     png = _image(cls, v, size, rng)

@@ -7,8 +7,13 @@ from ovt.params_base import ParamsError, validate_block
 def test_defaults_are_the_embedded_default():
     cfg = ModelParams()
     assert (cfg.arch, cfg.lora.placement, cfg.lora.r, cfg.lora.alpha, cfg.lora.dropout) == ("embedded", "conv", 8, 8, 0)
-    assert (cfg.viformer.layers, cfg.viformer.heads, cfg.viformer.ffn, cfg.viformer.alpha, cfg.viformer.mix) == \
-        (2, 4, 2048, 0.1, "code")
+    assert (cfg.viformer.layers, cfg.viformer.heads, cfg.viformer.ffn, cfg.viformer.alpha, cfg.viformer.mix) == (
+        2,
+        4,
+        2048,
+        0.1,
+        "code",
+    )
     assert cfg.new_logit_scale and cfg.log_scale_init == pytest.approx(2.6593, abs=1e-4)
 
 

@@ -4,9 +4,12 @@ from ovt.model import LoraParams, ModelParams, VIFormerParams, build_base, build
 
 
 def _count(placement: str) -> int:
-    cfg = ModelParams(arch="ViT-B-32", pretrained=None,
-                      lora=LoraParams(placement=placement, r=8, alpha=8, last_blocks=None),
-                      viformer=VIFormerParams(layers=2, heads=4, ffn=2048))
+    cfg = ModelParams(
+        arch="ViT-B-32",
+        pretrained=None,
+        lora=LoraParams(placement=placement, r=8, alpha=8, last_blocks=None),
+        viformer=VIFormerParams(layers=2, heads=4, ffn=2048),
+    )
     model = build_ovt_model(cfg, build_base(cfg))
     n = model.count_trainable()
     print(f"ViT-B-32 placement={placement}: {n:,} trainable parameters")

@@ -24,8 +24,12 @@ def test_remap_names_bad_keys():
 
 @pytest.fixture(scope="module")
 def embedded_model():
-    cfg = ModelParams(embed_dim=64, image_size=64, lora=LoraParams(placement="conv", last_blocks=2),
-                      viformer=VIFormerParams(heads=4, ffn=64))
+    cfg = ModelParams(
+        embed_dim=64,
+        image_size=64,
+        lora=LoraParams(placement="conv", last_blocks=2),
+        viformer=VIFormerParams(heads=4, ffn=64),
+    )
     model = build_ovt_model(cfg, build_base(cfg))
     randomise_lora(model, std=0.02)
     return model
@@ -33,9 +37,13 @@ def embedded_model():
 
 def test_conv_placement_pointwise_only(embedded_model):
     adapted = adapted_module_names(embedded_model.clip)
-    assert adapted == ["visual.trunk.blocks.5.3.conv_pw", "visual.trunk.blocks.5.3.conv_pwl",
-                       "visual.trunk.blocks.6.0.conv_pw", "visual.trunk.blocks.6.0.conv_pwl",
-                       "visual.trunk.conv_head"]
+    assert adapted == [
+        "visual.trunk.blocks.5.3.conv_pw",
+        "visual.trunk.blocks.5.3.conv_pwl",
+        "visual.trunk.blocks.6.0.conv_pw",
+        "visual.trunk.blocks.6.0.conv_pwl",
+        "visual.trunk.conv_head",
+    ]
     assert embedded_model.first_adapted == sum(STAGE_SIZES) - 2
     assert all(embedded_model.clip.get_submodule(n).base_layer.groups == 1 for n in adapted)
 

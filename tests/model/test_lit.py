@@ -4,7 +4,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from ovt.features import FeatureParams, FeaturePaths, run as run_features
+from ovt.features import FeatureParams, FeaturePaths
+from ovt.features import run as run_features
 from ovt.model import ModelParams, build_base, lit
 from ovt.model.config import BootstrapParams
 from ovt.model.factory import load_trained_parts
@@ -17,14 +18,25 @@ MODEL = ModelParams(embed_dim=32, image_size=64)
 
 
 def _paths(tmp_path, **over) -> BootstrapPaths:
-    return BootstrapPaths(renders_dir=tmp_path / "renders", features_dir=tmp_path / "features",
-                          out_dir=tmp_path / "models" / "base", metrics=tmp_path / "m.json", **over)
+    return BootstrapPaths(
+        renders_dir=tmp_path / "renders",
+        features_dir=tmp_path / "features",
+        out_dir=tmp_path / "models" / "base",
+        metrics=tmp_path / "m.json",
+        **over,
+    )
 
 
 def _features(tmp_path, model=MODEL) -> dict:
-    return run_features(FeatureParams(batch_size=16, dtype="float32"), model=model, seed=0, progress=False,
-                        paths=FeaturePaths(renders_dir=tmp_path / "renders", out_dir=tmp_path / "features",
-                                           stats=tmp_path / "features.json"))
+    return run_features(
+        FeatureParams(batch_size=16, dtype="float32"),
+        model=model,
+        seed=0,
+        progress=False,
+        paths=FeaturePaths(
+            renders_dir=tmp_path / "renders", out_dir=tmp_path / "features", stats=tmp_path / "features.json"
+        ),
+    )
 
 
 def test_multi_positive_loss_on_known_inputs():
@@ -111,8 +123,10 @@ def test_bootstrap_stage_trains_from_the_feature_store_and_is_idempotent(tmp_pat
 
 
 def test_validation_and_test_objects_never_train(tmp_path):
-    rows = [{"key": f"k{i}", "shard": "shards/shard-00000.tar", "split": s, "canonical": True, "label": "chair"}
-            for i, s in enumerate(["train", "validation", "test", "heldout"])]
+    rows = [
+        {"key": f"k{i}", "shard": "shards/shard-00000.tar", "split": s, "canonical": True, "label": "chair"}
+        for i, s in enumerate(["train", "validation", "test", "heldout"])
+    ]
     kept = [r["split"] for r in rows if lit.wanted(r, CFG)]
     assert kept == ["train", "validation", "heldout"]  # test: never, not even for the report
     assert [r["split"] for r in rows if lit.wanted(r, CFG.model_copy(update={"eval_heldout": False}))] == ["train"]

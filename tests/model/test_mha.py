@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch import nn
 
-from ovt.model import build_base, ModelParams
+from ovt.model import ModelParams, build_base
 from ovt.model.mha import UnfusedMultiheadAttention, swap_mha
 
 

@@ -21,8 +21,9 @@ from ovt.registry.config import RegisterParams
 def make_variant(out: Path, seed: int = 0) -> Path:
     from ovt.model import LoraParams, ModelParams, VIFormerParams, build_base, build_ovt_model
 
-    cfg = ModelParams(arch="tiny-test", lora=LoraParams(placement="qkv", last_blocks=None),
-                      viformer=VIFormerParams(heads=4, ffn=64))
+    cfg = ModelParams(
+        arch="tiny-test", lora=LoraParams(placement="qkv", last_blocks=None), viformer=VIFormerParams(heads=4, ffn=64)
+    )
     model = build_ovt_model(cfg, build_base(cfg))
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
@@ -40,8 +41,13 @@ def variant_template(tmp_path_factory) -> Path:
     return make_variant(tmp_path_factory.mktemp("variant") / "ovt")
 
 
-METRICS = {"worst_view_acc": 0.20, "off_canonical_acc": 0.60, "canonical_acc": 0.70, "mean_acc": 0.62,
-           "canonical_gap": 0.10}
+METRICS = {
+    "worst_view_acc": 0.20,
+    "off_canonical_acc": 0.60,
+    "canonical_acc": 0.70,
+    "mean_acc": 0.62,
+    "canonical_gap": 0.10,
+}
 
 
 def write_metrics(eval_dir: Path, variant: str = "ovt", **values: float) -> None:
@@ -57,16 +63,26 @@ def write_metrics(eval_dir: Path, variant: str = "ovt", **values: float) -> None
 DVC_LOCK = {
     "schema": "2.0",
     "stages": {
-        "acquire": {"cmd": "python -m stages.acquire",
-                    "outs": [{"path": "data/assets", "hash": "md5", "md5": "a" * 32 + ".dir", "size": 1}]},
-        "render": {"cmd": "python -m stages.render",
-                   "outs": [{"path": "data/renders", "hash": "md5", "md5": "b" * 32 + ".dir", "size": 1}]},
-        "caption": {"cmd": "python -m stages.caption",
-                    "outs": [{"path": "data/captions", "hash": "md5", "md5": "c" * 32 + ".dir", "size": 1}]},
-        "train": {"cmd": "python -m stages.train",
-                  "outs": [{"path": "models/ovt", "hash": "md5", "md5": "d" * 32 + ".dir", "size": 1}]},
-        "evaluate": {"cmd": "python -m stages.evaluate",
-                     "outs": [{"path": "data/eval/metrics.json", "hash": "md5", "md5": "e" * 32, "size": 1}]},
+        "acquire": {
+            "cmd": "python -m stages.acquire",
+            "outs": [{"path": "data/assets", "hash": "md5", "md5": "a" * 32 + ".dir", "size": 1}],
+        },
+        "render": {
+            "cmd": "python -m stages.render",
+            "outs": [{"path": "data/renders", "hash": "md5", "md5": "b" * 32 + ".dir", "size": 1}],
+        },
+        "caption": {
+            "cmd": "python -m stages.caption",
+            "outs": [{"path": "data/captions", "hash": "md5", "md5": "c" * 32 + ".dir", "size": 1}],
+        },
+        "train": {
+            "cmd": "python -m stages.train",
+            "outs": [{"path": "models/ovt", "hash": "md5", "md5": "d" * 32 + ".dir", "size": 1}],
+        },
+        "evaluate": {
+            "cmd": "python -m stages.evaluate",
+            "outs": [{"path": "data/eval/metrics.json", "hash": "md5", "md5": "e" * 32, "size": 1}],
+        },
     },
 }
 
@@ -77,8 +93,11 @@ def workspace(tmp_path, variant_template) -> Path:
     root = tmp_path / "repo"
     shutil.copytree(variant_template, root / "models" / "ovt")
     write_metrics(root / "data" / "eval")
-    (root / "params.yaml").write_text(yaml.safe_dump({"base": {"seed": 1}, "train": {"lr": 0.001},
-                                                      "evaluate": {"top_k": 5}, "registry": {"variant": "ovt"}}))
+    (root / "params.yaml").write_text(
+        yaml.safe_dump(
+            {"base": {"seed": 1}, "train": {"lr": 0.001}, "evaluate": {"top_k": 5}, "registry": {"variant": "ovt"}}
+        )
+    )
     (root / "dvc.lock").write_text(yaml.safe_dump(DVC_LOCK))
     return root
 
@@ -109,5 +128,8 @@ def mlflow_store(_sqlite_store, tmp_path, monkeypatch):
 def cfg(request) -> RegisterParams:
     name = "ovt-" + uuid.uuid4().hex[:10]
     # Fast retries: tests must not sleep through production back-off.
-    return RegisterParams(model_name=name, experiment=name,
-                          retry={"attempts": 2, "initial_delay_s": 0.05, "max_delay_s": 0.1, "request_timeout_s": 20})
+    return RegisterParams(
+        model_name=name,
+        experiment=name,
+        retry={"attempts": 2, "initial_delay_s": 0.05, "max_delay_s": 0.1, "request_timeout_s": 20},
+    )

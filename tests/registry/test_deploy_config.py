@@ -45,6 +45,5 @@ def test_deployment_objects_build_with_concurrency_limit_one():
 
     from flows.deploy import scheduled_pipeline
 
-    dep = scheduled_pipeline.to_deployment(name="t", schedules=[Cron("0 2 * * *", timezone="UTC")],
-                                           concurrency_limit=1)
+    dep = scheduled_pipeline.to_deployment(name="t", schedules=[Cron("0 2 * * *", timezone="UTC")], concurrency_limit=1)
     assert dep.concurrency_limit == 1 and dep.schedules[0].schedule.cron == "0 2 * * *"

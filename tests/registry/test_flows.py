@@ -8,8 +8,10 @@ from .test_promote import CHAMP, _add_version
 @pytest.fixture
 def params_file(tmp_path, cfg):
     p = tmp_path / "params.yaml"
-    p.write_text(f"registry:\n  model_name: {cfg.model_name}\n  experiment: {cfg.experiment}\n"
-                 f"  retry: {{attempts: 2, initial_delay_s: 0.05}}\n")
+    p.write_text(
+        f"registry:\n  model_name: {cfg.model_name}\n  experiment: {cfg.experiment}\n"
+        f"  retry: {{attempts: 2, initial_delay_s: 0.05}}\n"
+    )
     return p
 
 

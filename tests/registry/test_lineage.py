@@ -18,8 +18,11 @@ def test_tags_carry_full_lineage(workspace):
     (workspace / "data" / "assets").mkdir(parents=True)
     (workspace / "data" / "assets" / "manifest.jsonl").write_text('{"asset_id": "x"}\n')
     subprocess.run(["git", "init", "-q"], cwd=workspace, check=True)
-    subprocess.run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-q", "--allow-empty", "-m", "x"],
-                   cwd=workspace, check=True)
+    subprocess.run(
+        ["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-q", "--allow-empty", "-m", "x"],
+        cwd=workspace,
+        check=True,
+    )
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=workspace, capture_output=True, text=True).stdout.strip()
     tags = _collect(workspace).tags()
     assert tags["ovt.git_commit"] == head

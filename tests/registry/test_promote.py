@@ -5,20 +5,23 @@ import json
 import pytest
 
 from ovt.registry.config import GateParams
-from ovt.registry.promote import (ALREADY, FIRST, NO_CHALLENGER, PROMOTED, REJECTED, evaluate_gate, promote)
+from ovt.registry.promote import ALREADY, FIRST, NO_CHALLENGER, PROMOTED, REJECTED, evaluate_gate, promote
 from ovt.registry.retry import RegistryError
 
 GATE = GateParams(worst_view_margin=0.01, off_canonical_margin=0.0, canonical_tolerance=0.02)
 CHAMP = {"worst_view": 0.20, "off_canonical": 0.60, "canonical": 0.70}
 
 
-@pytest.mark.parametrize("chal, passed, reason", [
-    ({"worst_view": 0.25, "off_canonical": 0.62, "canonical": 0.69}, True, None),
-    ({"worst_view": 0.205, "off_canonical": 0.62, "canonical": 0.70}, False, "worst-view"),
-    ({"worst_view": 0.25, "off_canonical": 0.59, "canonical": 0.70}, False, "off-canonical"),
-    ({"worst_view": 0.25, "off_canonical": 0.62, "canonical": 0.67}, False, "canonical accuracy dropped"),
-    ({"worst_view": 0.21, "off_canonical": 0.60, "canonical": 0.68}, True, None),  # exactly at the boundaries
-])
+@pytest.mark.parametrize(
+    "chal, passed, reason",
+    [
+        ({"worst_view": 0.25, "off_canonical": 0.62, "canonical": 0.69}, True, None),
+        ({"worst_view": 0.205, "off_canonical": 0.62, "canonical": 0.70}, False, "worst-view"),
+        ({"worst_view": 0.25, "off_canonical": 0.59, "canonical": 0.70}, False, "off-canonical"),
+        ({"worst_view": 0.25, "off_canonical": 0.62, "canonical": 0.67}, False, "canonical accuracy dropped"),
+        ({"worst_view": 0.21, "off_canonical": 0.60, "canonical": 0.68}, True, None),  # exactly at the boundaries
+    ],
+)
 def test_gate_rules(chal, passed, reason):
     res = evaluate_gate(chal, CHAMP, GATE)
     assert res.passed is passed
@@ -29,8 +32,12 @@ def test_gate_rules(chal, passed, reason):
 def test_gate_refuses_different_heldout_evaluations():
     res = evaluate_gate({"worst_view": 0.9, "off_canonical": 0.9, "canonical": 0.9}, CHAMP, GATE, same_eval=False)
     assert not res.passed and "different held-out" in res.reasons[0]
-    assert evaluate_gate({"worst_view": 0.9, "off_canonical": 0.9, "canonical": 0.9}, CHAMP,
-                         GATE.model_copy(update={"require_same_eval": False}), same_eval=False).passed
+    assert evaluate_gate(
+        {"worst_view": 0.9, "off_canonical": 0.9, "canonical": 0.9},
+        CHAMP,
+        GATE.model_copy(update={"require_same_eval": False}),
+        same_eval=False,
+    ).passed
 
 
 def _add_version(client, cfg, metrics, protocol="p1"):

@@ -67,12 +67,15 @@ def test_per_row_class_names_column(model):
     assert len(out[0]["probs"]) == 2
 
 
-@pytest.mark.parametrize("rows, needle", [
-    ([{"image": "not-base64!!"}], "row 0: column 'image'"),
-    ([{"text": "ok"}, {"image": base64.b64encode(b"not an image").decode()}], "row 1: column 'image'"),
-    ([{"colour": "red"}], "unknown input column"),
-    ([{"image": None, "text": None}], "lacks both"),
-])
+@pytest.mark.parametrize(
+    "rows, needle",
+    [
+        ([{"image": "not-base64!!"}], "row 0: column 'image'"),
+        ([{"text": "ok"}, {"image": base64.b64encode(b"not an image").decode()}], "row 1: column 'image'"),
+        ([{"colour": "red"}], "unknown input column"),
+        ([{"image": None, "text": None}], "lacks both"),
+    ],
+)
 def test_bad_input_is_named(model, rows, needle):
     with pytest.raises(ValueError, match=needle):
         predict_rows(model, to_rows(rows), {}, "{}")
@@ -103,9 +106,15 @@ def test_champion_loads_in_fresh_process_with_training_side_embeddings(mlflow_st
     # No PYTHONPATH to this checkout, pickle refused: the package must come from the model's own code path.
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env["MLFLOW_ALLOW_PICKLE_DESERIALIZATION"] = "false"
-    proc = subprocess.run([sys.executable, "-c", FRESH, mlflow_store, f"models:/{cfg.model_name}@champion",
-                           str(tmp_path / "imgs.json")], capture_output=True, text=True, env=env, timeout=300,
-                          cwd=tmp_path, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-c", FRESH, mlflow_store, f"models:/{cfg.model_name}@champion", str(tmp_path / "imgs.json")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        cwd=tmp_path,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     got = json.loads(proc.stdout.split("RESULT", 1)[1])
     assert "/code/ovt/" in got["ovt"] and not got["ovt"].startswith(str(REPO)), got["ovt"]
@@ -136,15 +145,21 @@ def test_registered_artifact_holds_no_pickle_and_installable_requirements(mlflow
     from ovt.registry.packaging import PICKLE_SUFFIXES
 
     reg = register(cfg, root=workspace, models_dir=workspace / "models", eval_dir=workspace / "data" / "eval")
-    local = Path(mlflow.artifacts.download_artifacts(f"models:/{cfg.model_name}/{reg.version}",
-                                                     dst_path=str(tmp_path / "dl")))
+    local = Path(
+        mlflow.artifacts.download_artifacts(f"models:/{cfg.model_name}/{reg.version}", dst_path=str(tmp_path / "dl"))
+    )
     files = [p.relative_to(local).as_posix() for p in local.rglob("*") if p.is_file()]
     assert not [f for f in files if Path(f).suffix.lower() in PICKLE_SUFFIXES], files
     assert not [f for f in files if "checkpoints/" in f or "__pycache__" in f]
     flavor = yaml.safe_load((local / "MLmodel").read_text())["flavors"]["python_function"]
     assert flavor["model_code_path"].endswith("served_model.py") and "python_model" not in flavor
-    assert {"artifacts/model/viformer.safetensors", "artifacts/model/model.json", "artifacts/serving.json",
-            "artifacts/model/adapter/adapter_model.safetensors", "served_model.py"} <= set(files)
+    assert {
+        "artifacts/model/viformer.safetensors",
+        "artifacts/model/model.json",
+        "artifacts/serving.json",
+        "artifacts/model/adapter/adapter_model.safetensors",
+        "served_model.py",
+    } <= set(files)
     assert "code/ovt/model/ovt_model.py" in files  # the package travels with the model
     reqs = (local / "requirements.txt").read_text()
     assert "ovt" not in reqs.replace("open_clip", "")  # no ovt-pipeline==0.1.0: nothing to install from nowhere

@@ -1,6 +1,5 @@
 """Registration against a real (sqlite + file artifacts) MLflow store with the real pyfunc and a tiny OVT model."""
 
-
 import pytest
 
 from ovt.registry.register import COMPLETE, STATE_TAG, register
@@ -51,4 +50,3 @@ def test_half_done_registration_is_resumed_not_duplicated(mlflow_store, workspac
     assert r2.created and r2.version == r1.version and len(_versions(cfg)) == 1
     mv = c.get_model_version(cfg.model_name, r1.version)
     assert mv.tags[STATE_TAG] == COMPLETE and "challenger" in mv.aliases
-

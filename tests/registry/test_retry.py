@@ -23,8 +23,9 @@ def test_transient_errors_are_retried_with_exponential_backoff():
 def test_gives_up_after_attempts_and_reraises():
     sleeps = []
     with pytest.raises(ConnectionError):
-        with_retries(lambda: (_ for _ in ()).throw(ConnectionError("down")), RetryParams(attempts=3), "x",
-                     sleep=sleeps.append)
+        with_retries(
+            lambda: (_ for _ in ()).throw(ConnectionError("down")), RetryParams(attempts=3), "x", sleep=sleeps.append
+        )
     assert len(sleeps) == 2
 
 
@@ -52,7 +53,9 @@ def test_mlflow_http_env_is_computed_not_applied(monkeypatch):
     assert env == {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"}  # the user's timeout wins: not in the result
     assert dict(os.environ) == before
     assert mlflow_http_env(RetryParams(request_timeout_s=30), environ={}) == {
-        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
+        "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
+    }
 
 
 def test_no_production_module_of_the_registry_writes_os_environ():
@@ -67,8 +70,15 @@ def test_no_production_module_of_the_registry_writes_os_environ():
             target = None
             if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
                 obj = node.func.value
-                if (node.func.attr in ("update", "pop", "setdefault", "clear", "__setitem__", "putenv", "unsetenv")
-                        and ast.unparse(obj) in ("os.environ", "environ", "os")):
+                if node.func.attr in (
+                    "update",
+                    "pop",
+                    "setdefault",
+                    "clear",
+                    "__setitem__",
+                    "putenv",
+                    "unsetenv",
+                ) and ast.unparse(obj) in ("os.environ", "environ", "os"):
                     target = ast.unparse(node)
             elif isinstance(node, (ast.Assign, ast.Delete)):
                 for t in getattr(node, "targets", []):

@@ -79,16 +79,24 @@ def test_s3_outage_is_a_clear_error_and_leaves_nothing_half_registered(stack, se
     mv = MlflowClient().get_model_version(cfg.model_name, "2")
     assert mv.tags[STATE_TAG] == "complete" and "challenger" in mv.aliases
     # stored in S3 behind the server: a fresh process loads the champion through the server
-    code = ("import mlflow,sys; m=mlflow.pyfunc.load_model(sys.argv[1]); "
-            "print('OK', len(m.predict({'text': ['a chair']})['text_embedding'][0]))")
-    proc = subprocess.run([sys.executable, "-c", code, f"models:/{cfg.model_name}@champion"], capture_output=True,
-                          text=True, timeout=300, env={**os.environ, **server, "PYTHONPATH": str(REPO)})
+    code = (
+        "import mlflow,sys; m=mlflow.pyfunc.load_model(sys.argv[1]); "
+        "print('OK', len(m.predict({'text': ['a chair']})['text_embedding'][0]))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, f"models:/{cfg.model_name}@champion"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, **server, "PYTHONPATH": str(REPO)},
+    )
     assert proc.returncode == 0 and "OK 32" in proc.stdout, proc.stderr[-2000:]
 
 
 def _flow_runs(api: str, deployment_id: str, state: str) -> list[dict]:
-    body = json.dumps({"flow_runs": {"deployment_id": {"any_": [deployment_id]},
-                                     "state": {"type": {"any_": [state]}}}}).encode()
+    body = json.dumps(
+        {"flow_runs": {"deployment_id": {"any_": [deployment_id]}, "state": {"type": {"any_": [state]}}}}
+    ).encode()
     req = urllib.request.Request(f"{api}/flow_runs/filter", data=body, headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(req, timeout=10) as r:
         return json.load(r)
@@ -112,22 +120,37 @@ def prefect_stack(tmp_path_factory):
 
 def test_prefect_deploy_accepts_local_and_cluster_files(prefect_stack):
     """`prefect deploy` (the tool's own validation: entrypoints, parameters, job variables vs pool templates)."""
-    env = {**os.environ, **prefect_stack.client_env(), "MLFLOW_TRACKING_URI": "https://mlflow.example.org",
-           "AWS_DEFAULT_REGION": "eu-west-1"}
+    env = {
+        **os.environ,
+        **prefect_stack.client_env(),
+        "MLFLOW_TRACKING_URI": "https://mlflow.example.org",
+        "AWS_DEFAULT_REGION": "eu-west-1",
+    }
 
     def prefect(*args):
-        p = subprocess.run([sys.executable, "-m", "prefect", *args], env=env, cwd=REPO, capture_output=True,
-                           text=True, timeout=300)
+        p = subprocess.run(
+            [sys.executable, "-m", "prefect", *args], env=env, cwd=REPO, capture_output=True, text=True, timeout=300
+        )
         assert p.returncode == 0, (p.stdout + p.stderr)[-3000:]
 
     prefect("work-pool", "create", "ovt-local", "--type", "process")
     prefect("work-pool", "create", "ovt-k8s-cpu", "--type", "kubernetes")
-    prefect("work-pool", "create", "ovt-k8s-gpu", "--type", "kubernetes", "--base-job-template",
-            "infra/production/k8s-gpu-base-job-template.json")
+    prefect(
+        "work-pool",
+        "create",
+        "ovt-k8s-gpu",
+        "--type",
+        "kubernetes",
+        "--base-job-template",
+        "infra/production/k8s-gpu-base-job-template.json",
+    )
     prefect("--no-prompt", "deploy", "--all")
     prefect("--no-prompt", "deploy", "--all", "--prefect-file", "infra/production/prefect-cluster.yaml")
-    req = urllib.request.Request(f"{prefect_stack.settings.prefect_api_url}/deployments/filter", data=b"{}",
-                                 headers={"Content-Type": "application/json"})
+    req = urllib.request.Request(
+        f"{prefect_stack.settings.prefect_api_url}/deployments/filter",
+        data=b"{}",
+        headers={"Content-Type": "application/json"},
+    )
     with urllib.request.urlopen(req, timeout=10) as r:
         deps = {d["name"]: d for d in json.load(r)}
     assert set(deps) >= {"nightly", "promote", "production-nightly", "train-gpu"}
@@ -135,8 +158,7 @@ def test_prefect_deploy_accepts_local_and_cluster_files(prefect_stack):
         assert d["global_concurrency_limit"]["limit"] == 1, d["name"]
         assert "git_clone" not in json.dumps(d.get("pull_steps"))
     assert deps["nightly"]["schedules"][0]["schedule"]["cron"] == "0 2 * * *"
-    assert deps["nightly"]["pull_steps"][0]["prefect.deployments.steps.set_working_directory"]["directory"] == \
-        str(REPO)
+    assert deps["nightly"]["pull_steps"][0]["prefect.deployments.steps.set_working_directory"]["directory"] == str(REPO)
     assert deps["train-gpu"]["job_variables"]["nnodes"] == 2
 
 
@@ -149,8 +171,9 @@ def test_scheduled_deployment_fires_and_stops(prefect_stack, tmp_path_factory):
     params = tmp_path_factory.mktemp("p") / "params.yaml"
     params.write_text("registry:\n  schedule: {deployment_name: every-few-seconds}\n")
     s = prefect_stack.settings
-    info = start_schedule(str(params), interval_s=5, parameters={"dry_run": True, "required_services": ["prefect"]},
-                          settings=s)
+    info = start_schedule(
+        str(params), interval_s=5, parameters={"dry_run": True, "required_services": ["prefect"]}, settings=s
+    )
     try:
         assert info["started"] and schedule_status(s)["running"]
         assert start_schedule(str(params), settings=s)["started"] is False  # one runner only

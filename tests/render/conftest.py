@@ -87,10 +87,18 @@ def write_hanging(folder: Path) -> Path:
 
 def asset_row(assets_dir: Path, mesh: Path, name: str, rotation=None, split: str = "train") -> dict:
     data = b"" if mesh.is_fifo() else mesh.read_bytes()
-    return {"asset_id": hashlib.sha256(data + name.encode()).hexdigest(), "name": name, "category": "Test",
-            "label": name, "split": split, "mesh": mesh.relative_to(assets_dir).as_posix(), "rotation": rotation,
-            "source": "local", "textured": False,
-            "files": sorted(f.relative_to(assets_dir).as_posix() for f in mesh.parent.iterdir())}
+    return {
+        "asset_id": hashlib.sha256(data + name.encode()).hexdigest(),
+        "name": name,
+        "category": "Test",
+        "label": name,
+        "split": split,
+        "mesh": mesh.relative_to(assets_dir).as_posix(),
+        "rotation": rotation,
+        "source": "local",
+        "textured": False,
+        "files": sorted(f.relative_to(assets_dir).as_posix() for f in mesh.parent.iterdir()),
+    }
 
 
 def write_manifest(assets_dir: Path, rows: list[dict]) -> Path:
@@ -104,8 +112,10 @@ def write_manifest(assets_dir: Path, rows: list[dict]) -> Path:
 def assets(tmp_path) -> Path:
     """Three good assets: marker cube, textured box, icosphere."""
     d = tmp_path / "assets"
-    rows = [asset_row(d, write_marker_obj(d / "store" / "marker"), "marker"),
-            asset_row(d, write_textured_box(d / "store" / "box"), "box"),
-            asset_row(d, write_icosphere(d / "store" / "ico"), "ico")]
+    rows = [
+        asset_row(d, write_marker_obj(d / "store" / "marker"), "marker"),
+        asset_row(d, write_textured_box(d / "store" / "box"), "box"),
+        asset_row(d, write_icosphere(d / "store" / "ico"), "ico"),
+    ]
     write_manifest(d, rows)
     return d

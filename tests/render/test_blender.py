@@ -13,7 +13,8 @@ from .conftest import asset_row, write_manifest, write_marker_obj
 BLENDER_PY = default_blender_python(BlenderParams())
 pytestmark = pytest.mark.skipif(
     not BLENDER_PY.exists(),
-    reason=f"no blender python at {BLENDER_PY} (set OVT_BLENDER_PYTHON to an interpreter with bpy==5.0.1)")
+    reason=f"no blender python at {BLENDER_PY} (set OVT_BLENDER_PYTHON to an interpreter with bpy==5.0.1)",
+)
 
 X_TO_Z = [0, 0, -1, 0, 1, 0, 1, 0, 0]
 
@@ -45,8 +46,15 @@ def test_gl_and_blender_silhouettes_agree(tmp_path):
 def test_stage_with_blender_backend(tmp_path):
     d = tmp_path / "assets"
     write_manifest(d, [asset_row(d, write_marker_obj(d / "store" / "m"), "m")])
-    cfg = RenderParams(backend="blender", image_size=32, rings=(Ring(elevation=10, n_azimuth=2),), poles=False,
-                       blender=BlenderParams(samples=4), workers=1, object_timeout_s=300)
+    cfg = RenderParams(
+        backend="blender",
+        image_size=32,
+        rings=(Ring(elevation=10, n_azimuth=2),),
+        poles=False,
+        blender=BlenderParams(samples=4),
+        workers=1,
+        object_timeout_s=300,
+    )
     stats = stage.run(cfg, seed=0, assets_dir=d, out_dir=tmp_path / "r", progress=False)
     assert stats["objects_ok"] == 1 and stats["views"] == 2 and stats["renderer"].startswith("blender: bpy 5.0.1")
 
@@ -79,7 +87,6 @@ def write_textured_glb(path):
 
 def test_same_glb_through_both_backends(tmp_path):
     """Silhouettes agree (so format, axes and alpha cut-out match) and Blender is textured where gl is."""
-    import numpy as np
 
     from ovt.render.blender import BlenderRenderer
 

@@ -2,8 +2,18 @@ import numpy as np
 import pytest
 
 from ovt.params_base import ParamsError, validate_block
-from ovt.render.cameras import (angles, direction, hammersley_directions, fibonacci_directions, is_canonical,
-                                light_for_object, look_at_pose, object_seed, sample_views, uniform_directions)
+from ovt.render.cameras import (
+    angles,
+    direction,
+    fibonacci_directions,
+    hammersley_directions,
+    is_canonical,
+    light_for_object,
+    look_at_pose,
+    object_seed,
+    sample_views,
+    uniform_directions,
+)
 from ovt.render.config import CanonicalRange, RenderParams
 
 
@@ -60,6 +70,7 @@ def test_low_discrepancy_is_more_even_than_random():
         g = d @ d.T
         np.fill_diagonal(g, -1)
         return np.degrees(np.arccos(g.max(axis=1))).min()
+
     rng = np.random.default_rng(0)
     assert min_gap(fibonacci_directions(200, rng)) > 3 * min_gap(uniform_directions(200, rng))
 

@@ -17,8 +17,15 @@ from ovt.render.config import RenderParams  # noqa: E402
 from ovt.render.executors import Scratch  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
-SMALL = dict(image_size=32, rings=[{"elevation": 10, "n_azimuth": 3}], poles=False, objects_per_shard=1, workers=2,
-             msaa=0, object_timeout_s=120)
+SMALL = dict(
+    image_size=32,
+    rings=[{"elevation": 10, "n_azimuth": 3}],
+    poles=False,
+    objects_per_shard=1,
+    workers=2,
+    msaa=0,
+    object_timeout_s=120,
+)
 
 
 def _outputs(out: Path) -> dict:
@@ -39,12 +46,10 @@ def test_dask_local_cluster_matches_processes(assets, tmp_path, spawn_path):
     local = tmp_path / "local"
     stage.run(RenderParams(**SMALL), seed=0, assets_dir=assets, out_dir=local, progress=False)
     fanned = tmp_path / "dask"
-    stats = stage.run(RenderParams(**SMALL, executor="dask"), seed=0, assets_dir=assets, out_dir=fanned,
-                      progress=False)
+    stats = stage.run(RenderParams(**SMALL, executor="dask"), seed=0, assets_dir=assets, out_dir=fanned, progress=False)
     assert stats["shards_rendered"] == 3 and stats["objects_ok"] == 3
     assert _outputs(fanned) == _outputs(local)
-    again = stage.run(RenderParams(**SMALL, executor="dask"), seed=0, assets_dir=assets, out_dir=fanned,
-                      progress=False)
+    again = stage.run(RenderParams(**SMALL, executor="dask"), seed=0, assets_dir=assets, out_dir=fanned, progress=False)
     assert again["shards_rendered"] == 0
 
 
@@ -75,15 +80,38 @@ def remote_cluster(tmp_path, stack):
     try:
         sched_dir = tmp_path / "scheduler"
         sched_dir.mkdir()
-        procs.append(subprocess.Popen([dask, "scheduler", "--host", "127.0.0.1", "--port", str(port),
-                                       "--no-dashboard"], cwd=sched_dir, env=env, stdout=subprocess.DEVNULL,
-                                      stderr=subprocess.DEVNULL))
+        procs.append(
+            subprocess.Popen(
+                [dask, "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
+                cwd=sched_dir,
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
         for i in range(2):
             wd = tmp_path / f"worker{i}"
             wd.mkdir()
-            procs.append(subprocess.Popen([dask, "worker", f"tcp://127.0.0.1:{port}", "--nthreads", "1",
-                                           "--host", "127.0.0.1", "--no-dashboard", "--local-directory", str(wd)],
-                                          cwd=wd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            procs.append(
+                subprocess.Popen(
+                    [
+                        dask,
+                        "worker",
+                        f"tcp://127.0.0.1:{port}",
+                        "--nthreads",
+                        "1",
+                        "--host",
+                        "127.0.0.1",
+                        "--no-dashboard",
+                        "--local-directory",
+                        str(wd),
+                    ],
+                    cwd=wd,
+                    env=env,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
         from dask.distributed import Client
 
         with Client(f"tcp://127.0.0.1:{port}", timeout=120) as c:
@@ -117,8 +145,7 @@ def test_remote_workers_exchange_through_s3(assets, tmp_path, stack, remote_clus
     work.mkdir()
     monkeypatch.chdir(work)
     rel_assets = os.path.relpath(assets, work)
-    cfg = RenderParams(**SMALL, executor="dask", cluster_address=remote_cluster,
-                       scratch={"url": f"s3://{bucket}/run1"})
+    cfg = RenderParams(**SMALL, executor="dask", cluster_address=remote_cluster, scratch={"url": f"s3://{bucket}/run1"})
     stats = stage.run(cfg, seed=0, assets_dir=rel_assets, out_dir="renders", progress=False)
     assert stats["shards_rendered"] == 3 and stats["objects_ok"] == 3
     assert _outputs(work / "renders") == _outputs(local)

@@ -43,8 +43,9 @@ def test_front_view_sees_the_front_marker(gl, tmp_path):
 
 def test_object_is_centred_and_fills_the_frame(gl, tmp_path):
     views = sample_views(CFG, 0)
-    imgs = gl.render(load_normalised(write_marker_obj(tmp_path / "m", offset=(50, 50, 50))), views,
-                     light_for_object(CFG, 0))
+    imgs = gl.render(
+        load_normalised(write_marker_obj(tmp_path / "m", offset=(50, 50, 50))), views, light_for_object(CFG, 0)
+    )
     for im in imgs:
         ys, xs = np.nonzero(im[..., 3] > 127)
         assert abs(xs.mean() - 31.5) < 4 and abs(ys.mean() - 31.5) < 4
@@ -54,15 +55,19 @@ def test_object_is_centred_and_fills_the_frame(gl, tmp_path):
 
 
 def test_texture_colour_reaches_the_image(gl, tmp_path):
-    imgs = gl.render(load_normalised(write_textured_box(tmp_path / "b", colour=(0, 200, 0))), sample_views(CFG, 0),
-                     light_for_object(CFG, 0))
+    imgs = gl.render(
+        load_normalised(write_textured_box(tmp_path / "b", colour=(0, 200, 0))),
+        sample_views(CFG, 0),
+        light_for_object(CFG, 0),
+    )
     fg = imgs[0][imgs[0][..., 3] == 255][:, :3].astype(int)
     assert (fg[:, 1] > fg[:, 0] + 60).mean() > 0.95 and (fg[:, 1] > fg[:, 2] + 60).mean() > 0.95
 
 
 def test_png_background_and_transparency(gl, tmp_path):
-    (img,) = gl.render(load_normalised(write_marker_obj(tmp_path / "m")), sample_views(CFG, 0)[:1],
-                       light_for_object(CFG, 0))
+    (img,) = gl.render(
+        load_normalised(write_marker_obj(tmp_path / "m")), sample_views(CFG, 0)[:1], light_for_object(CFG, 0)
+    )
     rgb = decode_png(encode_png(img, transparent=False, background=(0.0, 0.0, 1.0)))
     assert rgb.shape == (64, 64, 3) and tuple(rgb[0, 0]) == (0, 0, 255)
     rgba = decode_png(encode_png(img, transparent=True, background=(1, 1, 1)))

@@ -20,12 +20,26 @@ from ovt.render.config import RenderParams
 from ovt.render.images import decode_png
 from ovt.shards import iter_samples, sample_json
 
-from .conftest import (asset_row, write_broken, write_hanging, write_icosphere, write_manifest, write_marker_obj,
-                       write_sliver)
+from .conftest import (
+    asset_row,
+    write_broken,
+    write_hanging,
+    write_icosphere,
+    write_manifest,
+    write_marker_obj,
+    write_sliver,
+)
 
 REPO = Path(__file__).resolve().parents[2]
-SMALL = dict(image_size=48, rings=[{"elevation": 10, "n_azimuth": 4}], poles=True, objects_per_shard=2, workers=1,
-             msaa=0, object_timeout_s=60)
+SMALL = dict(
+    image_size=48,
+    rings=[{"elevation": 10, "n_azimuth": 4}],
+    poles=True,
+    objects_per_shard=2,
+    workers=1,
+    msaa=0,
+    object_timeout_s=60,
+)
 
 
 def cfg(**kw) -> RenderParams:
@@ -77,8 +91,11 @@ def test_second_run_does_nothing_and_param_change_rerenders(assets, tmp_path):
     Image.new("RGB", (8, 8), (200, 0, 0)).save(box)
     edited = stage.run(cfg(background=(0.0, 0.0, 0.0)), seed=0, assets_dir=assets, out_dir=out, progress=False)
     box_id = next(r["asset_id"] for r in read_jsonl(assets / "manifest.jsonl") if r["name"] == "box")
-    shard_of_box = next(json.loads(p.read_text()) for p in (out / "shards").glob("shard-*.json")
-                        if box_id in json.loads(p.read_text())["assets"])
+    shard_of_box = next(
+        json.loads(p.read_text())
+        for p in (out / "shards").glob("shard-*.json")
+        if box_id in json.loads(p.read_text())["assets"]
+    )
     assert edited["shards_rendered"] == 1 and edited["objects_rendered"] == len(shard_of_box["assets"])
     front = next(m for m in read_jsonl(out / "manifest.jsonl") if m["asset_id"] == box_id and m["view"] == 0)
     png = dict((k, m["png"]) for k, m in iter_samples(out / front["shard"]))[front["key"]]
@@ -99,11 +116,13 @@ def test_rerender_is_byte_identical(assets, tmp_path):
 
 def test_broken_empty_and_hanging_objects_are_isolated(tmp_path):
     d = tmp_path / "assets"
-    rows = [asset_row(d, write_marker_obj(d / "store" / "good"), "good"),
-            asset_row(d, write_broken(d / "store" / "broken"), "broken"),
-            asset_row(d, write_sliver(d / "store" / "sliver"), "sliver"),
-            asset_row(d, write_hanging(d / "store" / "hang"), "hang"),
-            asset_row(d, write_icosphere(d / "store" / "ico"), "ico")]
+    rows = [
+        asset_row(d, write_marker_obj(d / "store" / "good"), "good"),
+        asset_row(d, write_broken(d / "store" / "broken"), "broken"),
+        asset_row(d, write_sliver(d / "store" / "sliver"), "sliver"),
+        asset_row(d, write_hanging(d / "store" / "hang"), "hang"),
+        asset_row(d, write_icosphere(d / "store" / "ico"), "ico"),
+    ]
     write_manifest(d, rows)
     out = tmp_path / "renders"
     t0 = time.perf_counter()
@@ -139,25 +158,34 @@ def test_resume_after_kill_mid_shard(tmp_path):
     """Kill the stage (and its worker) while it hangs on the 3rd object of a shard; the rerun must reuse the two
     finished objects, never read the half-written shard, and finish only what is missing."""
     d = tmp_path / "assets"
-    rows = [asset_row(d, write_marker_obj(d / "store" / "a"), "a"),
-            asset_row(d, write_icosphere(d / "store" / "b"), "b"),
-            asset_row(d, write_hanging(d / "store" / "h"), "h")]
+    rows = [
+        asset_row(d, write_marker_obj(d / "store" / "a"), "a"),
+        asset_row(d, write_icosphere(d / "store" / "b"), "b"),
+        asset_row(d, write_hanging(d / "store" / "h"), "h"),
+    ]
     for i, r in enumerate(rows):  # force the order inside the shard: the hanging object comes last
         r["asset_id"] = f"{i:02d}" + r["asset_id"][2:]
     write_manifest(d, rows)
     out = tmp_path / "renders"
     script = tmp_path / "run.py"
     params = SMALL | {"objects_per_shard": 3, "object_timeout_s": 600}
-    script.write_text(textwrap.dedent(f"""
+    script.write_text(
+        textwrap.dedent(f"""
         from ovt.render import stage
         from ovt.render.config import RenderParams
         if __name__ == "__main__":
             stage.run(RenderParams(**{params!r}), seed=0, assets_dir={str(d)!r}, out_dir={str(out)!r},
                       progress=False)
-    """))
+    """)
+    )
     env = os.environ | {"PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen([sys.executable, str(script)], env=env, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, str(script)],
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     work = out / "shards" / ".work"
     deadline = time.time() + 120
     while time.time() < deadline and len(list(work.glob("*/*.tar"))) < 2:
@@ -171,8 +199,9 @@ def test_resume_after_kill_mid_shard(tmp_path):
     assert not (shards / "shard-00000.json").exists() and not (shards / "shard-00000.tar").exists()
     # a torn tar from some earlier crash must not be trusted either: no completion record -> redone
     (shards / "shard-00000.tar").write_bytes(b"torn")
-    stats = stage.run(RenderParams(**(params | {"object_timeout_s": 3})), seed=0, assets_dir=d, out_dir=out,
-                      progress=False)
+    stats = stage.run(
+        RenderParams(**(params | {"object_timeout_s": 3})), seed=0, assets_dir=d, out_dir=out, progress=False
+    )
     assert stats["objects_resumed"] == 2 and stats["objects_rendered"] == 0 and stats["objects_failed"] == 1
     assert stats["views"] == 12
     keys = [k for k, _ in iter_samples(shards / "shard-00000.tar")]

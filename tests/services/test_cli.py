@@ -43,10 +43,15 @@ def test_env_prints_sourceable_exports(stopped_env):
     r = CliRunner().invoke(app, ["env"], env=stopped_env)
     assert r.exit_code == 0
     # eval it in a real shell and read a variable back
-    sh = subprocess.run(["bash", "-c", f'{r.stdout}\necho "$MLFLOW_TRACKING_URI $PREFECT_API_URL"'],
-                        capture_output=True, text=True, check=True)
-    assert sh.stdout.strip() == (f"http://127.0.0.1:{stopped_env['OVT_MLFLOW_PORT']} "
-                                 f"http://127.0.0.1:{stopped_env['OVT_PREFECT_PORT']}/api")
+    sh = subprocess.run(
+        ["bash", "-c", f'{r.stdout}\necho "$MLFLOW_TRACKING_URI $PREFECT_API_URL"'],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert sh.stdout.strip() == (
+        f"http://127.0.0.1:{stopped_env['OVT_MLFLOW_PORT']} http://127.0.0.1:{stopped_env['OVT_PREFECT_PORT']}/api"
+    )
 
 
 def test_errors_are_clear_and_nonzero(stopped_env):
@@ -58,6 +63,7 @@ def test_errors_are_clear_and_nonzero(stopped_env):
 
 def test_module_entry_point_and_down_of_nothing(stopped_env):
     env = {**os.environ, **stopped_env}
-    out = subprocess.run([sys.executable, "-m", "ovt.services", "down"], env=env, capture_output=True, text=True,
-                         timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "ovt.services", "down"], env=env, capture_output=True, text=True, timeout=60
+    )
     assert out.returncode == 0 and "nothing was running" in out.stderr

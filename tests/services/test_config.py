@@ -14,6 +14,7 @@ from ovt.services.config import DEFAULT_ACCESS_KEY, DEFAULT_SECRET_KEY, REPO_ROO
 def clean_env(monkeypatch):
     # The developer's shell may export OVT_* or AWS_* values; these tests are about the defaults and overrides.
     import os
+
     for k in list(os.environ):
         if k.startswith("OVT_") or k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
             monkeypatch.delenv(k)
@@ -48,24 +49,29 @@ def test_environment_overrides(monkeypatch, tmp_path):
 
 
 def test_env_overrides_round_trip(monkeypatch, tmp_path):
-    s = ServiceSettings(state_dir=tmp_path, s3_port=21000, mlflow_port=21001, prefect_port=21002,
-                        extra_buckets=("abc", "d-e.f"))
+    s = ServiceSettings(
+        state_dir=tmp_path, s3_port=21000, mlflow_port=21001, prefect_port=21002, extra_buckets=("abc", "d-e.f")
+    )
     for k, v in s.env_overrides().items():
         monkeypatch.setenv(k, v)
-    assert ServiceSettings() == s.model_copy(update={"access_key": DEFAULT_ACCESS_KEY,
-                                                     "secret_key": ServiceSettings().secret_key})
+    assert ServiceSettings() == s.model_copy(
+        update={"access_key": DEFAULT_ACCESS_KEY, "secret_key": ServiceSettings().secret_key}
+    )
 
 
-@pytest.mark.parametrize("kwargs, needle", [
-    ({"host": "0.0.0.0"}, "host: Value error, host must be a loopback address"),
-    ({"s3_port": 60000}, "s3_port: Value error, SeaweedFS ports must be in 1024..55535"),
-    ({"mlflow_port": 80}, "mlflow_port: Value error, ports must be in 1024..65535"),
-    ({"dvc_bucket": "x"}, "dvc_bucket: Value error, invalid S3 bucket name 'x'"),
-    ({"extra_buckets": ("Upper",)}, "invalid S3 bucket name 'Upper'"),
-    ({"mlflow_port": 4200}, "port 4200 is used twice: mlflow_port and prefect_port"),
-    ({"s3_master_port": 18333}, "port 18333 is used twice: s3_port.grpc and s3_master_port"),
-    ({"s3_prot": 1}, "s3_prot: unknown key (allowed keys: access_key"),
-])
+@pytest.mark.parametrize(
+    "kwargs, needle",
+    [
+        ({"host": "0.0.0.0"}, "host: Value error, host must be a loopback address"),
+        ({"s3_port": 60000}, "s3_port: Value error, SeaweedFS ports must be in 1024..55535"),
+        ({"mlflow_port": 80}, "mlflow_port: Value error, ports must be in 1024..65535"),
+        ({"dvc_bucket": "x"}, "dvc_bucket: Value error, invalid S3 bucket name 'x'"),
+        ({"extra_buckets": ("Upper",)}, "invalid S3 bucket name 'Upper'"),
+        ({"mlflow_port": 4200}, "port 4200 is used twice: mlflow_port and prefect_port"),
+        ({"s3_master_port": 18333}, "port 18333 is used twice: s3_port.grpc and s3_master_port"),
+        ({"s3_prot": 1}, "s3_prot: unknown key (allowed keys: access_key"),
+    ],
+)
 def test_invalid_settings_name_the_key(kwargs, needle):
     with pytest.raises(ServiceConfigError) as e:
         load_settings(**kwargs)
@@ -79,8 +85,9 @@ def test_bad_environment_value_names_key(monkeypatch):
 
 
 def test_client_env_points_everything_at_the_stack(tmp_path):
-    s = ServiceSettings(state_dir=tmp_path, s3_port=21010, mlflow_port=21011, prefect_port=21012,
-                        access_key="k3y", secret_key="s3cr3t")
+    s = ServiceSettings(
+        state_dir=tmp_path, s3_port=21010, mlflow_port=21011, prefect_port=21012, access_key="k3y", secret_key="s3cr3t"
+    )
     env = client_env(s)
     assert env["AWS_ACCESS_KEY_ID"] == "k3y" and env["AWS_SECRET_ACCESS_KEY"] == "s3cr3t"
     assert env["AWS_ENDPOINT_URL"] == env["MLFLOW_S3_ENDPOINT_URL"] == "http://127.0.0.1:21010"

@@ -29,8 +29,10 @@ def test_storage_ports_refuse_unauthenticated_writes_and_deletes(stack):
     attempts = probe_storage(s, existing_key=KEY)
     for a in attempts:
         print(f"{'refused' if a.refused else 'ACCEPTED':8} {a.port_name:12} {a.port:5}  {a.action}: {a.detail}")
-    print(f"{sum(a.refused for a in attempts)} of {len(attempts)} attempts refused on "
-          f"{len({a.port for a in attempts})} ports")
+    print(
+        f"{sum(a.refused for a in attempts)} of {len(attempts)} attempts refused on "
+        f"{len({a.port for a in attempts})} ports"
+    )
 
     assert [a for a in attempts if not a.refused] == []
     # every port weed listens on was tried (a new listener in a new weed version would show up here)
@@ -73,8 +75,7 @@ def test_the_probe_sees_an_open_filer(tmp_path):
     try:
         spec.after_start()
         s3_client(s).put_object(Bucket=s.dvc_bucket, Key=KEY, Body=b"x")
-        accepted = {(a.port_name, a.action.split(" (")[0]) for a in probe_storage(s, existing_key=KEY)
-                    if not a.refused}
+        accepted = {(a.port_name, a.action.split(" (")[0]) for a in probe_storage(s, existing_key=KEY) if not a.refused}
     finally:
         proc.stop(timeout=s.stop_timeout_s)
     assert ("filer", f"PUT /buckets/{s.dvc_bucket}/ovt-exposure-probe.txt") in accepted

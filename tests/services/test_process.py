@@ -34,8 +34,15 @@ SERVER = textwrap.dedent("""
 
 
 def make(tmp_path, argv, port, name="svc") -> ManagedProcess:
-    spec = ProcessSpec(name=name, argv=argv, env=dict(os.environ), health_url=f"http://127.0.0.1:{port}/",
-                       url=f"http://127.0.0.1:{port}", ports=(port,), cwd=tmp_path)
+    spec = ProcessSpec(
+        name=name,
+        argv=argv,
+        env=dict(os.environ),
+        health_url=f"http://127.0.0.1:{port}/",
+        url=f"http://127.0.0.1:{port}",
+        ports=(port,),
+        cwd=tmp_path,
+    )
     return ManagedProcess(spec, run_dir=tmp_path / "run", log_dir=tmp_path / "logs")
 
 

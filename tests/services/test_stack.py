@@ -49,9 +49,14 @@ def test_put_get_and_auth_enforced(stack):
     listed = c.list_objects_v2(Bucket="dvc", Prefix="t/")["Contents"]
     assert [o["Key"] for o in listed] == ["t/hello.txt"]
 
-    intruder = boto3.client("s3", endpoint_url=s.s3_url, aws_access_key_id=s.access_key,
-                            aws_secret_access_key="wrong-secret", region_name=s.region,
-                            config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1}))
+    intruder = boto3.client(
+        "s3",
+        endpoint_url=s.s3_url,
+        aws_access_key_id=s.access_key,
+        aws_secret_access_key="wrong-secret",
+        region_name=s.region,
+        config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1}),
+    )
     with pytest.raises(ClientError) as e:
         intruder.get_object(Bucket="dvc", Key="t/hello.txt")
     assert e.value.response["Error"]["Code"] in ("SignatureDoesNotMatch", "AccessDenied", "InvalidAccessKeyId")
@@ -148,8 +153,9 @@ def test_mlflow_and_prefect_against_local_s3(stack, tmp_path):
             print(json.dumps({"run_id": run.info.run_id, "exp": run.info.experiment_id,
                               "uri": run.info.artifact_uri}))
         """)
-        out = subprocess.run([sys.executable, "-c", script], env=client_env, capture_output=True, text=True,
-                             timeout=120)
+        out = subprocess.run(
+            [sys.executable, "-c", script], env=client_env, capture_output=True, text=True, timeout=120
+        )
         assert out.returncode == 0, out.stderr[-3000:]
         info = json.loads(out.stdout.strip().splitlines()[-1])
         assert info["uri"].startswith("mlflow-artifacts:/")
@@ -161,8 +167,12 @@ def test_mlflow_and_prefect_against_local_s3(stack, tmp_path):
             assert json.load(r) is True
         out = subprocess.run([sys.executable, "-c", FLOW], env=env, capture_output=True, text=True, timeout=180)
         assert out.returncode == 0, out.stderr[-3000:]
-        req = urllib.request.Request(f"{stack.settings.prefect_api_url}/flow_runs/filter", method="POST",
-                                     data=b"{}", headers={"Content-Type": "application/json"})
+        req = urllib.request.Request(
+            f"{stack.settings.prefect_api_url}/flow_runs/filter",
+            method="POST",
+            data=b"{}",
+            headers={"Content-Type": "application/json"},
+        )
         with urllib.request.urlopen(req, timeout=10) as r:
             runs = json.load(r)
         assert any(run["state_type"] == "COMPLETED" for run in runs)

@@ -20,8 +20,16 @@ def main() -> None:
     torch.manual_seed(11 + ctx.rank)  # deliberately different inits: DDP must broadcast rank 0's
     model = build_tiny(tiny_model_cfg())
     cfg = tiny_train_cfg(data={"mvcap_batch": 4, "twod_batch": 2}, mining={"mode": "reuse"})
-    tr = Trainer(model, build_table(cfg.data, renders, captions), cfg, variant="ovt", seed=11,
-                 work_dir=out / f"work{ctx.rank}", ctx=ctx, key="ddp")
+    tr = Trainer(
+        model,
+        build_table(cfg.data, renders, captions),
+        cfg,
+        variant="ovt",
+        seed=11,
+        work_dir=out / f"work{ctx.rank}",
+        ctx=ctx,
+        key="ddp",
+    )
     stats = tr.fit(resume=False)
     state = {k: v.contiguous() for k, v in trainable_state(model).items()}
     state["_hard"] = tr.mined.hard.to(torch.int32)

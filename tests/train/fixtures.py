@@ -9,8 +9,8 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-from ovt.train.config import TrainParams
 from ovt.shards import write_record
+from ovt.train.config import TrainParams
 
 LABELS = ["chair", "lamp", "table"]
 COLOURS = [(220, 40, 40), (40, 200, 60), (50, 80, 230), (230, 200, 40), (200, 60, 200), (40, 200, 200)]
@@ -47,11 +47,24 @@ def make_tree(root: Path, n_objects: int = 6, heldout: tuple[int, ...] = (5,)) -
                 key = f"{asset}_{v:03d}"
                 buf = io.BytesIO()
                 _view_image(o, v).save(buf, format="PNG")
-                row = {"key": key, "shard": "shards/shard-00000.tar", "asset_id": asset, "obj_id": o, "view": v,
-                       "img_id": len(manifest), "path": f"./views/{asset}/{v:03d}.png", "azimuth": az,
-                       "elevation": elev, "distance": 2.8, "fov": 40.0, "canonical": elev == 0.0 and az == 0.0,
-                       "split": "heldout" if o in heldout else "train", "label": label, "name": label,
-                       "category": "Living room"}
+                row = {
+                    "key": key,
+                    "shard": "shards/shard-00000.tar",
+                    "asset_id": asset,
+                    "obj_id": o,
+                    "view": v,
+                    "img_id": len(manifest),
+                    "path": f"./views/{asset}/{v:03d}.png",
+                    "azimuth": az,
+                    "elevation": elev,
+                    "distance": 2.8,
+                    "fov": 40.0,
+                    "canonical": elev == 0.0 and az == 0.0,
+                    "split": "heldout" if o in heldout else "train",
+                    "label": label,
+                    "name": label,
+                    "category": "Living room",
+                }
                 for name, data in ((f"{key}.png", buf.getvalue()), (f"{key}.json", json.dumps(row).encode())):
                     info = tarfile.TarInfo(name)
                     info.size = len(data)
@@ -73,10 +86,16 @@ def tiny_model_cfg(**over):
 
 
 def tiny_train_cfg(**over) -> TrainParams:
-    base = dict(epochs=2, checkpoint_every=2, keep_checkpoints=3,
-                data={"mvcap_batch": 8, "twod_batch": 4},
-                optim={"warmup_steps": 2, "lr": 1e-3}, mining={"batch_size": 16, "hard_k": 2, "knn": 3},
-                tracking={"progress": False, "log_every": 1}, heldout_viewpoints={"enabled": False})
+    base = dict(
+        epochs=2,
+        checkpoint_every=2,
+        keep_checkpoints=3,
+        data={"mvcap_batch": 8, "twod_batch": 4},
+        optim={"warmup_steps": 2, "lr": 1e-3},
+        mining={"batch_size": 16, "hard_k": 2, "knn": 3},
+        tracking={"progress": False, "log_every": 1},
+        heldout_viewpoints={"enabled": False},
+    )
     for k, v in over.items():
         if isinstance(v, dict) and isinstance(base.get(k), dict):
             base[k] = {**base[k], **v}

@@ -14,8 +14,11 @@ def test_render_pairs_train_split_sorted_by_object(tree):
     assert [p.obj for p in t.mv] == sorted(p.obj for p in t.mv)
     assert t.mv[0].text.startswith("a 3D render of a chair")
     # canonical 2D source: one canonical view per training object, class-name prompt
-    assert len(t.twod) == 5 and {p.text for p in t.twod} == {"a 3D render of a chair.", "a 3D render of a lamp.",
-                                                             "a 3D render of a table."}
+    assert len(t.twod) == 5 and {p.text for p in t.twod} == {
+        "a 3D render of a chair.",
+        "a 3D render of a lamp.",
+        "a 3D render of a table.",
+    }
     assert ImageReader()(t.mv[0].image).size == (32, 32)
 
 
@@ -95,8 +98,11 @@ def test_mvcap_rows_keyed_by_path_and_hv_refused(tmp_path):
     assert len({p.key for p in mv}) == 4
     # the `_hv` variants hold viewpoints out by pose; MVCap records none: refused, never silently all views
     with pytest.raises(DataError, match="heldout_viewpoints"):
-        build_table(DataParams(mvcap_metadata=tmp_path / "metadata.json", elevation_bands=[(-90, 45)],
-                               twod_source="none"), None, None)
+        build_table(
+            DataParams(mvcap_metadata=tmp_path / "metadata.json", elevation_bands=[(-90, 45)], twod_source="none"),
+            None,
+            None,
+        )
 
 
 def test_only_train_split_objects_and_unlabelled_ones_too(tmp_path):

@@ -17,9 +17,23 @@ REPO = Path(__file__).resolve().parents[2]
 def test_two_rank_torchrun_identical_adapters(tree, tmp_path):
     torchrun = Path(sys.executable).parent / "torchrun"
     env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node=2", "-m", "tests.train.ddp_worker",
-                           str(tree[0]), str(tree[1]), str(tmp_path)], cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=240)
+    proc = subprocess.run(
+        [
+            str(torchrun),
+            "--standalone",
+            "--nproc_per_node=2",
+            "-m",
+            "tests.train.ddp_worker",
+            str(tree[0]),
+            str(tree[1]),
+            str(tmp_path),
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     a, b = load_file(tmp_path / "rank0.safetensors"), load_file(tmp_path / "rank1.safetensors")
     assert a.keys() == b.keys() and len(a) > 3

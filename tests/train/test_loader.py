@@ -42,8 +42,13 @@ def write_shards(folder: Path, n_shards: int = N_SHARDS, per_shard: int = PER_SH
             i = s * per_shard + j
             key = f"obj{i // 3:03d}_{i % 3:03d}"
             keys.append(key)
-            samples.append({"__key__": key, "png": _png(i),
-                            "json": {"caption": _caption(i), "obj_id": i // 3, "view": i % 3, "img_id": i}})
+            samples.append(
+                {
+                    "__key__": key,
+                    "png": _png(i),
+                    "json": {"caption": _caption(i), "obj_id": i // 3, "view": i % 3, "img_id": i},
+                }
+            )
         tar = folder / f"{shards.shard_name(s)}.tar"
         with open(tar, "wb") as fh:
             shards.write_samples(fh, samples)
@@ -62,8 +67,15 @@ def shard_dir(tmp_path_factory) -> tuple[Path, list[str]]:
 
 
 def epoch_keys(tars, *, seed=0, epoch=0, rank=0, world=1, workers=2, bank=None, batch=4) -> list[list[str]]:
-    loader = make_loader(tars, to_tensor, LoaderSpec(batch_size=batch, num_workers=workers, shuffle_buffer=4),
-                         seed=seed, rank=rank, world=world, bank=bank)
+    loader = make_loader(
+        tars,
+        to_tensor,
+        LoaderSpec(batch_size=batch, num_workers=workers, shuffle_buffer=4),
+        seed=seed,
+        rank=rank,
+        world=world,
+        bank=bank,
+    )
     loader.dataset.set_epoch(epoch)
     return [b.keys for b in loader]
 

@@ -18,7 +18,6 @@ from ovt.train.data import build_table
 from ovt.train.distributed import DistContext
 from ovt.train.loop import Trainer
 from ovt.train.stage import run
-
 from tests.train.fixtures import build_tiny, tiny_model_cfg, tiny_train_cfg
 
 REPO = Path(__file__).resolve().parents[2]
@@ -28,8 +27,9 @@ def _fit(tree, tmp, cfg: TrainParams, variant="ovt", seed=3, resume=False):
     torch.manual_seed(seed)
     model = build_tiny(tiny_model_cfg())
     before = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
-    tr = Trainer(model, build_table(cfg.data, *tree), cfg, variant=variant, seed=seed, work_dir=tmp,
-                 ctx=DistContext(), key="k")
+    tr = Trainer(
+        model, build_table(cfg.data, *tree), cfg, variant=variant, seed=seed, work_dir=tmp, ctx=DistContext(), key="k"
+    )
     stats = tr.fit(resume=resume)
     after = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
     return stats, before, after, tr
@@ -59,11 +59,15 @@ def test_same_seed_same_weights_and_lambda_matters(tree, tmp_path):
 
 
 def test_switches_run(tree, tmp_path):
-    cfg = tiny_train_cfg(epochs=2, max_steps=7, model_mode="train",
-                         mining={"mode": "reuse", "weight": "inv_dist", "renormalise_centre": True},
-                         loss={"triplet_negative": True, "multi_positive": True},
-                         data={"object_aware_sampler": True, "views_per_object": 4},
-                         optim={"wd_on_all": True, "logit_scale_max": 2.0})
+    cfg = tiny_train_cfg(
+        epochs=2,
+        max_steps=7,
+        model_mode="train",
+        mining={"mode": "reuse", "weight": "inv_dist", "renormalise_centre": True},
+        loss={"triplet_negative": True, "multi_positive": True},
+        data={"object_aware_sampler": True, "views_per_object": 4},
+        optim={"wd_on_all": True, "logit_scale_max": 2.0},
+    )
     stats, _, after, tr = _fit(tree, tmp_path, cfg)
     assert stats["steps"] == 7
     assert tr.tracker.events[1]["mode"] == "reuse" and tr.tracker.events[0]["mode"] == "full_pass"
@@ -120,18 +124,33 @@ def test_kill_mid_epoch_then_resume_equals_uninterrupted(tree, tmp_path):
     killed = tmp_path / "killed"
     script = _KILL_SCRIPT.format(cfg=over, kill_at=7, r=r, c=c, out=str(killed))
     env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.run([sys.executable, "-c", script], env=env, cwd=REPO, capture_output=True, text=True,
-                          timeout=240)
+    proc = subprocess.run(
+        [sys.executable, "-c", script], env=env, cwd=REPO, capture_output=True, text=True, timeout=240
+    )
     assert proc.returncode == -9, proc.stderr[-2000:]
     assert not (killed / "ovt" / "train.json").exists()
     # step 7 is in epoch 1 (5 steps/epoch), after a reuse-mode mining pass; the last checkpoint is step 6
     assert ckpt.list_checkpoints(killed / "ovt" / "checkpoints")[-1].name == "step-00000006.pt"
-    resumed = run(cfg, seed=5, renders_dir=tree[0], captions_dir=tree[1], base_dir=None, out_dir=killed,
-                  model_cfg=tiny_model_cfg())
+    resumed = run(
+        cfg,
+        seed=5,
+        renders_dir=tree[0],
+        captions_dir=tree[1],
+        base_dir=None,
+        out_dir=killed,
+        model_cfg=tiny_model_cfg(),
+    )
     assert resumed["ovt"]["resumed_from"] == 6 and resumed["ovt"]["steps"] == 10
     straight = tmp_path / "straight"
-    run(cfg, seed=5, renders_dir=tree[0], captions_dir=tree[1], base_dir=None, out_dir=straight,
-        model_cfg=tiny_model_cfg())
+    run(
+        cfg,
+        seed=5,
+        renders_dir=tree[0],
+        captions_dir=tree[1],
+        base_dir=None,
+        out_dir=straight,
+        model_cfg=tiny_model_cfg(),
+    )
     for f in ("adapter/adapter_model.safetensors", "viformer.safetensors"):
         a, b = load_file(killed / "ovt" / f), load_file(straight / "ovt" / f)
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), f
@@ -143,8 +162,15 @@ def test_kill_mid_epoch_then_resume_equals_uninterrupted(tree, tmp_path):
     import shutil
 
     shutil.rmtree(killed / "train_metrics")
-    again = run(cfg, seed=5, renders_dir=tree[0], captions_dir=tree[1], base_dir=None, out_dir=killed,
-                model_cfg=tiny_model_cfg())
+    again = run(
+        cfg,
+        seed=5,
+        renders_dir=tree[0],
+        captions_dir=tree[1],
+        base_dir=None,
+        out_dir=killed,
+        model_cfg=tiny_model_cfg(),
+    )
     assert again["ovt"]["skipped"] is True
     for name in ("loss", "lr"):
         tsv = killed / "train_metrics" / "ovt" / "plots" / "metrics" / f"{name}.tsv"

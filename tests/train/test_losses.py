@@ -21,7 +21,7 @@ def test_itc_scale_and_asymmetry():
     s = torch.tensor(math.log(2.0))  # scale 2
     # i->t: logits rows [[2,2],[0,0]]: CE = log 2 for both rows. t->i: rows [[2,0],[2,0]]: row0 CE=log(1+e^-2),
     # row1 (target 1) CE = log(1+e^2)
-    expected = 0.5 * (math.log(2) + 0.5 * (math.log(1 + E ** -2) + math.log(1 + E ** 2)))
+    expected = 0.5 * (math.log(2) + 0.5 * (math.log(1 + E**-2) + math.log(1 + E**2)))
     assert itc_loss(img, txt, s).item() == pytest.approx(expected, abs=1e-6)
 
 

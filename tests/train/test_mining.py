@@ -4,8 +4,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ovt.train.mining import (hard_views, knn_weighted_centre, mine_from_embeddings, nearest_other_centre,
-                              stream_batched, stream_objects)
+from ovt.train.mining import (
+    hard_views,
+    knn_weighted_centre,
+    mine_from_embeddings,
+    nearest_other_centre,
+    stream_batched,
+    stream_objects,
+)
 
 R2 = math.sqrt(2) / 2
 
@@ -79,15 +85,18 @@ def test_mine_streams_and_shards_add_up():
         seen_batches.append(r.numel())
         return emb[r]
 
-    full = mine_from_embeddings(stream_objects(rows, range(3), embed, 3), 3, 14, 6, knn=5, hard_k=2,
-                                weight="inv_cos", renormalise=False)
+    full = mine_from_embeddings(
+        stream_objects(rows, range(3), embed, 3), 3, 14, 6, knn=5, hard_k=2, weight="inv_cos", renormalise=False
+    )
     assert max(seen_batches) <= 3  # never more than one batch embedded at a time
     assert full.hard.sum() == 6 and full.hard[:8].sum() == 2
     # rank shards (objects 0,2 | 1) combine by summation into the same result
-    a = mine_from_embeddings(stream_objects(rows, [0, 2], embed, 4), 3, 14, 6, knn=5, hard_k=2,
-                             weight="inv_cos", renormalise=False)
-    b = mine_from_embeddings(stream_objects(rows, [1], embed, 4), 3, 14, 6, knn=5, hard_k=2,
-                             weight="inv_cos", renormalise=False)
+    a = mine_from_embeddings(
+        stream_objects(rows, [0, 2], embed, 4), 3, 14, 6, knn=5, hard_k=2, weight="inv_cos", renormalise=False
+    )
+    b = mine_from_embeddings(
+        stream_objects(rows, [1], embed, 4), 3, 14, 6, knn=5, hard_k=2, weight="inv_cos", renormalise=False
+    )
     assert torch.allclose(a.centres + b.centres, full.centres)
     assert torch.equal(a.hard | b.hard, full.hard)
     for o in range(3):

@@ -13,8 +13,9 @@ from tests.train.fixtures import make_tree, tiny_model_cfg, tiny_train_cfg
 
 
 def _run(cfg, tree, out):
-    return run(cfg, seed=2, renders_dir=tree[0], captions_dir=tree[1], base_dir=None, out_dir=out,
-               model_cfg=tiny_model_cfg())
+    return run(
+        cfg, seed=2, renders_dir=tree[0], captions_dir=tree[1], base_dir=None, out_dir=out, model_cfg=tiny_model_cfg()
+    )
 
 
 def test_variants_idempotent_and_lambda_retrains(tree, tmp_path):
@@ -30,8 +31,9 @@ def test_variants_idempotent_and_lambda_retrains(tree, tmp_path):
     assert metrics["ovt"]["final_loss_vc"] > 0 and metrics["contrastive"]["final_loss_vc"] == 0
     again = _run(cfg, tree, tmp_path)
     assert all(s.get("skipped") for s in again.values())
-    changed = _run(tiny_train_cfg(epochs=1, variants=["zeroshot", "contrastive", "ovt"], loss={"lam": 2.0}),
-                   tree, tmp_path)
+    changed = _run(
+        tiny_train_cfg(epochs=1, variants=["zeroshot", "contrastive", "ovt"], loss={"lam": 2.0}), tree, tmp_path
+    )
     assert changed["contrastive"].get("skipped") and changed["zeroshot"].get("skipped")
     assert not changed["ovt"].get("skipped") and changed["ovt"]["resumed_from"] is None
     # the published folder loads through the model interface and reproduces the trained encoder
@@ -51,8 +53,15 @@ def test_unreadable_image_logged_and_skipped(tmp_path):
             m.size = len(data)
             dst.addfile(m, io.BytesIO(data))
     shutil.move(tmp_path / "new.tar", shard)
-    stats = run(tiny_train_cfg(epochs=1, variants=["contrastive"]), seed=2, renders_dir=renders,
-                captions_dir=captions, base_dir=None, out_dir=tmp_path / "models", model_cfg=tiny_model_cfg())
+    stats = run(
+        tiny_train_cfg(epochs=1, variants=["contrastive"]),
+        seed=2,
+        renders_dir=renders,
+        captions_dir=captions,
+        base_dir=None,
+        out_dir=tmp_path / "models",
+        model_cfg=tiny_model_cfg(),
+    )
     assert stats["contrastive"]["mv_pairs"] == 39
     fail = [json.loads(l) for l in (tmp_path / "models/train_metrics/failures.jsonl").read_text().splitlines()]
     assert fail[0]["item"] == bad_key and fail[0]["stage"] == "train"
@@ -65,12 +74,28 @@ def test_torchrun_entry_reads_params_yaml(tree, tmp_path):
     from ovt.train.ddp import main
 
     cfg = tiny_train_cfg(epochs=1, variants=["contrastive"])
-    params = {"base": {"seed": 4}, "model": tiny_model_cfg().model_dump(mode="json"),
-              "train": cfg.model_dump(mode="json")}
+    params = {
+        "base": {"seed": 4},
+        "model": tiny_model_cfg().model_dump(mode="json"),
+        "train": cfg.model_dump(mode="json"),
+    }
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    stats = main(["--params", str(tmp_path / "params.yaml"), "--renders", str(tree[0]), "--captions",
-                  str(tree[1]), "--base", str(tmp_path / "nobase"), "--out", str(tmp_path / "models"),
-                  "--features", "none"])
+    stats = main(
+        [
+            "--params",
+            str(tmp_path / "params.yaml"),
+            "--renders",
+            str(tree[0]),
+            "--captions",
+            str(tree[1]),
+            "--base",
+            str(tmp_path / "nobase"),
+            "--out",
+            str(tmp_path / "models"),
+            "--features",
+            "none",
+        ]
+    )
     assert stats["contrastive"]["steps"] == 5
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump({**params, "train": {"lamda": 1}}))
     import pytest
@@ -82,8 +107,11 @@ def test_torchrun_entry_reads_params_yaml(tree, tmp_path):
 
 
 def test_heldout_viewpoint_variants_train_on_their_bands_only(tree, tmp_path):
-    cfg = tiny_train_cfg(epochs=1, variants=["ovt"],
-                         heldout_viewpoints={"enabled": True, "variants": ["ovt"], "train_bands": [(-90.0, 10.0)]})
+    cfg = tiny_train_cfg(
+        epochs=1,
+        variants=["ovt"],
+        heldout_viewpoints={"enabled": True, "variants": ["ovt"], "train_bands": [(-90.0, 10.0)]},
+    )
     stats = _run(cfg, tree, tmp_path)
     assert set(stats) == {"ovt", "ovt_hv"}
     rec = json.loads((tmp_path / "ovt_hv" / "train.json").read_text())
@@ -99,11 +127,17 @@ def test_heldout_viewpoint_variants_train_on_their_bands_only(tree, tmp_path):
 def test_train_reads_the_prefix_from_the_feature_store(tree, tmp_path, monkeypatch):
     from safetensors.torch import load_file
 
-    from ovt.features import FeatureParams, FeaturePaths, run as run_features
+    from ovt.features import FeatureParams, FeaturePaths
+    from ovt.features import run as run_features
 
     def features(out, **over):
-        run_features(FeatureParams(dtype="float32", **over), model=tiny_model_cfg(), seed=0, progress=False,
-                     paths=FeaturePaths(renders_dir=tree[0], out_dir=out, stats=tmp_path / "f.json"))
+        run_features(
+            FeatureParams(dtype="float32", **over),
+            model=tiny_model_cfg(),
+            seed=0,
+            progress=False,
+            paths=FeaturePaths(renders_dir=tree[0], out_dir=out, stats=tmp_path / "f.json"),
+        )
         return out
 
     cfg = tiny_train_cfg(epochs=1, variants=["ovt"])
@@ -115,16 +149,32 @@ def test_train_reads_the_prefix_from_the_feature_store(tree, tmp_path, monkeypat
 
     with monkeypatch.context() as m:
         m.setattr(OVTModel, "image_prefix", no_tower)
-        stored = run(cfg, seed=2, renders_dir=tree[0], captions_dir=tree[1], base_dir=None,
-                     out_dir=tmp_path / "stored", model_cfg=tiny_model_cfg(), features_dir=stored_dir)
+        stored = run(
+            cfg,
+            seed=2,
+            renders_dir=tree[0],
+            captions_dir=tree[1],
+            base_dir=None,
+            out_dir=tmp_path / "stored",
+            model_cfg=tiny_model_cfg(),
+            features_dir=stored_dir,
+        )
     assert stored["ovt"]["input"] == "cached prefix" and plain["ovt"]["mv_pairs"] == stored["ovt"]["mv_pairs"]
     a = load_file(tmp_path / "plain" / "ovt" / "viformer.safetensors")
     b = load_file(tmp_path / "stored" / "ovt" / "viformer.safetensors")
     assert all(torch.allclose(a[k], b[k], atol=1e-4) for k in a)
     # a store that refused the prefix (too big): every step runs the full tower on decoded images
     refused = features(tmp_path / "refused", max_prefix_gib=1e-9)
-    full = run(cfg, seed=2, renders_dir=tree[0], captions_dir=tree[1], base_dir=None, out_dir=tmp_path / "full",
-               model_cfg=tiny_model_cfg(), features_dir=refused)
+    full = run(
+        cfg,
+        seed=2,
+        renders_dir=tree[0],
+        captions_dir=tree[1],
+        base_dir=None,
+        out_dir=tmp_path / "full",
+        model_cfg=tiny_model_cfg(),
+        features_dir=refused,
+    )
     assert full["ovt"]["input"] == "full forward" and full["ovt"]["steps"] == 5
 
 

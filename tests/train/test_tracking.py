@@ -12,8 +12,18 @@ def test_dvclive_folder_and_mlflow(tmp_path, monkeypatch):
     t = Tracker(True, False, "exp", "run", {"loss": {"lam": 1.0}, "variant": "ovt"})
     t.event({"epoch": 0, "mining_s": 1.5, "mined/hard_views": 10, "mode": "full_pass"}, step=0)
     for s in (1, 2):
-        t.step({"step": s, "epoch": 0, "lr": 1e-4, "loss": 2.5 / s, "loss_itc": 2.2, "loss_vc": 0.3,
-                "hard_in_batch": 2, "samples_per_s": 10.0})
+        t.step(
+            {
+                "step": s,
+                "epoch": 0,
+                "lr": 1e-4,
+                "loss": 2.5 / s,
+                "loss_itc": 2.2,
+                "loss_vc": 0.3,
+                "hard_in_batch": 2,
+                "samples_per_s": 10.0,
+            }
+        )
     t.summary({"final_loss": 1.25, "skipped": False})
     t.close()
     live = tmp_path / "live"

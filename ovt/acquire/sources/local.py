@@ -34,7 +34,7 @@ class FolderReader:
         self.root = root
 
     def __call__(self, rel: str) -> bytes:
-        target = safe_target(self.root, rel)     # also refuses symlinks pointing out of the root (resolve())
+        target = safe_target(self.root, rel)  # also refuses symlinks pointing out of the root (resolve())
         if not target.is_file():
             raise FileNotFoundError(rel)
         return target.read_bytes()
@@ -48,7 +48,7 @@ class S3Reader:
         import boto3  # only needed for s3:// roots
         import botocore.exceptions
 
-        bucket, _, prefix = url[len("s3://"):].partition("/")
+        bucket, _, prefix = url[len("s3://") :].partition("/")
         if not bucket:
             raise SourceError(f"acquire.local.root: {url!r} has no bucket (expected s3://bucket/prefix)")
         self.bucket, self.prefix = bucket, prefix.strip("/")
@@ -76,8 +76,10 @@ def parse_csv(text: str, where: str) -> list[dict[str, str]]:
     missing = [c for c in REQUIRED if c not in cols]
     unknown = [c for c in cols if c not in REQUIRED + OPTIONAL]
     if missing or unknown:
-        raise SourceError(f"{where}: header must be path,category[,name][,up][,front][,rotation]; "
-                          f"missing {missing}, unknown {unknown}")
+        raise SourceError(
+            f"{where}: header must be path,category[,name][,up][,front][,rotation]; "
+            f"missing {missing}, unknown {unknown}"
+        )
     return [{k.strip(): (v or "").strip() for k, v in row.items() if k} for row in reader]
 
 
@@ -88,7 +90,8 @@ class LocalSource:
         self.cfg = cfg
         root = cfg.root or ""
         self.read: Callable[[str], bytes] = (
-            S3Reader(root, cfg.s3_endpoint_url) if root.startswith("s3://") else FolderReader(Path(root)))
+            S3Reader(root, cfg.s3_endpoint_url) if root.startswith("s3://") else FolderReader(Path(root))
+        )
 
     def _csv_text(self) -> tuple[str, str]:
         csv_path = self.cfg.csv
@@ -122,9 +125,14 @@ class LocalSource:
             seen.add(path)
             stem = posixpath.splitext(posixpath.basename(path))[0]
             yield AssetCandidate(
-                source=self.name, source_ref=path, name=row.get("name") or stem.replace("_", " "),
-                category=category, mesh=posixpath.basename(path), licence=self.cfg.licence,
-                creator=self.cfg.creator, load_files=_Loader(self.read, path, self.cfg.max_asset_bytes),
+                source=self.name,
+                source_ref=path,
+                name=row.get("name") or stem.replace("_", " "),
+                category=category,
+                mesh=posixpath.basename(path),
+                licence=self.cfg.licence,
+                creator=self.cfg.creator,
+                load_files=_Loader(self.read, path, self.cfg.max_asset_bytes),
                 rotation=rotation,
             )
 

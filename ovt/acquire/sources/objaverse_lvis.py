@@ -24,8 +24,15 @@ def _creator(ann: dict[str, Any]) -> str | None:
 def _licence(ann: dict[str, Any]) -> str | None:
     lic = ann.get("license")
     # Sketchfab licence slugs as stored in the annotations ("by", "by-sa", "cc0", ...).
-    return {"by": "CC-BY 4.0", "by-sa": "CC-BY-SA 4.0", "by-nd": "CC-BY-ND 4.0", "by-nc": "CC-BY-NC 4.0",
-            "by-nc-sa": "CC-BY-NC-SA 4.0", "by-nc-nd": "CC-BY-NC-ND 4.0", "cc0": "CC0"}.get(lic, lic)
+    return {
+        "by": "CC-BY 4.0",
+        "by-sa": "CC-BY-SA 4.0",
+        "by-nd": "CC-BY-ND 4.0",
+        "by-nc": "CC-BY-NC 4.0",
+        "by-nc-sa": "CC-BY-NC-SA 4.0",
+        "by-nc-nd": "CC-BY-NC-ND 4.0",
+        "cc0": "CC0",
+    }.get(lic, lic)
 
 
 class ObjaverseSource:
@@ -38,8 +45,9 @@ class ObjaverseSource:
         """(category, uid) pairs: per category its first `max_per_category` uids in sorted order (deterministic)."""
         unknown = [c for c in self.cfg.lvis_categories if c not in lvis]
         if unknown:
-            raise SourceError(f"acquire.objaverse.lvis_categories: {unknown} are not LVIS categories "
-                              f"(e.g. {sorted(lvis)[:8]})")
+            raise SourceError(
+                f"acquire.objaverse.lvis_categories: {unknown} are not LVIS categories (e.g. {sorted(lvis)[:8]})"
+            )
         pairs, seen = [], set()
         for cat in self.cfg.lvis_categories:
             for uid in sorted(lvis[cat])[: self.cfg.max_per_category]:
@@ -62,8 +70,10 @@ class ObjaverseSource:
         except SourceError:
             raise
         except OSError as err:  # urllib errors are OSErrors: no network, no cache
-            raise SourceError(f"objaverse: cannot load annotations/objects ({err}); the package downloads from "
-                              "huggingface.co into ~/.objaverse unless they are already there") from err
+            raise SourceError(
+                f"objaverse: cannot load annotations/objects ({err}); the package downloads from "
+                "huggingface.co into ~/.objaverse unless they are already there"
+            ) from err
         for cat, uid in pairs:
             ann = annotations.get(uid) or {}
             path = paths.get(uid)
@@ -72,9 +82,16 @@ class ObjaverseSource:
                 continue
             tags = tuple(t.get("name", "") for t in ann.get("tags", []) if isinstance(t, dict) and t.get("name"))
             yield AssetCandidate(
-                source=self.name, source_ref=uid, name=(ann.get("name") or cat.replace("_", " ")).strip(),
-                category=cat, mesh=f"{uid}.glb", tags=tags, licence=_licence(ann), creator=_creator(ann),
-                label_hint=cat, load_files=_Loader(Path(path), f"{uid}.glb"),
+                source=self.name,
+                source_ref=uid,
+                name=(ann.get("name") or cat.replace("_", " ")).strip(),
+                category=cat,
+                mesh=f"{uid}.glb",
+                tags=tags,
+                licence=_licence(ann),
+                creator=_creator(ann),
+                label_hint=cat,
+                load_files=_Loader(Path(path), f"{uid}.glb"),
             )
 
 

@@ -41,7 +41,7 @@ class CatalogueItem:
     tags: tuple[str, ...]
     creator: str | None
     licence: str | None
-    model: str                      # member name of the model inside the zip (leading "/" removed)
+    model: str  # member name of the model inside the zip (leading "/" removed)
     multi_part: bool
     dims_cm: dict[str, float] | None
     rotation: tuple[tuple[float, ...], ...] | None
@@ -73,12 +73,13 @@ def _check_rotation(rows: tuple[tuple[float, ...], ...], key: str) -> None:
 def parse_catalogue(props: dict[str, str]) -> tuple[dict[str, str], list[CatalogueItem | ItemError]]:
     """Split catalogue properties into library-level keys and items (ItemError for a malformed item)."""
     library = {k: v for k, v in props.items() if "#" not in k}
-    indices = sorted({int(k.split("#", 1)[1]) for k in props
-                      if k.startswith("name#") and k.split("#", 1)[1].isdigit()})
+    indices = sorted({int(k.split("#", 1)[1]) for k in props if k.startswith("name#") and k.split("#", 1)[1].isdigit()})
     items: list[CatalogueItem | ItemError] = []
     for i in indices:
+
         def get(key: str, default: str | None = None) -> str | None:
             return props.get(f"{key}#{i}", default)
+
         try:
             model = get("model")
             if not model:
@@ -94,14 +95,22 @@ def parse_catalogue(props: dict[str, str]) -> tuple[dict[str, str], list[Catalog
                 v = _floats(get("modelRotation"), 9, f"modelRotation#{i}")
                 rot = (tuple(v[0:3]), tuple(v[3:6]), tuple(v[6:9]))
                 _check_rotation(rot, f"modelRotation#{i}")
-            items.append(CatalogueItem(
-                index=i, id=get("id"), name=get("name", "").strip(), category=(get("category") or "").strip(),
-                tags=tuple(t.strip() for t in (get("tags") or "").split(",") if t.strip()),
-                creator=get("creator"), licence=get("license") or library.get("license"),
-                model=model_member, multi_part=(get("multiPartModel", "false").strip().lower() == "true"),
-                dims_cm=dims, rotation=rot,
-                door_or_window=(get("doorOrWindow", "false").strip().lower() == "true"),
-            ))
+            items.append(
+                CatalogueItem(
+                    index=i,
+                    id=get("id"),
+                    name=get("name", "").strip(),
+                    category=(get("category") or "").strip(),
+                    tags=tuple(t.strip() for t in (get("tags") or "").split(",") if t.strip()),
+                    creator=get("creator"),
+                    licence=get("license") or library.get("license"),
+                    model=model_member,
+                    multi_part=(get("multiPartModel", "false").strip().lower() == "true"),
+                    dims_cm=dims,
+                    rotation=rot,
+                    door_or_window=(get("doorOrWindow", "false").strip().lower() == "true"),
+                )
+            )
         except ItemError as err:
             err.item = f"#{i} {get('name', '')}".strip()
             items.append(err)
@@ -153,12 +162,20 @@ class SweetHome3DSource:
                 yield it
                 continue
             yield AssetCandidate(
-                source=self.name, source_ref=f"{path.stem}:{it.model}", name=it.name, category=it.category,
-                mesh=PurePosixPath(it.model).name, tags=it.tags, licence=it.licence, creator=it.creator,
-                rotation=it.rotation, dims_cm=it.dims_cm,
+                source=self.name,
+                source_ref=f"{path.stem}:{it.model}",
+                name=it.name,
+                category=it.category,
+                mesh=PurePosixPath(it.model).name,
+                tags=it.tags,
+                licence=it.licence,
+                creator=it.creator,
+                rotation=it.rotation,
+                dims_cm=it.dims_cm,
                 load_files=_Loader(path, it, members, self.cfg.max_asset_bytes, lib_budget),
-                attribution=frozenset(m for m in _folder_files(it, members)
-                                      if m.lower().endswith(_ATTRIBUTION_SUFFIXES)),
+                attribution=frozenset(
+                    m for m in _folder_files(it, members) if m.lower().endswith(_ATTRIBUTION_SUFFIXES)
+                ),
             )
 
 
@@ -167,15 +184,17 @@ def _folder_files(item: CatalogueItem, members: list[zipfile.ZipInfo]) -> dict[s
     if not item.multi_part:
         return {PurePosixPath(item.model).name: m for m in members if m.filename == item.model}
     prefix = str(PurePosixPath(item.model).parent) + "/"
-    return {m.filename[len(prefix):]: m for m in members
-            if m.filename.startswith(prefix) and not m.filename.endswith("/")}
+    return {
+        m.filename[len(prefix) :]: m for m in members if m.filename.startswith(prefix) and not m.filename.endswith("/")
+    }
 
 
 class _Loader:
     """Reads one model's files from its library on demand (a picklable callable, not a closure over a zip)."""
 
-    def __init__(self, path: Path, item: CatalogueItem, members: list[zipfile.ZipInfo], max_bytes: int,
-                 lib_budget: Budget):
+    def __init__(
+        self, path: Path, item: CatalogueItem, members: list[zipfile.ZipInfo], max_bytes: int, lib_budget: Budget
+    ):
         self.path, self.item, self.members, self.max_bytes, self.lib_budget = path, item, members, max_bytes, lib_budget
 
     def __call__(self) -> dict[str, bytes]:
@@ -187,7 +206,7 @@ class _Loader:
         out: dict[str, bytes] = {}
         with zipfile.ZipFile(self.path) as zf:
             for rel, info in sorted(files.items()):
-                check_member_name(rel)          # the part below the model folder must be safe on its own too
+                check_member_name(rel)  # the part below the model folder must be safe on its own too
                 if is_symlink(info):
                     raise ItemError("unsafe_path", f"symlink member {info.filename!r}")
                 out[rel] = read_member(zf, info, budget, self.lib_budget)
