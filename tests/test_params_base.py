@@ -132,9 +132,9 @@ def _bad_params(tmp_path) -> Path:
 @pytest.mark.parametrize(
     "argv",
     [
-        ["-m", "ovt.cli", "params"],
-        ["-m", "ovt.cli", "repro", "render"],
-        ["-m", "ovt.cli", "promote"],
+        ["-m", "cli.app", "params"],
+        ["-m", "cli.app", "repro", "render"],
+        ["-m", "cli.app", "promote"],
         ["-m", "stages.features"],
     ],
     ids=["ovt params", "ovt repro", "ovt promote", "stage entry"],

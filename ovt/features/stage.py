@@ -102,9 +102,17 @@ def run(
 ) -> dict:
     """Compute (or reuse) features for every complete render shard; returns stats (also `stats.json`)."""
     del seed  # the frozen pass is deterministic: no randomness to seed
-    t0 = time.perf_counter()
+    threads = torch.get_num_threads()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    try:  # the thread count is process-wide: give the caller back its own
+        return _run(cfg, model=model, paths=paths, progress=progress)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(cfg: FeatureParams, *, model: Any, paths: FeaturePaths, progress: bool) -> dict:
+    t0 = time.perf_counter()
     complete, incomplete = shards.list_shards(Path(paths.renders_dir) / "shards")
     if not complete:
         raise FileNotFoundError(f"no complete render shards under {paths.renders_dir}/shards")
