@@ -1,6 +1,6 @@
 """Fixtures for the registry tests: a tiny trained-looking OVT variant, a workspace around it, a file MLflow store.
 
-The model is the real `ovt.model.OVTModel` on the tiny-test base (offline-stack.md §1.4) with randomised LoRA and
+The model is the real `ovt.model.OVTModel` on the tiny-test base (`ovt.model.factory.build_tiny_test`) with randomised LoRA and
 VIFormer weights, so the adapter actually changes the embeddings (peft initialises LoRA B to zero).
 """
 
