@@ -1,7 +1,8 @@
 """The max step: per-object kNN-weighted viewpoint centres and the K views farthest from them.
 
-Memory contract (issue 5): the accelerator holds O(objects·D) (the centres) plus one batch. Views are embedded and
-reduced object by object; per-view embeddings, when kept (for the `reuse` mode or statistics), live in host memory.
+Memory contract (so mining scales to paper-size datasets): the accelerator holds O(objects·D) (the centres) plus
+one batch. Views are embedded and reduced object by object; per-view embeddings, when kept (for the `reuse` mode or
+statistics), live in host memory.
 """
 
 from __future__ import annotations
