@@ -1,7 +1,7 @@
 """Captions per second for each caption backend, on CPU (prints numbers, writes benchmarks/results/caption_speed.json).
 
 - template: the captioner alone, and the whole stage (shard read + template + MiniLM cleaning/filter + writes),
-  on a real-size batch: N objects x 34 views (the mini-benchmark's view count) at 224 px.
+  on a real-size batch: N objects x 34 views at 224 px.
 - vlm: a tiny randomly initialised BLIP (the real processor/generate/decode path; real BLIP/InstructBLIP weights
   are not available offline, so this measures pipeline overhead, not a real model's speed).
 

@@ -11,10 +11,8 @@ Public API:
 
 from __future__ import annotations
 
-from typing import Any
+from ovt.lazy import lazy_exports
 
-# Lazy: `import ovt.config` (hence `ovt params`, `ovt --help`) loads only the config modules it
-# needs, never the stage code behind these names (torch, open_clip, peft take seconds).
 _EXPORTS = {
     "AssetCandidate": "ovt.acquire.candidate",
     "AssetSource": "ovt.acquire.candidate",
@@ -33,12 +31,4 @@ _EXPORTS = {
     "asset_id": "ovt.acquire.store",
     "inspect_mesh": "ovt.acquire.validate",
 }
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'ovt.acquire' has no attribute {name!r}")
-    import importlib
-
-    return getattr(importlib.import_module(_EXPORTS[name]), name)
+__getattr__, __all__ = lazy_exports(__name__, _EXPORTS)

@@ -1,7 +1,7 @@
 """Typed parameters of the acquire stage (the `acquire:` block of params.yaml).
 
 The defaults are the embedded default: every Sweet Home 3D furniture library from the Debian package, with the label
-rules that reproduce the reference mini-benchmark (docs: shared/reference/mini-benchmark.md).
+rules (merges, drops, a minimum class size) that turn its catalogue names into a usable label space.
 """
 
 from __future__ import annotations

@@ -6,8 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-# Lazy: `import ovt.config` (hence `ovt params`, `ovt --help`) loads only the config modules it
-# needs, never the stage code behind these names (torch, open_clip, peft take seconds).
+from ovt.lazy import lazy_exports
+
 _EXPORTS = {
     "Caption": "ovt.caption.base",
     "Captioner": "ovt.caption.base",
@@ -17,7 +17,6 @@ _EXPORTS = {
     "TemplateParams": "ovt.caption.config",
     "VlmParams": "ovt.caption.config",
 }
-__all__ = sorted([*_EXPORTS, "CaptionPaths", "run"])
 
 
 @dataclass(frozen=True)
@@ -39,9 +38,5 @@ def run(params: Any, *, seed: int, paths: CaptionPaths = CaptionPaths()) -> dict
     )
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'ovt.caption' has no attribute {name!r}")
-    import importlib
-
-    return getattr(importlib.import_module(_EXPORTS[name]), name)
+__getattr__, _lazy = lazy_exports(__name__, _EXPORTS)
+__all__ = sorted([*_lazy, "CaptionPaths", "run"])

@@ -1,4 +1,4 @@
-"""The explicit "Clean" step (the paper's own rules are unpublished, ovt-paper.md §1.3).
+"""The explicit "Clean" step (the paper does not publish its own rules).
 
 Applied per object, in view order, each rule with its own drop reason:
 1. `empty`: fewer than `min_words` words after whitespace normalisation;
@@ -8,8 +8,8 @@ Applied per object, in view order, each rule with its own drop reason:
 3. `duplicate`: the same caption (case/space/punctuation-insensitive) as an earlier view of the same object;
 4. `inconsistent` (optional): the caption's MiniLM embedding (mean pooled, as sentence-transformers does) is nearer
    to another class prompt ("a 3D render of a {label}.") than to its own class's prompt. Rows whose class is null
-   or outside the vocabulary are not checked (counted as `unchecked`). This is the Cap3D/DiffuRank lesson
-   (anchors.md §1c): atypical views hallucinate, so check each view's caption.
+   or outside the vocabulary are not checked (counted as `unchecked`). This is the Cap3D/DiffuRank lesson:
+   atypical views hallucinate, so check each view's caption.
 """
 
 from __future__ import annotations

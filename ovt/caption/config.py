@@ -12,7 +12,7 @@ from pydantic import Field, field_validator
 
 from ovt.params_base import StrictModel
 
-# The paper's prompts (ovt-paper.md §1.3, fig-3.2). `{category}` is filled from the first non-null `guidance_fields`.
+# The paper's prompts (its MVCap captioning figure). `{category}` is filled from the first non-null `guidance_fields`.
 PAPER_PROMPT_GUIDED = (
     "Write a short description for the image, noting that the main instance of the image is a {category}."
 )

@@ -1,6 +1,6 @@
 """MVCap: the paper's released record format, read and written, and our caption shards read as the same records.
 
-Released format (ovt-paper.md §1.4): `metadata.json` is one JSON list of `{path, caption, obj_id, img_id}` with
+Released format: `metadata.json` is one JSON list of `{path, caption, obj_id, img_id}` with
 `path` relative (`./views/<uid>/026.png`) to an image root the user supplies (the release README warns paths may
 need to be made absolute). Training uses `path`, `caption`, `obj_id` (views of one object share it).
 

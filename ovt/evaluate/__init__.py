@@ -9,10 +9,8 @@ through its interface (`encode_image`, `encode_text`, `preprocess`), so any mode
 
 from __future__ import annotations
 
-from typing import Any
+from ovt.lazy import lazy_exports
 
-# Lazy: `import ovt.config` (hence `ovt params`, `ovt --help`) loads only the config modules it
-# needs, never the stage code behind these names (torch, open_clip, peft take seconds).
 _EXPORTS = {
     "EvaluateParams": "ovt.evaluate.config",
     "EvaluatePaths": "ovt.evaluate.stage",
@@ -25,12 +23,4 @@ _EXPORTS = {
     "topk_correct": "ovt.evaluate.zeroshot",
     "run": "ovt.evaluate.stage",
 }
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'ovt.evaluate' has no attribute {name!r}")
-    import importlib
-
-    return getattr(importlib.import_module(_EXPORTS[name]), name)
+__getattr__, __all__ = lazy_exports(__name__, _EXPORTS)

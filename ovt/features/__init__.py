@@ -8,7 +8,7 @@ prefix, pooled = store.lookup(keys)                                         # [n
 
 from __future__ import annotations
 
-from typing import Any
+from ovt.lazy import lazy_exports
 
 _EXPORTS = {
     "FeatureParams": "ovt.features.config",
@@ -18,13 +18,4 @@ _EXPORTS = {
     "open_store": "ovt.features.store",
     "tower_key": "ovt.features.store",
 }
-
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:  # lazy: importing the package must not pull in torch
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'ovt.features' has no attribute {name!r}")
-    import importlib
-
-    return getattr(importlib.import_module(_EXPORTS[name]), name)
+__getattr__, __all__ = lazy_exports(__name__, _EXPORTS)

@@ -110,7 +110,7 @@ class BootstrapParams(StrictModel):
 
     text_field: Literal["label", "name"] = "label"  # class text per view; rows with a null label fall back to name
     templates: list[str] = ["a 3D render of a {}.", "a rendering of a {}.", "a 3D model of a {}."]
-    # Words the MiniLM vocabulary reads better than the dataset's head nouns (mini-benchmark.md).
+    # Words the MiniLM vocabulary reads better than the dataset's head nouns (a `plug` is a wall power outlet here).
     prompt_words: dict[str, str] = {
         "female": "woman",
         "male": "man",

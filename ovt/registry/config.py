@@ -19,8 +19,8 @@ _ALIAS_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 class GateParams(StrictModel):
     """When a challenger replaces the champion (all three conditions must hold)."""
 
-    # With ~66 held-out objects one object is ~1.5 pp of worst-view accuracy (mini-benchmark.md): a margin below
-    # that would promote on noise, hence 0.01 by default for the two robustness metrics.
+    # With ~66 held-out objects one object is ~1.5 pp of worst-view accuracy: a margin below that would promote
+    # on noise, hence 0.01 by default for the two robustness metrics.
     worst_view_margin: float = Field(0.01, ge=0, description="challenger - champion must be >= this")
     off_canonical_margin: float = Field(0.0, ge=0, description="challenger - champion must be >= this")
     canonical_tolerance: float = Field(0.02, ge=0, description="champion - challenger must be <= this")

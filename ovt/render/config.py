@@ -1,9 +1,9 @@
 """Typed parameters of the render stage (the `render:` block of params.yaml).
 
-The defaults are the embedded default. Why 26 views: the mini-benchmark's 34-view layout (4 elevation rings x 8
-azimuths + poles) costs ~30% more views for every downstream stage (captioning, feature caching at ~57 ms/view on
-2 cores, training). 4 rings x 6 azimuths (60 deg apart) + top + bottom keeps every elevation band of that layout
-(-35, 10, 30, 60, +-90) and still gives 6 canonical views per object (the 10 and 30 deg rings at azimuth 0, +-60).
+The defaults are the embedded default. Why 26 views: a 34-view layout (4 elevation rings x 8 azimuths + poles)
+costs a third more views in every downstream stage (captioning, the frozen-feature pass, training). 4 rings x 6
+azimuths (60 deg apart) + top + bottom keeps every elevation band of that layout (-35, 10, 30, 60, +-90)
+and still gives 6 canonical views per object (the 10 and 30 deg rings at azimuth 0, +-60).
 """
 
 from __future__ import annotations

@@ -12,10 +12,8 @@ Command line: `python -m ovt.services up|down|status|env|logs`.
 
 from __future__ import annotations
 
-from typing import Any
+from ovt.lazy import lazy_exports
 
-# Lazy: `import ovt.config` (hence `ovt params`, `ovt --help`) loads only the config modules it
-# needs, never the stage code behind these names (torch, open_clip, peft take seconds).
 _EXPORTS = {
     "ServiceConfigError": "ovt.services.config",
     "ServiceSettings": "ovt.services.config",
@@ -32,12 +30,4 @@ _EXPORTS = {
     "up": "ovt.services.manager",
     "ServiceError": "ovt.services.process",
 }
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'ovt.services' has no attribute {name!r}")
-    import importlib
-
-    return getattr(importlib.import_module(_EXPORTS[name]), name)
+__getattr__, __all__ = lazy_exports(__name__, _EXPORTS)

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+from ovt.lazy import lazy_exports
 
-# Lazy: `import ovt.config` (hence `ovt params`, `ovt --help`) loads only the config modules it
-# needs, never the stage code behind these names (torch, open_clip, peft take seconds).
 _EXPORTS = {
     "TrainParams": "ovt.train.config",
     "itc_loss": "ovt.train.losses",
@@ -15,12 +13,4 @@ _EXPORTS = {
     "knn_weighted_centre": "ovt.train.mining",
     "mine_from_embeddings": "ovt.train.mining",
 }
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'ovt.train' has no attribute {name!r}")
-    import importlib
-
-    return getattr(importlib.import_module(_EXPORTS[name]), name)
+__getattr__, __all__ = lazy_exports(__name__, _EXPORTS)

@@ -1,7 +1,7 @@
 """Typed parameters of the train stage (the `train:` block of params.yaml).
 
-Defaults are the embedded default (CPU, minutes on 2 cores). Every divergence of the official OVT code
-(ovt-paper.md §7) is an explicit switch; the comment on each says which value the official code uses.
+Defaults are the embedded default (CPU, minutes on 2 cores). Every divergence from the official OVT code
+is an explicit switch; the comment on each says which value the official code uses.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ class LossParams(StrictModel):
 
 class OptimParams(StrictModel):
     # The paper's 5e-5 is tuned for 35k steps; the embedded default runs a few hundred, so the LR is raised
-    # (mini-benchmark: 3e-4 for a few hundred steps of head tuning; peft warns MHA-LoRA explodes near 1e-3).
+    # (3e-4 suits a few hundred steps of head tuning; MHA-LoRA is known to diverge near 1e-3).
     lr: float = Field(3e-4, gt=0)
     betas: tuple[float, float] = (0.9, 0.98)
     eps: float = 1e-6

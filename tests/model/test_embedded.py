@@ -70,3 +70,22 @@ def test_conv_gradients_split_and_merge(embedded_model):
 
 def test_text_tower_has_no_adapter_and_is_frozen(embedded_model):
     assert not any(p.requires_grad for n, p in embedded_model.clip.named_parameters() if n.startswith("text."))
+
+
+@pytest.mark.parametrize("k_offset", [0, -3])
+def test_channels_last_activations_change_layout_not_values(embedded_model, monkeypatch, k_offset):
+    """The split runs its convolutions on channels-last activations (faster on CPU); the values must be NCHW's."""
+    from ovt.model import towers
+
+    split = embedded_model.eval().split
+    k = embedded_model.first_adapted + k_offset
+    x = torch.randn(3, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        fast_prefix, fast = split.prefix(x, k), split.tail(split.prefix(x, k), k)
+        assert fast_prefix.is_contiguous(memory_format=torch.channels_last)
+        monkeypatch.setattr(towers, "CHANNELS_LAST", False)
+        ref_prefix, ref = split.prefix(x, k), split.tail(split.prefix(x, k), k)
+    assert ref_prefix.is_contiguous()
+    # other kernels, other summation order: float32 rounding only
+    torch.testing.assert_close(fast_prefix, ref_prefix, atol=1e-4, rtol=1e-3)
+    torch.testing.assert_close(fast, ref, atol=1e-4, rtol=1e-3)
