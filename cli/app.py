@@ -207,10 +207,14 @@ def report(
     readme: Path = typer.Option(REPO_ROOT / "README.md", help="the file with the generated sections"),
 ) -> None:
     """Rewrite README.md's generated sections (results, pipeline times, benchmarks) from the committed files."""
-    from ovt.report import ReportError, render_readme
+    from ovt.report import DOCUMENTS, ReportError, render_readme
 
     try:
         changed = render_readme(readme, root=REPO_ROOT, check=check)
+        for doc, renderers in DOCUMENTS.items():
+            changed += [
+                f"{doc}:{n}" for n in render_readme(REPO_ROOT / doc, root=REPO_ROOT, check=check, renderers=renderers)
+            ]
     except ReportError as err:
         console.print(f"[red]{err}[/]")
         raise typer.Exit(2)
@@ -218,6 +222,21 @@ def report(
         console.print(f"[red]{readme} is out of date in: {', '.join(changed)} — run `ovt report`[/]")
         raise typer.Exit(1)
     console.print(f"{'checked' if check else 'updated'}: {', '.join(changed) or 'nothing to change'}")
+
+
+@app.command()
+def sweep(
+    spec: Path = typer.Argument(Path("experiments/validation_sweep.yaml"), help="the sweep spec (YAML)"),
+    out: Path = typer.Option(None, help="results JSON (default: the spec's path with .json)"),
+) -> None:
+    """Run a validation sweep: one `dvc exp run -S …` per grid point (resumes), validation metrics into a JSON that
+    `ovt report` renders into docs/experiments.md; prints the point the spec's rule selects."""
+    from ovt.sweep import load_spec, run_sweep
+
+    _check_params()
+    s = load_spec(spec)
+    doc = run_sweep(s, out or spec.with_suffix(".json"), cwd=Path.cwd())
+    console.print_json(json.dumps({"sweep": s.name, "points": len(doc["points"]), "selected": doc.get("selected")}))
 
 
 @app.command()

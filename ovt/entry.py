@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Callable, NoReturn
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+QUIET_LOGGERS = ("trimesh",)
 
 
 def stage_main(run: Callable[[Any], object], *, params_path: str | Path = "params.yaml") -> None:
@@ -25,6 +26,8 @@ def stage_main(run: Callable[[Any], object], *, params_path: str | Path = "param
     from ovt.config import ParamsError, load_params
 
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+    for name in QUIET_LOGGERS:  # per-mesh INFO chatter ("triangulating faces"): thousands of lines per stage
+        logging.getLogger(name).setLevel(logging.WARNING)
     try:
         params = load_params(params_path)
         # A stage may validate a combination of keys only once it knows its inputs: same clean exit.

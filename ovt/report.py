@@ -5,6 +5,10 @@
     pipeline    benchmarks/results/pipeline.json (benchmarks/pipeline.py: per-stage wall and CPU seconds)
     benchmarks  benchmarks/results/*.json        (the headline number of each benchmark script)
 
+and the same for the other generated documents (`DOCUMENTS`):
+
+    docs/experiments.md  sweep  experiments/validation_sweep.json (`ovt sweep`: validation metrics per grid point)
+
 `ovt report` rewrites them; `ovt report --check` (and tests/test_report.py) fails when the README differs from what
 the committed files render to. Every rendered number names the file (and key) it comes from.
 """
@@ -216,25 +220,41 @@ RENDERERS: dict[str, Callable[[Path], str]] = {
     "pipeline": render_pipeline,
     "benchmarks": render_benchmarks,
 }
+SWEEP_FILE = "experiments/validation_sweep.json"
 
 
-def render_text(text: str, root: Path) -> tuple[str, list[str]]:
+def render_sweep(root: Path) -> str:
+    from ovt.sweep import render_table
+
+    path = root / SWEEP_FILE
+    if not path.is_file():
+        return f"Not run yet: `ovt sweep experiments/validation_sweep.yaml` writes `{SWEEP_FILE}`.\n"
+    return render_table(_load(path), SWEEP_FILE)
+
+
+# Generated documents besides README.md (`ovt report` renders README with RENDERERS, then these).
+DOCUMENTS: dict[str, dict[str, Callable[[Path], str]]] = {"docs/experiments.md": {"sweep": render_sweep}}
+
+
+def render_text(
+    text: str, root: Path, renderers: Mapping[str, Callable[[Path], str]] = RENDERERS
+) -> tuple[str, list[str]]:
     """`text` with every generated section re-rendered, and the names of the sections that changed."""
     changed: list[str] = []
     seen: set[str] = set()
 
     def sub(m: re.Match) -> str:
         name = m.group("name")
-        if name not in RENDERERS:
-            raise ReportError(f"unknown generated section `{name}` (known: {', '.join(RENDERERS)})")
+        if name not in renderers:
+            raise ReportError(f"unknown generated section `{name}` (known: {', '.join(renderers)})")
         seen.add(name)
-        body = RENDERERS[name](root)
+        body = renderers[name](root)
         if body != m.group("body"):
             changed.append(name)
         return m.group(1) + body + m.group(4)
 
     out = _SECTION.sub(sub, text)
-    missing = set(RENDERERS) - seen
+    missing = set(renderers) - seen
     if missing:
         raise ReportError(
             f"README has no generated section(s) {sorted(missing)}: add "
@@ -243,12 +263,14 @@ def render_text(text: str, root: Path) -> tuple[str, list[str]]:
     return out, changed
 
 
-def render_readme(readme: Path, *, root: Path, check: bool = False) -> list[str]:
+def render_readme(
+    readme: Path, *, root: Path, check: bool = False, renderers: Mapping[str, Callable[[Path], str]] = RENDERERS
+) -> list[str]:
     """Re-render README's generated sections (in place unless `check`); return the names that differed."""
     from ovt.io import atomic_write_text
 
     text = readme.read_text(encoding="utf-8")
-    out, changed = render_text(text, root)
+    out, changed = render_text(text, root, renderers)
     if changed and not check:
         atomic_write_text(readme, out)
     return changed

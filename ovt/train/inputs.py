@@ -210,7 +210,8 @@ class TextTable:
         texts = sorted({p.text for p in pairs})
         index = {t: i for i, t in enumerate(texts)}
         store = shared.setdefault("text_store", {})
-        missing = [t for t in texts if t not in store]
+        # by length: each batch pads to its longest caption, so similar lengths together waste no compute
+        missing = sorted((t for t in texts if t not in store), key=len)
         for i in range(0, len(missing), 256):
             chunk = missing[i : i + 256]
             store.update(zip(chunk, model.encode_text(chunk).float().cpu()))

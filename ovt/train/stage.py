@@ -75,6 +75,47 @@ def variant_key(cfg: TrainParams, variant: str, seed: int, inputs: dict, model_c
     )
 
 
+TEXT_CACHE = "text_cache"
+
+
+def text_key(inputs: dict, model_cfg: Any) -> str:
+    """What the frozen text tower's output depends on: the bootstrapped base (its text LoRA) and the model block."""
+    model = model_cfg.model_dump(mode="json") if hasattr(model_cfg, "model_dump") else model_cfg
+    return stable_digest({"impl": IMPL_VERSION, "base": inputs.get("base"), "model": model})[:16]
+
+
+def load_text_cache(path: Path) -> dict[str, torch.Tensor]:
+    """Caption -> embedding from an earlier run with the same text tower; {} when there is none (or it is unreadable:
+    a cache is never a reason to fail)."""
+    if not path.is_file():
+        return {}
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            texts = json.loads(f.metadata()["texts"])
+            emb = f.get_tensor("emb")
+    except Exception as err:  # noqa: BLE001 - a corrupt cache is recomputed
+        log.warning("text cache %s unreadable (%s): recomputing", path, err)
+        return {}
+    return dict(zip(texts, emb))
+
+
+def save_text_cache(path: Path, store: dict[str, torch.Tensor]) -> None:
+    """Atomically write `store` to `path` and drop cache files of other text towers."""
+    from safetensors.torch import save
+
+    from ovt.io import atomic_write_bytes
+
+    texts = sorted(store)
+    emb = torch.stack([store[t] for t in texts]) if texts else torch.zeros(0)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, save({"emb": emb.contiguous()}, metadata={"texts": json.dumps(texts)}))
+    for other in path.parent.glob("*.safetensors"):
+        if other != path:
+            other.unlink()
+
+
 def _default_builder(model_cfg: Any, base_dir: Path | None) -> Callable[[], torch.nn.Module]:
     from ovt.model import build_base, build_ovt_model
 
@@ -126,7 +167,11 @@ def run(
     # One table per view selection (all views / the held-out-viewpoint bands); the frozen-tower stores inside
     # `shared` are common to both, so an image or caption is encoded once per run whichever variants use it.
     tables: dict[bool, Any] = {}
-    stores: dict = {"prefix_store": {}, "text_store": {}}  # frozen-tower outputs by image key / caption
+    text_cache = out_dir / TEXT_CACHE / f"{text_key(inputs, model_cfg)}.safetensors"
+    # frozen-tower outputs by image key / caption; caption embeddings persist across runs (a sweep point that
+    # changes only train params would otherwise re-encode every caption)
+    stores: dict = {"prefix_store": {}, "text_store": load_text_cache(text_cache)}
+    n_cached = len(stores["text_store"])
     shareds: dict[bool, dict] = {False: dict(stores), True: dict(stores)}
     hv = cfg.heldout_viewpoints
     hv_cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"elevation_bands": hv.train_bands})})
@@ -198,6 +243,8 @@ def run(
         barrier(ctx)
         stats[variant] = vstats
     if ctx.is_main:
+        if len(stores["text_store"]) != n_cached or not text_cache.is_file():
+            save_text_cache(text_cache, stores["text_store"])
         metrics_dir.mkdir(parents=True, exist_ok=True)
         flat = {
             v: {

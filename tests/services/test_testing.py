@@ -9,7 +9,7 @@ import psutil
 import pytest
 
 from ovt.services import s3_client
-from ovt.services.config import GRPC_OFFSET
+from ovt.services.config import GRPC_OFFSET, ServiceSettings
 from ovt.services.testing import free_port_settings, free_ports, local_stack
 
 pytestmark = pytest.mark.timeout(180)
@@ -25,10 +25,33 @@ def test_free_ports_are_distinct_and_leave_room_for_grpc():
             s.bind(("127.0.0.1", p))  # raises if taken
 
 
-def test_free_port_settings_are_valid_and_isolated(tmp_path):
+PORT_FIELDS = (
+    "s3_port",
+    "s3_master_port",
+    "s3_volume_port",
+    "s3_filer_port",
+    "s3_admin_port",
+    "mlflow_port",
+    "prefect_port",
+)
+SEAWEED_FIELDS = PORT_FIELDS[:5]  # each also reserves port + GRPC_OFFSET
+
+
+def test_free_port_settings_are_valid_and_isolated(tmp_path, monkeypatch):
+    # the caller's environment must not leak into test settings: a developer's OVT_*/AWS_* are ignored
+    monkeypatch.setenv("OVT_S3_PORT", "8333")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "someone-elses-key")
     s = free_port_settings(tmp_path, extra_buckets=("abc",))
     assert s.state_dir == tmp_path.resolve() and s.buckets == ("dvc", "mlflow", "abc")
-    assert s.s3_port != 8333 and s.access_key == "ovt-test"
+    assert s.access_key == "ovt-test" and s.host == "127.0.0.1"
+    ports = [getattr(s, f) for f in PORT_FIELDS]
+    defaults = [ServiceSettings.model_fields[f].default for f in PORT_FIELDS]
+    every = ports + [getattr(s, f) + GRPC_OFFSET for f in SEAWEED_FIELDS]
+    assert len(set(every)) == len(every), "two services (or a gRPC port) share a port"
+    assert not set(every) & set(defaults + [d + GRPC_OFFSET for d in defaults[:5]]), "a test stack on a default port"
+    for p in every:  # free right now: a stack started on these settings cannot collide with a running one
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", p))
 
 
 def test_local_stack_always_tears_down(tmp_path):

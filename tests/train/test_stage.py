@@ -187,3 +187,29 @@ def test_bf16_without_cuda_warns_and_runs_fp32():
         assert resolve_precision("bf16", torch.device("cpu")) == "fp32"
     assert resolve_precision("auto", torch.device("cpu")) == "fp32"
     assert resolve_precision("auto", torch.device("cuda", 0)) == "bf16"
+
+
+def test_caption_embeddings_persist_across_runs_and_match_a_fresh_encoding(tree, tmp_path, monkeypatch):
+    from ovt.model import ovt_model
+    from ovt.train import stage
+
+    cfg = tiny_train_cfg(epochs=1, variants=["ovt"])
+    _run(cfg, tree, tmp_path)
+    (cache,) = (tmp_path / stage.TEXT_CACHE).glob("*.safetensors")
+    stored = stage.load_text_cache(cache)
+    assert stored, "the first run wrote the caption embeddings"
+    # a fresh text tower gives the stored embeddings (the cache changes the cost, not the numbers)
+    texts = sorted(stored)[:3]
+    model = ovt_model.build_ovt_model(
+        tiny_model_cfg(), __import__("ovt.model").model.build_base(tiny_model_cfg(), None)
+    )
+    torch.testing.assert_close(model.encode_text(texts), torch.stack([stored[t] for t in texts]))
+
+    calls = []
+    real = ovt_model.OVTModel.encode_text
+    monkeypatch.setattr(ovt_model.OVTModel, "encode_text", lambda self, t: calls.append(len(t)) or real(self, t))
+    _run(tiny_train_cfg(epochs=1, variants=["ovt"], loss={"lam": 2.0}), tree, tmp_path)  # retrains ovt
+    assert calls == [], "the second run re-encoded captions the cache holds"
+    cache.write_bytes(b"garbage")  # a corrupt cache is recomputed, never fatal
+    _run(tiny_train_cfg(epochs=1, variants=["ovt"], loss={"lam": 3.0}), tree, tmp_path)
+    assert calls and stage.load_text_cache(cache).keys() == stored.keys()

@@ -1,0 +1,171 @@
+"""Validation sweeps: every modelling choice is read off the validation split, never the test split.
+
+A sweep spec (YAML, e.g. experiments/validation_sweep.yaml) names fixed overrides (which must evaluate on the
+validation split) and a grid. Each grid point is one `dvc exp run -S key=value …` in the workspace, so DVC reruns
+only the stages the changed params feed (train's per-variant content keys skip variants a param does not touch);
+after each point the validation metrics are appended to a results JSON (atomic, one point at a time, so a killed
+sweep resumes where it stopped). `select` applies the spec's rule to the results; `ovt report` renders the table
+into docs/experiments.md and tests/test_sweep.py checks that params.yaml holds the selected values.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import logging
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import Field, model_validator
+
+from ovt.io import atomic_write_json, atomic_write_text
+from ovt.params_base import StrictModel
+
+log = logging.getLogger(__name__)
+
+METRICS_FILE = "data/eval/metrics.json"
+
+
+class SweepSpec(StrictModel):
+    name: str
+    description: str = ""
+    fixed: dict[str, Any] = Field(default_factory=dict)  # overrides applied at every point
+    grid: dict[str, list[Any]]  # dotted params key -> values; points are the Cartesian product, in order
+    select_variant: str = "ovt"  # the rule: the point where this variant's metric is highest on validation
+    select_metric: str = "worst_view_acc"
+    tie_break: str = "mean_acc"
+    variants: list[str] = ["base", "contrastive", "ovt"]  # reported per point
+    metrics: list[str] = ["mean_acc", "worst_view_acc", "canonical_acc", "off_canonical_acc"]
+
+    @model_validator(mode="after")
+    def _validation_only(self) -> SweepSpec:
+        if self.fixed.get("evaluate.split") != "validation":
+            raise ValueError(
+                "a sweep must set `evaluate.split: validation` in `fixed`: choices never read the test split"
+            )
+        if not self.grid or any(not v for v in self.grid.values()):
+            raise ValueError("the grid needs at least one key, each with at least one value")
+        if overlap := set(self.fixed) & set(self.grid):
+            raise ValueError(f"keys both fixed and swept: {sorted(overlap)}")
+        if self.select_variant not in self.variants:
+            raise ValueError(f"select_variant {self.select_variant!r} is not among the reported variants")
+        return self
+
+
+def load_spec(path: str | Path) -> SweepSpec:
+    return SweepSpec.model_validate(yaml.safe_load(Path(path).read_text(encoding="utf-8")))
+
+
+def points(spec: SweepSpec) -> list[dict[str, Any]]:
+    keys = list(spec.grid)
+    return [dict(zip(keys, values)) for values in itertools.product(*(spec.grid[k] for k in keys))]
+
+
+def point_id(point: Mapping[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(point, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def set_args(overrides: Mapping[str, Any]) -> list[str]:
+    """`-S key=value` pairs for `dvc exp run` (values in YAML flow style, which is what DVC parses)."""
+    out: list[str] = []
+    for k, v in overrides.items():
+        out += ["-S", f"{k}={yaml.safe_dump(v, default_flow_style=True).strip().removesuffix('...').strip()}"]
+    return out
+
+
+def read_metrics(path: Path, spec: SweepSpec) -> dict[str, dict[str, float]]:
+    doc = json.loads(path.read_text(encoding="utf-8"))
+    if doc.get("split") != "validation":
+        raise ValueError(f"{path} holds metrics of the {doc.get('split')!r} split, not validation")
+    out: dict[str, dict[str, float]] = {}
+    for v in spec.variants:
+        if v not in doc:
+            raise KeyError(
+                f"{path} has no metrics for variant {v!r} (has {sorted(k for k in doc if isinstance(doc[k], dict))})"
+            )
+        out[v] = {m: doc[v][m] for m in spec.metrics if m in doc[v]}
+    out["_"] = {"n_objects": doc.get("n_objects"), "n_views": doc.get("n_views")}
+    return out
+
+
+def run_point_with_dvc(point: Mapping[str, Any], spec: SweepSpec, cwd: Path) -> dict:
+    """One `dvc exp run` in the workspace at `cwd`; returns the validation metrics it wrote."""
+    from ovt import dvc_driver
+
+    res = dvc_driver.run_dvc(["exp", "run", *set_args({**spec.fixed, **point})], cwd=cwd)
+    return {"metrics": read_metrics(cwd / METRICS_FILE, spec), "seconds": round(res.seconds, 1)}
+
+
+def run_sweep(
+    spec: SweepSpec,
+    out: Path,
+    *,
+    cwd: Path,
+    run_point: Callable[[Mapping[str, Any], SweepSpec, Path], dict] = run_point_with_dvc,
+) -> dict:
+    """Run every point not yet in `out` (resume), writing `out` after each; params.yaml is restored afterwards
+    (a workspace `dvc exp run` leaves its -S values in it)."""
+    doc = json.loads(out.read_text()) if out.is_file() else {}
+    if doc.get("spec") not in (None, spec.model_dump(mode="json")):
+        log.warning("sweep %s: the spec changed since %s was written; starting afresh", spec.name, out)
+        doc = {}
+    doc.update(spec=spec.model_dump(mode="json"))
+    done = {r["id"] for r in doc.setdefault("points", [])}
+    params = cwd / "params.yaml"
+    original = params.read_text(encoding="utf-8")
+    try:
+        for i, point in enumerate(points(spec)):
+            pid = point_id(point)
+            if pid in done:
+                continue
+            log.info("sweep %s: point %d/%d %s", spec.name, i + 1, len(points(spec)), point)
+            row = run_point(point, spec, cwd)
+            doc["points"].append({"id": pid, "point": point, **row})
+            doc["selected"] = select(doc, spec)
+            atomic_write_json(out, doc)
+    finally:
+        if params.read_text(encoding="utf-8") != original:
+            atomic_write_text(params, original)
+    return doc
+
+
+def select(doc: Mapping[str, Any], spec: SweepSpec) -> dict[str, Any] | None:
+    """The point with the highest validation `select_metric` of `select_variant` (ties: `tie_break`, then grid
+    order)."""
+    order = {point_id(p): i for i, p in enumerate(points(spec))}
+    rows = [r for r in doc.get("points", []) if r["id"] in order]
+    if not rows:
+        return None
+
+    def key(r: Mapping[str, Any]) -> tuple[float, float, int]:
+        m = r["metrics"][spec.select_variant]
+        return (m[spec.select_metric], m.get(spec.tie_break, 0.0), -order[r["id"]])
+
+    best = max(rows, key=key)
+    return {"id": best["id"], "point": best["point"]}
+
+
+def render_table(doc: Mapping[str, Any], source: str) -> str:
+    """docs/experiments.md's generated section: one row per point, accuracies in % on the validation split."""
+    spec = SweepSpec.model_validate(doc["spec"])
+    keys = list(spec.grid)
+    cols = [(v, m) for v in spec.variants for m in spec.metrics]
+    head = "| " + " | ".join([*(f"`{k}`" for k in keys), *(f"{v} {m.removesuffix('_acc')}" for v, m in cols), "min"])
+    lines = [head + " |", "|" + "---|" * (len(keys) + len(cols) + 1)]
+    chosen = (doc.get("selected") or {}).get("id")
+    for r in doc.get("points", []):
+        vals = [json.dumps(r["point"][k]) for k in keys]
+        accs = [f"{100 * r['metrics'][v][m]:.1f}" if m in r["metrics"].get(v, {}) else "–" for v, m in cols]
+        mark = " **(selected)**" if r["id"] == chosen else ""
+        lines.append("| " + " | ".join([*vals, *accs, f"{r.get('seconds', 0) / 60:.1f}{mark}"]) + " |")
+    n = (doc["points"][0]["metrics"].get("_") or {}) if doc.get("points") else {}
+    return (
+        f"From `{source}` (sweep `{spec.name}`: {len(doc.get('points', []))} points, validation split, "
+        f"n_objects = {n.get('n_objects')}, n_views = {n.get('n_views')}; fixed: "
+        + ", ".join(f"`{k}={json.dumps(v)}`" for k, v in spec.fixed.items())
+        + f"). Rule: highest {spec.select_variant} `{spec.select_metric}`, ties by `{spec.tie_break}`. "
+        "Accuracy in %; `min` is the point's wall time in minutes.\n\n" + "\n".join(lines) + "\n"
+    )
