@@ -175,8 +175,8 @@ def _mvcap_records(metadata: Path, root: Path) -> list[dict]:
     try:
         from ovt.caption.mvcap import read_metadata
     except ImportError:  # the caption package is optional for training from a released metadata.json
-        read_metadata = None
-    if read_metadata is not None:
+        pass
+    else:
         return [{**r.to_row(), "image_path": str(r.image_path)} for r in read_metadata(metadata, root)]
     with open(metadata, encoding="utf-8") as fh:
         data = json.load(fh)
@@ -309,13 +309,14 @@ def build_table(cfg: DataParams, renders_dir: Path | None, captions_dir: Path | 
     twod: list[Pair] = []
     if cfg.twod_batch > 0 and cfg.twod_source != "none":
         if cfg.twod_source == "canonical":
-            if not manifest:
+            # a manifest only comes with renders_dir; the None check is for the type checker's benefit
+            if not manifest or renders_dir is None:
                 raise DataError("data.twod_source='canonical' needs render shards (not an MVCap metadata.json)")
             twod = canonical_pairs(manifest, renders_dir, cfg.twod_prompt)
-        elif cfg.twod_source == "csv":
-            twod = csv_pairs(cfg.twod_path)
         else:
-            twod = webdataset_pairs(cfg.twod_path)
+            if cfg.twod_path is None:  # DataParams' validator rejects this already; also narrows the type
+                raise DataError(f"data.twod_source={cfg.twod_source!r} needs data.twod_path")
+            twod = csv_pairs(cfg.twod_path) if cfg.twod_source == "csv" else webdataset_pairs(cfg.twod_path)
         if not twod:
             raise DataError(f"data.twod_source={cfg.twod_source!r} yielded no pairs")
         src["twod"] = cfg.twod_source
