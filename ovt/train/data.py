@@ -13,13 +13,16 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
 
 from PIL import Image
 
 from ovt.io import iter_jsonl
 from ovt.shards import SampleReader, decode_rgb, iter_samples, to_rgb
 from ovt.train.config import DataParams
+
+if TYPE_CHECKING:  # torch is imported where it is used: reading the data needs none of it
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +63,7 @@ class TrainTable:
     def pairs(self) -> list[Pair]:
         return self.mv + self.twod
 
-    def rows_of_object(self):
+    def rows_of_object(self) -> list[torch.Tensor]:
         import torch
 
         rows: list[list[int]] = [[] for _ in self.objects]

@@ -318,7 +318,7 @@ class ShardStream(IterableDataset):
             for key, members in iter_whole_shard(tar):
                 yield (key, *sample_fields(key, members, tar, self.captions))
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[tuple]:
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
         # threads per worker: decoding is per-sample work; torch's intra-op pool would oversubscribe the cores
