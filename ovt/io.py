@@ -53,7 +53,8 @@ def atomic_writer(path: str | os.PathLike, mode: str = "wb", *, perms: int | Non
             chmod_like_open(tmp, 0o666)
         else:
             os.chmod(tmp, perms)
-        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as fh:
+        text_args: dict[str, Any] = {} if "b" in mode else {"encoding": "utf-8"}
+        with os.fdopen(fd, mode, **text_args) as fh:
             yield fh
             fh.flush()
             os.fsync(fh.fileno())

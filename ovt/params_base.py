@@ -39,7 +39,8 @@ class StrictModel(BaseModel):
         if isinstance(value, bool) or value is None or info.field_name is None:
             return value
         field = cls.model_fields.get(info.field_name)
-        if field is not None and _is_bool_annotation(field.annotation):
+        # pydantic types FieldInfo.annotation as a type form, which mypy does not count as Hashable (it is)
+        if field is not None and _is_bool_annotation(field.annotation):  # type: ignore[arg-type]
             raise PydanticCustomError("strict_bool", "must be true or false (a YAML boolean, not a string or number)")
         return value
 

@@ -1,5 +1,6 @@
 """Which project files a Python file runs: its imports, followed transitively through the repository (AST only,
-nothing is executed). Imports inside functions count too: a lazily imported module still runs in that stage."""
+nothing is executed). Imports inside functions count too: a lazily imported module still runs in that stage.
+Imports under `if TYPE_CHECKING:` never run; the run-time trace (`project_files`) leaves them out."""
 
 from __future__ import annotations
 
@@ -29,13 +30,26 @@ def _module_of(path: Path, root: Path) -> str:
     return ".".join(parts)
 
 
-def imported_modules(path: Path, root: Path = ROOT) -> set[str]:
-    """Every module name an `import` / `from … import` in `path` may load (absolute and relative imports)."""
+def _type_checking_only(tree: ast.AST) -> set[int]:
+    """ids of the nodes inside `if TYPE_CHECKING:` / `if typing.TYPE_CHECKING:` bodies (read by type checkers only)."""
+    out: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and ast.unparse(node.test) in ("TYPE_CHECKING", "typing.TYPE_CHECKING"):
+            out.update(id(n) for stmt in node.body for n in ast.walk(stmt))
+    return out
+
+
+def imported_modules(path: Path, root: Path = ROOT, *, runtime_only: bool = False) -> set[str]:
+    """Every module name an `import` / `from … import` in `path` may load (absolute and relative imports);
+    `runtime_only` leaves out the imports under `if TYPE_CHECKING:`."""
     tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
     here = _module_of(path, root)
     package = here if path.name == "__init__.py" else here.rpartition(".")[0]
+    skip = _type_checking_only(tree) if runtime_only else set()
     out: set[str] = set()
     for node in ast.walk(tree):
+        if id(node) in skip:
+            continue
         if isinstance(node, ast.Import):
             out.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
@@ -69,7 +83,7 @@ def project_files(start: Path, root: Path = ROOT) -> set[Path]:
         if path in seen:
             continue
         seen.add(path)
-        for mod in imported_modules(path, root):
+        for mod in imported_modules(path, root, runtime_only=True):
             parts = mod.split(".")
             for i in range(1, len(parts) + 1):  # importing a.b.c runs a/__init__, a/b/__init__, then c
                 f = module_file(".".join(parts[:i]), root)

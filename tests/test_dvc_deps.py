@@ -68,3 +68,17 @@ def test_tracer_follows_lazy_and_relative_imports(tmp_path):
     (tmp_path / "ovt" / "unused.py").write_text("")
     got = {str(p.relative_to(tmp_path)) for p in project_files(pkg / "a.py", tmp_path)}
     assert got == {"ovt/__init__.py", "ovt/sub/__init__.py", "ovt/sub/a.py", "ovt/sub/b.py", "ovt/sub/c.py"}
+
+
+def test_tracer_leaves_out_type_checking_imports(tmp_path):
+    # An import under `if TYPE_CHECKING:` only feeds the type checker: the stage never runs that module.
+    pkg = tmp_path / "ovt"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "a.py").write_text(
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from ovt.heavy import X\nelse:\n    import ovt.b\n"
+    )
+    (pkg / "b.py").write_text("")
+    (pkg / "heavy.py").write_text("X = 1\n")
+    got = {str(p.relative_to(tmp_path)) for p in project_files(pkg / "a.py", tmp_path)}
+    assert got == {"ovt/__init__.py", "ovt/a.py", "ovt/b.py"}

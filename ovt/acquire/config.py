@@ -94,13 +94,23 @@ class LabelParams(StrictModel):
     min_per_class: int = Field(default=6, ge=1)
 
 
+# Typed functions rather than lambdas: mypy cannot infer a lambda's list of literals against pydantic's
+# default_factory overloads.
+def _default_group_by() -> list[Literal["geometry", "name_family"]]:
+    return ["geometry", "name_family"]
+
+
+def _default_sources() -> list[SourceName]:
+    return ["sweethome3d"]
+
+
 class SplitParams(StrictModel):
     """Train / validation / test by group of near-duplicates, stratified by label (ovt.acquire.split)."""
 
     validation_fraction: float = Field(default=0.15, ge=0.0, lt=1.0)
     test_fraction: float = Field(default=0.2, ge=0.0, lt=1.0)
     # What joins objects into one group that is never split: equal geometry fingerprints, equal name families.
-    group_by: list[Literal["geometry", "name_family"]] = Field(default_factory=lambda: ["geometry", "name_family"])
+    group_by: list[Literal["geometry", "name_family"]] = Field(default_factory=_default_group_by)
     # A name family larger than this is refined (by the numbers in the stem) or, if it cannot be, ignored.
     max_family_size: int = Field(default=10, ge=2)
 
@@ -118,7 +128,7 @@ class SplitParams(StrictModel):
 
 class AcquireParams(StrictModel):
     # Sources in priority order: when two sources hold the same bytes the first one's metadata is kept.
-    sources: list[SourceName] = Field(default_factory=lambda: ["sweethome3d"], min_length=1)
+    sources: list[SourceName] = Field(default_factory=_default_sources, min_length=1)
     sweethome3d: SweetHome3DParams = Field(default_factory=SweetHome3DParams)
     local: LocalParams = Field(default_factory=LocalParams)
     objaverse: ObjaverseParams = Field(default_factory=ObjaverseParams)

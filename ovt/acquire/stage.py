@@ -21,7 +21,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, cast
 
 from tqdm import tqdm
 
@@ -57,7 +57,11 @@ def _load_cache(out_dir: Path) -> dict[str, MeshInfo]:
             return {}
         return {
             r["asset_id"]: MeshInfo(
-                int(r["n_vertices"]), int(r["n_faces"]), bool(r["textured_mesh"]), tuple(float(x) for x in r["extents"])
+                int(r["n_vertices"]),
+                int(r["n_faces"]),
+                bool(r["textured_mesh"]),
+                # written from MeshInfo.extents, a 3-vector
+                cast(tuple[float, float, float], tuple(float(x) for x in r["extents"])),
             )
             for r in iter_jsonl(manifest_path)
         }
@@ -215,7 +219,7 @@ def run(cfg: AcquireParams, *, seed: int, out_dir: str | Path, progress: bool = 
     filtered: Counter = Counter()
 
     cands: list[AssetCandidate] = []
-    n_candidates = Counter()
+    n_candidates: Counter[str] = Counter()
     for name in cfg.sources:
         for c in build_source(name, cfg).candidates():
             n_candidates[name] += 1

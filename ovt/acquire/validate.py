@@ -180,7 +180,12 @@ def inspect_mesh(path: str | Path) -> MeshInfo:
     extent = hi - lo
     if not np.isfinite(area) or area <= 0.0 or not (extent > 0).any():
         raise ItemError("degenerate", f"area={area:.3g}, extents={np.round(extent, 6).tolist()}")
-    return MeshInfo(n_vertices=n_vertices, n_faces=n_faces, textured=textured, extents=tuple(float(x) for x in extent))
+    return MeshInfo(
+        n_vertices=n_vertices,
+        n_faces=n_faces,
+        textured=textured,
+        extents=(float(extent[0]), float(extent[1]), float(extent[2])),
+    )
 
 
 def check_limits(info: MeshInfo, min_faces: int, max_faces: int) -> None:

@@ -20,7 +20,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 from ovt.caption.base import Caption
 from ovt.caption.config import CleaningParams
@@ -66,7 +66,7 @@ class TextTower:
     def __init__(self, path: str) -> None:
         self.path = path
         self._tokenizer = None
-        self._model = None
+        self._model: Any = None  # transformers' AutoModel, loaded on the first embed()
         # Counting tokens (every caption) needs only the Rust tokenizer, which loads in milliseconds; importing
         # transformers costs seconds (a minute on a loaded 2-core machine), so AutoTokenizer is loaded only to
         # truncate or embed. Same tokenizer.json, same special tokens, truncation and padding off as in
@@ -144,18 +144,24 @@ class Cleaner:
         self.vocabulary = sorted({v.strip().lower() for v in vocabulary if v and v.strip()})
         self._class_emb = None
 
+    def _text_tower(self) -> TextTower:
+        """The tower; only the paths that need it (a tokenizer, the consistency filter) ask, and it exists then."""
+        if self.tower is None:
+            raise RuntimeError("caption cleaning: no text tower (neither cleaning.tokenizer nor consistency_filter)")
+        return self.tower
+
     def _class_embeddings(self):
         if self._class_emb is None:
             prompts = [self.params.consistency_prompt.format(c) for c in self.vocabulary]
-            self._class_emb = self.tower.embed(prompts, self.params.embed_batch_size)
+            self._class_emb = self._text_tower().embed(prompts, self.params.embed_batch_size)
         return self._class_emb
 
     def _limit(self, text: str, n_tokens: int | None = None) -> tuple[str | None, bool]:
         p = self.params
         if p.tokenizer is not None:
-            if (self.tower.n_tokens(text) if n_tokens is None else n_tokens) <= p.max_tokens:
+            if (self._text_tower().n_tokens(text) if n_tokens is None else n_tokens) <= p.max_tokens:
                 return text, False
-            return (None, False) if p.too_long == "drop" else (self.tower.truncate(text, p.max_tokens), True)
+            return (None, False) if p.too_long == "drop" else (self._text_tower().truncate(text, p.max_tokens), True)
         words = text.split(" ")
         if len(words) <= p.max_words:
             return text, False
@@ -172,7 +178,7 @@ class Cleaner:
             res.counts[f"dropped_{reason}"] += 1
 
         texts = [normalise(c.caption) for c in captions]
-        counts = self.tower.n_tokens_batch(texts) if self.params.tokenizer is not None else [None] * len(texts)
+        counts = self._text_tower().n_tokens_batch(texts) if self.params.tokenizer is not None else [None] * len(texts)
         for cap, cls, obj, text, n_tok in zip(captions, classes, objects, texts, counts, strict=True):
             if len(text.split(" ")) < self.params.min_words or not text:
                 drop(cap, "empty")
@@ -208,7 +214,7 @@ class Cleaner:
         if len(self.vocabulary) < 2 or not checkable:  # one class: nothing to disagree with
             res.counts["unchecked"] += len(checkable)
             return survivors
-        emb = self.tower.embed([survivors[i][0].caption for i in checkable], self.params.embed_batch_size)
+        emb = self._text_tower().embed([survivors[i][0].caption for i in checkable], self.params.embed_batch_size)
         nearest = (emb @ self._class_embeddings().T).argmax(dim=1).tolist()
         bad = set()
         for i, n in zip(checkable, nearest):

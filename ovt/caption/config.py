@@ -88,13 +88,18 @@ class CleaningParams(StrictModel):
     embed_batch_size: int = Field(64, ge=1)
 
 
+def _default_guidance_fields() -> list[Literal["label", "name", "category"]]:
+    # a typed function: mypy cannot infer a lambda's list of literals against pydantic's default_factory overloads
+    return ["label", "name"]
+
+
 class CaptionParams(StrictModel):
     backend: Literal["template", "vlm"] = "template"
     guidance: bool = Field(
         True, description="category guidance (the paper's prompt names the category); off = the paper's ablation"
     )
     guidance_fields: list[Literal["label", "name", "category"]] = Field(
-        default_factory=lambda: ["label", "name"],
+        default_factory=_default_guidance_fields,
         min_length=1,
         description="first non-null field of the view row names the guided category",
     )

@@ -149,9 +149,9 @@ def iter_images(records: Iterable[MVCapRecord]) -> Iterator[tuple[MVCapRecord, I
             yield rec, rec.load_image()
     for tar_path, wanted in by_shard.items():
         for key, members in shards.iter_samples(tar_path, keys={k.removesuffix(".png") for k in wanted}):
-            rec = wanted.get(f"{key}.png")
-            if rec is not None and "png" in members:
-                yield rec, _open_png(members["png"])
+            found = wanted.get(f"{key}.png")
+            if found is not None and "png" in members:
+                yield found, _open_png(members["png"])
 
 
 def _open_png(data: bytes) -> Image.Image:

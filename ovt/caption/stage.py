@@ -77,7 +77,9 @@ def _stem(shard: Shard) -> str:
     return f"{shard.index:05d}"
 
 
-def shard_content_key(shard: Shard, cfg: CaptionParams, seed: int, vocab: list[str], asset_rows: list[dict]) -> str:
+def shard_content_key(
+    shard: Shard, cfg: CaptionParams, seed: int, vocab: list[str], asset_rows: list[dict | None]
+) -> str:
     return stable_digest(
         {
             "impl": IMPL_VERSION,
@@ -261,6 +263,8 @@ def run(
     n_views_expected = sum(_expected_views(s.record) for s in todo) or None
     with tqdm(total=n_views_expected, desc="caption", unit="view", disable=not todo) as bar:
         for shard in todo:
+            if captioner is None or cleaner is None:  # both are built above whenever a shard is to be captioned
+                raise RuntimeError("caption: no captioner or cleaner for the shards to caption")
             try:
                 shard_failures: list[dict] = []
                 views = _load_views(shard, render_rows, assets, shard_failures)

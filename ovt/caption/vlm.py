@@ -81,7 +81,8 @@ class VlmCaptioner:
                 f"`hf download {params.model}` on a connected machine) or set caption.vlm.model to a local folder. "
                 f"Cause: {err}"
             ) from err
-        self.net.to(self.device).eval()
+        # transformers wraps PreTrainedModel.to in a decorator whose annotation drops the bound self
+        self.net.to(self.device).eval()  # type: ignore[arg-type]
         self.model_type = config.model_type
         self.model = params.model
         # provenance: the commit hash of a cached hub model when known, else the folder's config name/version

@@ -49,6 +49,8 @@ def heatmap_figure(grids: Mapping[str, tuple[np.ndarray, np.ndarray]], edges: Se
         )
         ax.set_xlabel("azimuth bin centre (deg)")
     axes[0][0].set_ylabel("elevation band (deg)")
+    if im is None:
+        raise ValueError("heatmap_figure: no grids to plot")
     fig.colorbar(im, ax=axes[0].tolist(), label="top-1 accuracy", shrink=0.85)
     _savefig(fig, path)
     plt.close(fig)

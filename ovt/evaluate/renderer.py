@@ -8,9 +8,13 @@ renders a handful of views per object, so no worker process is worth its start-u
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
+
+if TYPE_CHECKING:  # the render package is imported lazily, after torch's compiler stack (see __init__)
+    from ovt.render.normalize import NormalisedMesh
 
 
 class GLViewRenderer:
@@ -30,7 +34,7 @@ class GLViewRenderer:
         self.cfg, self.assets_dir, self.seed = render_cfg, Path(assets_dir), seed
         self.gl = GLRenderer(render_cfg.image_size, render_cfg.msaa)
         self._mesh_key: str | None = None
-        self._mesh = None
+        self._mesh: NormalisedMesh | None = None
         self._light: dict | None = None
 
     def _load(self, asset_row: dict) -> None:
@@ -48,6 +52,9 @@ class GLViewRenderer:
         from ovt.render.images import composite
 
         self._load(asset_row)
+        mesh, light = self._mesh, self._light
+        if mesh is None or light is None:  # _load() has set both
+            raise RuntimeError(f"no mesh loaded for {asset_row['asset_id']}")
         pose = look_at_pose(direction(azimuth, elevation) * distance)
         fov = float(np.mean(self.cfg.fov_deg))
         view = View(
@@ -59,7 +66,7 @@ class GLViewRenderer:
             canonical=bool(is_canonical(azimuth, elevation, self.cfg.canonical)),
             pose=tuple(tuple(float(x) for x in row) for row in pose),
         )
-        rgba = self.gl.render(self._mesh, [view], self._light)[0]
+        rgba = self.gl.render(mesh, [view], light)[0]
         return Image.fromarray(composite(rgba, self.cfg.background), "RGB")
 
     def close(self) -> None:

@@ -251,7 +251,8 @@ def run(
                 continue
             results[spec.name] = res
             found = []
-            if search_on and (cfg.search.models is None or spec.name in cfg.search.models):
+            # search_on implies a renderer; the explicit check tells the type checker
+            if search_on and render_view is not None and (cfg.search.models is None or spec.name in cfg.search.models):
                 found = [
                     f.record(spec.name)
                     for f in search_model(
@@ -323,7 +324,7 @@ def run(
     metrics = report.metrics_doc(boot, extra)
     _write_outputs(out_dir, cfg, views, results, boot, metrics, found_all)
     _draw_figures(out_dir, cfg, views, results, found_all, render_view, asset_rows)
-    table = report.summary_table(boot, cfg.summary)
+    summary = report.summary_table(boot, cfg.summary)
     n_failures = len(read_jsonl(failures)) if failures.is_file() else 0
     stats = {
         "key": key,
@@ -343,7 +344,7 @@ def run(
     if run_id:
         stats["mlflow_run_id"] = run_id
     atomic_write_json(stats_path, stats)  # written last: its key marks the outputs complete
-    log.info("evaluate: done in %.1fs\n%s", stats["wall_s"], table)
+    log.info("evaluate: done in %.1fs\n%s", stats["wall_s"], summary)
     return stats
 
 

@@ -139,7 +139,7 @@ def search_model(
 
     The objects' searches advance in lockstep: each generation renders and encodes every object's candidate poses
     in shared batches (one small batch per object would cost several times more on a CPU)."""
-    space = SearchSpace(tuple(p.elevation_range), tuple(p.distance_range))
+    space = SearchSpace(p.elevation_range, p.distance_range)
     cache = cache if cache is not None else PrefixCache()
     n_obj = len(views.object_ids)
     live: dict[int, dict] = {}
@@ -227,7 +227,9 @@ def search_model(
                 st["grid_margin"],
                 st["grid_pose"],
                 float(min(res.best_value, st["grid_margin"])),
-                tuple(float(x) for x in res.best_pose) if better else st["grid_pose"],
+                (float(res.best_pose[0]), float(res.best_pose[1]), float(res.best_pose[2]))
+                if better
+                else st["grid_pose"],
                 st["best"][1] if better else None,
                 res.n_evals,
                 st["first_error"],

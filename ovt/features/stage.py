@@ -155,7 +155,11 @@ def _run(cfg: FeatureParams, *, model: Any, paths: FeaturePaths, progress: bool)
             done += 1
             bar.update(1)
             continue
-        keys, pre_parts, pooled_parts, batch, batch_keys = [], [], [], [], []
+        keys: list[str] = []
+        pre_parts: list[torch.Tensor] = []
+        pooled_parts: list[torch.Tensor] = []
+        batch: list[torch.Tensor] = []
+        batch_keys: list[str] = []
 
         def flush() -> None:
             if batch:
@@ -164,7 +168,8 @@ def _run(cfg: FeatureParams, *, model: Any, paths: FeaturePaths, progress: bool)
                     pre_parts.append(pre.to(dtype))
                 pooled_parts.append(pooled.float())
                 keys.extend(batch_keys)
-                batch.clear(), batch_keys.clear()
+                batch.clear()
+                batch_keys.clear()
 
         for skey, members in shards.iter_samples(shard.tar):
             try:

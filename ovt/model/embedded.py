@@ -90,7 +90,7 @@ def load_efficientnet_lite0_state(path: Path | None = None) -> dict[str, torch.T
 
 def model_config(embed_dim: int, image_size: int = 224, text_path: Path | None = None) -> dict:
     """open_clip model config (the JSON registered with add_model_config)."""
-    text_path = str(text_path or minilm_path())
+    text_model = str(text_path or minilm_path())
     return {
         "embed_dim": embed_dim,
         "custom_text": True,
@@ -102,8 +102,8 @@ def model_config(embed_dim: int, image_size: int = 224, text_path: Path | None =
             "image_size": image_size,
         },
         "text_cfg": {
-            "hf_model_name": text_path,
-            "hf_tokenizer_name": text_path,
+            "hf_model_name": text_model,
+            "hf_tokenizer_name": text_model,
             "hf_proj_type": "linear",
             "hf_pooler_type": "mean_pooler",
             "context_length": 64,

@@ -104,10 +104,11 @@ def build_base(cfg: ModelParams, base_dir: Path | None = None) -> BaseModel:
         bundle = _build_embedded(cfg, base_dir)
     else:
         model, tok, pre = build_open_clip(cfg)
+        clip: Any = model  # open_clip's CLIP, untyped: its attributes are duck-typed (getattr checks them)
         dim = (
-            int(model.text_projection.shape[1])
-            if getattr(model, "text_projection", None) is not None
-            else int(model.encode_text(tok(["a"])).shape[-1])
+            int(clip.text_projection.shape[1])
+            if getattr(clip, "text_projection", None) is not None
+            else int(clip.encode_text(tok(["a"])).shape[-1])
         )
         bundle = BaseModel(
             model,

@@ -15,6 +15,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -129,7 +130,8 @@ def build_lit_model(cfg: BootstrapParams, model_cfg: ModelParams, seed: int):
         inject_adapter_in_model(
             LoraConfig(
                 r=cfg.text_lora_r,
-                lora_alpha=cfg.text_lora_alpha,
+                # peft annotates lora_alpha as int but only ever divides it by r: a float alpha is valid
+                lora_alpha=cfg.text_lora_alpha,  # type: ignore[arg-type]
                 lora_dropout=0.0,
                 target_modules=list(cfg.text_lora_targets),
             ),
@@ -149,9 +151,11 @@ def export_trained(clip: nn.Module) -> dict[str, torch.Tensor]:
     from peft.tuners.lora import LoraLayer
 
     state = {k: v.detach().clone().contiguous() for k, v in clip.state_dict().items() if k in trained_projection_keys()}
-    for name, m in clip.text.transformer.named_modules():
+    text: Any = clip.text  # open_clip's HFTextEncoder, untyped: nn.Module.__getattr__ would say Tensor | Module
+    for name, m in text.transformer.named_modules():
         if isinstance(m, LoraLayer):
-            w = m.base_layer.weight + m.get_delta_weight("default")
+            # peft's LoraLayer mixin does not declare get_delta_weight, though every concrete LoRA layer defines it
+            w = m.base_layer.weight + m.get_delta_weight("default")  # type: ignore[attr-defined]
             state[f"text.transformer.{name}.weight"] = w.detach().clone().contiguous()
     return state
 
@@ -182,8 +186,9 @@ class TextEncoder:
         missing = [p for p in dict.fromkeys(prompts) if p not in self._tokens]
         if missing:
             self._tokens.update(zip(missing, self.tokenizer(missing)))
-        tokens = trim_padding(torch.stack([self._tokens[p] for p in prompts]), self.clip.text.config.pad_token_id)
-        return F.normalize(self.clip.encode_text(tokens), dim=-1)
+        clip: Any = self.clip  # open_clip's CustomTextCLIP, untyped: its tower and encode_text are duck-typed
+        tokens = trim_padding(torch.stack([self._tokens[p] for p in prompts]), clip.text.config.pad_token_id)
+        return F.normalize(clip.encode_text(tokens), dim=-1)
 
 
 def trim_padding(tokens: torch.Tensor, pad_id: int) -> torch.Tensor:

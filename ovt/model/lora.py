@@ -12,6 +12,7 @@ Placements (ModelParams.lora.placement):
 from __future__ import annotations
 
 import re
+from typing import cast
 
 from peft import LoraConfig, PeftModel, get_peft_model
 from peft.tuners.lora import LoraLayer
@@ -71,7 +72,14 @@ def target_modules(clip: nn.Module, split: TowerSplit, cfg: LoraParams) -> list[
 def apply_lora(clip: nn.Module, split: TowerSplit, cfg: LoraParams) -> PeftModel:
     """Wrap the whole CLIP in a PeftModel (freezes every base weight) with LoRA on the image tower only."""
     targets = target_modules(clip, split, cfg)
-    config = LoraConfig(r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, target_modules=targets, bias="none")
+    config = LoraConfig(
+        r=cfg.r,
+        # peft annotates lora_alpha as int but only ever divides it by r: a float alpha is valid
+        lora_alpha=cfg.alpha,  # type: ignore[arg-type]
+        lora_dropout=cfg.dropout,
+        target_modules=targets,
+        bias="none",
+    )
     try:
         peft_model = get_peft_model(clip, config)
     except ValueError as err:
@@ -79,7 +87,7 @@ def apply_lora(clip: nn.Module, split: TowerSplit, cfg: LoraParams) -> PeftModel
     outside = sorted(
         {
             n.split(".lora_")[0]
-            for n, p in peft_model.base_model.model.named_parameters()
+            for n, p in cast(nn.Module, peft_model.base_model.model).named_parameters()
             if "lora_" in n and not n.startswith("visual.")
         }
     )

@@ -18,6 +18,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -59,7 +60,7 @@ class OVTModel(nn.Module):
         if cfg.new_logit_scale:
             self.logit_scale = nn.Parameter(torch.tensor(math.log(cfg.logit_scale_init)))
         else:
-            self.logit_scale = nn.Parameter(clip.logit_scale.detach().clone(), requires_grad=False)
+            self.logit_scale = nn.Parameter(cast(torch.Tensor, clip.logit_scale).detach().clone(), requires_grad=False)
         self._text_cache: dict[str, torch.Tensor] = {}
         self.train(False)
 
@@ -70,7 +71,9 @@ class OVTModel(nn.Module):
     @property
     def clip(self) -> nn.Module:
         """The open_clip model (LoRA layers injected when LoRA is on)."""
-        return self.backbone.base_model.model if isinstance(self.backbone, PeftModel) else self.backbone
+        if isinstance(self.backbone, PeftModel):
+            return cast(nn.Module, self.backbone.base_model.model)
+        return self.backbone
 
     # ---- forward paths -------------------------------------------------------------------------------------------
     @property
@@ -97,14 +100,17 @@ class OVTModel(nn.Module):
             raise TypeError("encode_text takes a list of strings, not a single string")
         missing = list(dict.fromkeys(t for t in texts if t not in self._text_cache))
         if missing:
+            # open_clip's CLIP is untyped: its towers and encode_text are reached by duck typing (nn.Module's
+            # __getattr__ would type each of them as Tensor | Module)
+            clip: Any = self.clip
             tokens = self.tokenizer(missing)
-            if isinstance(getattr(self.clip, "text", None), HFTextEncoder):
+            if isinstance(getattr(clip, "text", None), HFTextEncoder):
                 # HF poolers mask padding, so dropping all-pad trailing columns is exact (and ~3x cheaper)
                 from ovt.model.lit import trim_padding
 
-                tokens = trim_padding(tokens, self.clip.text.config.pad_token_id)
+                tokens = trim_padding(tokens, clip.text.config.pad_token_id)
             tokens = tokens.to(self.device)
-            feats = F.normalize(self.clip.encode_text(tokens).float(), dim=-1).cpu()
+            feats = F.normalize(clip.encode_text(tokens).float(), dim=-1).cpu()
             self._text_cache.update(zip(missing, feats))
         if not texts:
             return torch.empty(0, self.base_info.embed_dim, device=self.device)
@@ -118,7 +124,7 @@ class OVTModel(nn.Module):
         self.backbone.eval()
         for m in self.clip.modules():  # LoRA dropout is the only base-side module that follows the mode
             if hasattr(m, "lora_dropout"):
-                m.lora_dropout.train(mode)
+                cast(nn.Module, m.lora_dropout).train(mode)
         return self
 
     # ---- parameters ----------------------------------------------------------------------------------------------
@@ -220,11 +226,13 @@ class OVTModel(nn.Module):
             state = load_file(str(adapter_file), device=str(map_location))
             result = set_peft_model_state_dict(model.peft, state)
             lora_keys = {n for n, _ in model.peft.named_parameters() if "lora_" in n}
-            missing = sorted(k for k in result.missing_keys if k in lora_keys)
-            if missing or result.unexpected_keys:
+            # torch builds load_state_dict's result on a dynamic namedtuple() call, which mypy cannot see through
+            missing_keys, unexpected_keys = result.missing_keys, result.unexpected_keys  # type: ignore[attr-defined]
+            missing = sorted(k for k in missing_keys if k in lora_keys)
+            if missing or unexpected_keys:
                 raise RuntimeError(
                     f"{adapter_file}: adapter does not fit the rebuilt model: "
-                    f"missing={missing[:5]} unexpected={result.unexpected_keys[:5]}"
+                    f"missing={missing[:5]} unexpected={unexpected_keys[:5]}"
                 )
         vf = load_file(str(model_dir / VIFORMER_FILE), device=str(map_location))
         with torch.no_grad():

@@ -9,6 +9,8 @@ EfficientNet (the embedded base). `k = -1` means the stem itself is adapted: the
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 import torch
 from torch import nn
 
@@ -23,7 +25,19 @@ class TowerSplit:
 
     @property
     def visual(self) -> nn.Module:
-        return self.clip.visual
+        return cast(nn.Module, self.clip.visual)
+
+    def prefix(self, x: torch.Tensor, k: int) -> torch.Tensor:
+        """The stem and blocks[:k] (the raw image when k < 0)."""
+        raise NotImplementedError
+
+    def pooled(self, h: torch.Tensor, k: int) -> torch.Tensor:
+        """blocks[k:] and the pooling on a prefix output: the tower's output before its projection."""
+        raise NotImplementedError
+
+    def project(self, pooled: torch.Tensor) -> torch.Tensor:
+        """The tower's projection."""
+        raise NotImplementedError
 
     def tail(self, h: torch.Tensor, k: int) -> torch.Tensor:
         """blocks[k:] + pooling + projection on a prefix output (the raw image when k < 0)."""
@@ -46,7 +60,7 @@ class ViTSplit(TowerSplit):
 
     def __init__(self, clip: nn.Module):
         super().__init__(clip)
-        n = len(clip.visual.transformer.resblocks)
+        n = len(self._vit.transformer.resblocks)
         self.block_names = [f"visual.transformer.resblocks.{i}" for i in range(n)]
         self.stem_names = [
             "visual.conv1",
@@ -56,10 +70,16 @@ class ViTSplit(TowerSplit):
             "visual.patch_dropout",
         ]
 
+    @property
+    def _vit(self) -> Any:
+        # open_clip's VisionTransformer, reached by duck typing (tower_split checks its attributes):
+        # nn.Module.__getattr__ would type each of its submodules as Tensor | Module.
+        return self.visual
+
     def prefix(self, x: torch.Tensor, k: int) -> torch.Tensor:
         if k < 0:
             return x
-        v = self.visual
+        v = self._vit
         x = v._embeds(x)
         if not v.transformer.batch_first:
             x = x.transpose(0, 1)
@@ -68,7 +88,7 @@ class ViTSplit(TowerSplit):
         return x
 
     def pooled(self, h: torch.Tensor, k: int) -> torch.Tensor:
-        v = self.visual
+        v = self._vit
         if k < 0:
             h = self.prefix(h, 0)
             k = 0
@@ -80,7 +100,7 @@ class ViTSplit(TowerSplit):
         return pooled
 
     def project(self, pooled: torch.Tensor) -> torch.Tensor:
-        v = self.visual
+        v = self._vit
         return pooled @ v.proj if v.proj is not None else pooled
 
 
@@ -89,24 +109,30 @@ class EfficientNetSplit(TowerSplit):
 
     def __init__(self, clip: nn.Module):
         super().__init__(clip)
-        trunk = clip.visual.trunk
+        trunk = self._trunk
         self.blocks = [blk for stage in trunk.blocks for blk in stage]
         self.block_names = [
             f"visual.trunk.blocks.{s}.{j}" for s, stage in enumerate(trunk.blocks) for j in range(len(stage))
         ]
         self.stem_names = ["visual.trunk.conv_stem", "visual.trunk.bn1"]
 
+    @property
+    def _trunk(self) -> Any:
+        # timm's EfficientNet inside open_clip's TimmModel, reached by duck typing (tower_split checks its
+        # attributes): nn.Module.__getattr__ would type each of its submodules as Tensor | Module.
+        return self.visual.trunk
+
     def prefix(self, x: torch.Tensor, k: int) -> torch.Tensor:
         if k < 0:
             return x
-        trunk = self.visual.trunk
+        trunk = self._trunk
         x = trunk.bn1(trunk.conv_stem(_nhwc(x)))
         for blk in self.blocks[:k]:
             x = blk(x)
         return x
 
     def pooled(self, h: torch.Tensor, k: int) -> torch.Tensor:
-        trunk = self.visual.trunk
+        trunk = self._trunk
         h = _nhwc(h)
         if k < 0:
             h = trunk.bn1(trunk.conv_stem(h))
@@ -116,7 +142,7 @@ class EfficientNetSplit(TowerSplit):
         return trunk.forward_head(trunk.bn2(trunk.conv_head(h)))
 
     def project(self, pooled: torch.Tensor) -> torch.Tensor:
-        return self.visual.head(pooled)
+        return cast(nn.Module, self.visual.head)(pooled)
 
 
 CHANNELS_LAST = True  # benchmarks/bench_layout.py switches it off to measure the other layout

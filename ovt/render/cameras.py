@@ -146,9 +146,11 @@ def ring_angles(rings: tuple[Ring, ...], poles: bool, upper: bool) -> tuple[np.n
         az.extend(a.tolist())
         el.extend([r.elevation] * r.n_azimuth)
     if poles:
-        az.append(0.0), el.append(90.0)
+        az.append(0.0)
+        el.append(90.0)
         if not upper:
-            az.append(0.0), el.append(-90.0)
+            az.append(0.0)
+            el.append(-90.0)
     return wrap_azimuth(np.array(az, dtype=float)), np.array(el, dtype=float)
 
 

@@ -83,8 +83,8 @@ def render_shard_shared(job, spec: ShardSpec) -> dict:
 def render_shard_remote(job, spec: ShardSpec, scratch: dict) -> dict:
     """Task: fetch the shard's assets from S3, render in a private temporary folder, upload tar + record."""
     store = Scratch(**scratch)
-    with tempfile.TemporaryDirectory(prefix="ovt-render-") as tmp:
-        tmp = Path(tmp)
+    with tempfile.TemporaryDirectory(prefix="ovt-render-") as tmp_name:
+        tmp = Path(tmp_name)
         rows = []
         for a in spec.assets:
             for rel in asset_files(a):
@@ -116,6 +116,8 @@ class Scratch:
 
     @classmethod
     def from_params(cls, p: ScratchParams) -> Scratch:
+        if p.url is None:  # callers build a Scratch only when render.scratch.url is set
+            raise ValueError("render.scratch.url is not set: no S3 scratch space to use")
         endpoint = p.endpoint_url or os.environ.get("AWS_ENDPOINT_URL") or os.environ.get("MLFLOW_S3_ENDPOINT_URL")
         return cls(p.url, endpoint)
 

@@ -8,11 +8,15 @@ Shading: ambient + one directional key light, two-sided (|n.l|) because many cat
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 
 from ovt.render.cameras import View
 from ovt.render.normalize import NormalisedMesh
+
+if TYPE_CHECKING:  # imported lazily at run time: it needs a GL library
+    import moderngl
 
 _VERT = """
 #version 330
@@ -53,6 +57,11 @@ def _mat_bytes(m: np.ndarray) -> bytes:
     return np.ascontiguousarray(m.T, dtype="f4").tobytes()  # GLSL expects column-major
 
 
+def _uniform(prog: moderngl.Program, name: str) -> moderngl.Uniform:
+    """A uniform of _VERT/_FRAG: indexing a Program is typed as any member (uniform, block, attribute, varying)."""
+    return cast("moderngl.Uniform", prog[name])
+
+
 class GLRenderer:
     name = "gl"
 
@@ -62,7 +71,8 @@ class GLRenderer:
         self._mgl = moderngl
         self.size = size
         # backend='egl' always: the default tries X11 and fails on a headless machine
-        self.ctx = moderngl.create_standalone_context(backend="egl")
+        # the moderngl stubs annotate **settings as dict values, though each setting is a plain keyword value
+        self.ctx = moderngl.create_standalone_context(backend="egl")  # type: ignore[arg-type]
         self.prog = self.ctx.program(vertex_shader=_VERT, fragment_shader=_FRAG)
         shape = (size, size)
         self.fbo = self.ctx.framebuffer(
@@ -79,7 +89,8 @@ class GLRenderer:
     @property
     def version(self) -> str:
         info = self.ctx.info
-        return f"moderngl {self._mgl.__version__}; {info['GL_RENDERER']}; {info['GL_VERSION']}"
+        version = self._mgl.__version__  # type: ignore[attr-defined]  # the moderngl stubs omit __version__
+        return f"moderngl {version}; {info['GL_RENDERER']}; {info['GL_VERSION']}"
 
     def render(
         self, mesh: NormalisedMesh, views: list[View], light: dict, background: tuple[float, float, float] | None = None
@@ -90,7 +101,7 @@ class GLRenderer:
         come out already composited over it: GL clears to that colour and the MSAA resolve blends edges into it,
         which costs nothing, whereas unpremultiplying and compositing on the CPU cost ~3 ms per view."""
         ctx, prog = self.ctx, self.prog
-        owned = []  # GPU objects of this object only
+        owned: list[moderngl.Buffer | moderngl.VertexArray | moderngl.Texture] = []  # this object's GPU objects
         draws = []
         try:
             for part in mesh.parts:
@@ -108,23 +119,23 @@ class GLRenderer:
                     tex.filter = (self._mgl.LINEAR_MIPMAP_LINEAR, self._mgl.LINEAR)
                     owned.append(tex)
                 draws.append((vao, tex))
-            prog["light_dir"].value = tuple(light["direction"])
-            prog["ambient"].value = float(light["ambient"])
-            prog["key"].value = float(light["key"])
-            prog["tex"].value = 0
+            _uniform(prog, "light_dir").value = tuple(light["direction"])
+            _uniform(prog, "ambient").value = float(light["ambient"])
+            _uniform(prog, "key").value = float(light["key"])
+            _uniform(prog, "tex").value = 0
             target = self.msaa_fbo or self.fbo
             out = []
             for v in views:
                 pose = np.asarray(v.pose)
                 near, far = max(v.distance - 1.5, 0.05), v.distance + 1.5  # unit sphere lies in between
-                prog["mvp"].write(_mat_bytes(perspective(v.fov, near, far) @ np.linalg.inv(pose)))
+                _uniform(prog, "mvp").write(_mat_bytes(perspective(v.fov, near, far) @ np.linalg.inv(pose)))
                 target.use()
                 ctx.enable(self._mgl.DEPTH_TEST)
                 ctx.disable(self._mgl.CULL_FACE)
                 target.clear(*(background or (0.0, 0.0, 0.0)), 0.0)
                 for vao, tex in draws:
                     (tex or self._white).use(0)
-                    prog["use_tex"].value = tex is not None
+                    _uniform(prog, "use_tex").value = tex is not None
                     vao.render(self._mgl.TRIANGLES)
                 if self.msaa_fbo is not None:
                     ctx.copy_framebuffer(self.fbo, self.msaa_fbo)

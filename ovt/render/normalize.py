@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Sequence, cast
 
 import numpy as np
 import trimesh
@@ -72,7 +72,7 @@ def load_scene(path: str | Path) -> trimesh.Scene:
             )
     except Exception as e:  # trimesh raises many types on bad files; the caller only needs "unreadable"
         raise MeshError(f"cannot load mesh {path.name}: {type(e).__name__}: {e}") from e
-    return scene
+    return cast(trimesh.Scene, scene)  # force="scene" always loads a Scene; trimesh.load is typed Geometry
 
 
 def _meshes(scene: trimesh.Scene) -> list[trimesh.Trimesh]:

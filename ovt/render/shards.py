@@ -16,6 +16,7 @@ import shutil
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from ovt import shards
 from ovt.io import atomic_write_json, atomic_writer, read_jsonl, stable_digest
@@ -89,7 +90,7 @@ def write_object_failure(wdir: Path, asset_id: str, failure: dict) -> None:
     atomic_write_json(part_paths(wdir, asset_id)[1], failure)
 
 
-def read_object_part(wdir: Path, asset_id: str) -> tuple[str, object] | None:
+def read_object_part(wdir: Path, asset_id: str) -> tuple[Literal["ok"], Path] | tuple[Literal["failed"], dict] | None:
     """("ok", tar path) | ("failed", failure dict) | None when the object has not been done yet."""
     ok_p, fail_p = part_paths(wdir, asset_id)
     if ok_p.exists():
@@ -108,12 +109,11 @@ def assemble_shard(shards_dir: Path, spec: ShardSpec, rows: list[dict], renderer
             state = read_object_part(wdir, a["asset_id"])
             if state is None:
                 raise RuntimeError(f"{spec.name}: object {a['asset_id']} has no result; cannot assemble")
-            kind, val = state
-            if kind == "failed":
-                failures.append(val)
+            if state[0] == "failed":
+                failures.append(state[1])
                 continue
             ok.append(a["asset_id"])
-            with tarfile.open(val, mode="r") as part:
+            with tarfile.open(state[1], mode="r") as part:
                 for member in part.getmembers():
                     out.addfile(member, part.extractfile(member))
     ok_set = set(ok)

@@ -231,7 +231,7 @@ def local_executor(workers: int, progress: bool = True) -> ShardExecutor:
                 bar.set_postfix(views_per_s=f"{done_views[0] / (time.perf_counter() - t0):.1f}", refresh=False)
 
         def lane() -> list[dict]:
-            out = []
+            out: list[dict] = []
             with RenderWorker(job.cfg) as worker:
                 while True:
                     try:
@@ -329,7 +329,8 @@ def finalise(cfg: RenderParams, rows: list[dict], specs: list[ShardSpec], out_di
     """Per-view manifest, failures report, contact sheet and base stats from the completion records."""
     shards_dir = out_dir / "shards"
     by_id = {r["asset_id"]: r for r in rows}
-    manifest, failures = [], []
+    manifest: list[dict] = []
+    failures: list[dict] = []
     for spec in specs:
         rec = completed_record(shards_dir, spec)
         if rec is None:

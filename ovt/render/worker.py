@@ -13,6 +13,8 @@ import logging
 import multiprocessing as mp
 import time
 from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
 
 import numpy as np
 
@@ -157,12 +159,13 @@ class RenderWorker:
     def __init__(self, cfg: RenderParams, start_method: str = "spawn"):
         self.cfg = cfg
         self._ctx = mp.get_context(start_method)
-        self._proc = None
-        self._conn = None
+        self._proc: BaseProcess | None = None
+        self._conn: Connection | None = None
 
     def _start(self) -> None:
         parent, child = self._ctx.Pipe()
-        proc = self._ctx.Process(
+        # typeshed types get_context(str) as BaseContext, which has no Process; the context it returns has one
+        proc = self._ctx.Process(  # type: ignore[attr-defined]
             target=_serve, args=(child, self.cfg.model_dump_json()), daemon=True, name="ovt-render-worker"
         )
         proc.start()
@@ -195,10 +198,13 @@ class RenderWorker:
         t0 = time.perf_counter()
         # the blender backend enforces its own timeout on Cycles; give it a margin for import and PNG reading
         timeout = self.cfg.object_timeout_s + (30.0 if self.cfg.backend == "blender" else 0.0)
+        conn = self._conn
+        if conn is None:  # _start() either connects or raises
+            raise RuntimeError("render worker: no connection to the worker process")
         try:
-            self._conn.send(job)
-            if self._conn.poll(timeout):
-                return self._conn.recv()
+            conn.send(job)
+            if conn.poll(timeout):
+                return conn.recv()
             self._kill()
             return ObjectResult(
                 job.asset_id,
@@ -219,7 +225,7 @@ class RenderWorker:
             )
 
     def close(self) -> None:
-        if self._proc is not None and self._proc.is_alive():
+        if self._proc is not None and self._proc.is_alive() and self._conn is not None:
             try:
                 self._conn.send(None)
                 self._proc.join(10)

@@ -15,6 +15,7 @@ import ipaddress
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -210,7 +211,7 @@ class ServiceConfigError(ValueError):
     """The service settings (constructor arguments or OVT_* / AWS_* environment) are invalid."""
 
 
-def load_settings(**overrides: object) -> ServiceSettings:
+def load_settings(**overrides: Any) -> ServiceSettings:  # Any: pydantic validates each value
     """Build settings from the environment plus `overrides`; a bad value raises one error naming the key."""
     try:
         return ServiceSettings(**overrides)

@@ -54,8 +54,9 @@ class ProcessSpec:
     url: str  # what a person opens / a client connects to
     ports: tuple[int, ...] = ()  # every port it binds: checked free before spawning
     cwd: Path | None = None
-    before_start: Callable[[], None] | None = field(default=None, compare=False)  # e.g. write credentials
-    after_start: Callable[[], None] | None = field(default=None, compare=False)  # e.g. create buckets
+    # hooks: their return values are ignored
+    before_start: Callable[[], object] | None = field(default=None, compare=False)  # e.g. write credentials
+    after_start: Callable[[], object] | None = field(default=None, compare=False)  # e.g. create buckets
     umask: int = -1  # the child's umask; -1 keeps the caller's
 
 

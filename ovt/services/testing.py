@@ -16,6 +16,7 @@ import random
 import socket
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 from ovt.services.config import GRPC_OFFSET, ServiceSettings
 from ovt.services.manager import ServiceManager
@@ -53,7 +54,7 @@ def free_ports(n: int, with_grpc: int = 0, host: str = "127.0.0.1", rng: random.
 def free_port_settings(state_dir: str | Path, **overrides) -> ServiceSettings:
     """Settings on free ports with fixed test credentials, independent of the caller's OVT_*/AWS_* env."""
     s3, master, volume, filer, admin, mlflow, prefect = free_ports(7, with_grpc=5)
-    values = dict(
+    values: dict[str, Any] = dict(  # Any: ServiceSettings validates each value
         state_dir=Path(state_dir),
         s3_port=s3,
         s3_master_port=master,

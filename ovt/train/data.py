@@ -13,13 +13,16 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
 
 from PIL import Image
 
 from ovt.io import iter_jsonl
 from ovt.shards import SampleReader, decode_rgb, iter_samples, to_rgb
 from ovt.train.config import DataParams
+
+if TYPE_CHECKING:  # torch is imported where it is used: reading the data needs none of it
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +63,7 @@ class TrainTable:
     def pairs(self) -> list[Pair]:
         return self.mv + self.twod
 
-    def rows_of_object(self):
+    def rows_of_object(self) -> list[torch.Tensor]:
         import torch
 
         rows: list[list[int]] = [[] for _ in self.objects]
@@ -175,8 +178,8 @@ def _mvcap_records(metadata: Path, root: Path) -> list[dict]:
     try:
         from ovt.caption.mvcap import read_metadata
     except ImportError:  # the caption package is optional for training from a released metadata.json
-        read_metadata = None
-    if read_metadata is not None:
+        pass
+    else:
         return [{**r.to_row(), "image_path": str(r.image_path)} for r in read_metadata(metadata, root)]
     with open(metadata, encoding="utf-8") as fh:
         data = json.load(fh)
@@ -309,13 +312,14 @@ def build_table(cfg: DataParams, renders_dir: Path | None, captions_dir: Path | 
     twod: list[Pair] = []
     if cfg.twod_batch > 0 and cfg.twod_source != "none":
         if cfg.twod_source == "canonical":
-            if not manifest:
+            # a manifest only comes with renders_dir; the None check is for the type checker's benefit
+            if not manifest or renders_dir is None:
                 raise DataError("data.twod_source='canonical' needs render shards (not an MVCap metadata.json)")
             twod = canonical_pairs(manifest, renders_dir, cfg.twod_prompt)
-        elif cfg.twod_source == "csv":
-            twod = csv_pairs(cfg.twod_path)
         else:
-            twod = webdataset_pairs(cfg.twod_path)
+            if cfg.twod_path is None:  # DataParams' validator rejects this already; also narrows the type
+                raise DataError(f"data.twod_source={cfg.twod_source!r} needs data.twod_path")
+            twod = csv_pairs(cfg.twod_path) if cfg.twod_source == "csv" else webdataset_pairs(cfg.twod_path)
         if not twod:
             raise DataError(f"data.twod_source={cfg.twod_source!r} yielded no pairs")
         src["twod"] = cfg.twod_source

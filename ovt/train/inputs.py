@@ -11,15 +11,17 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
-from torch import nn
 from tqdm import tqdm
 
 from ovt.train.config import DataParams
 from ovt.train.data import ImageReader, TrainTable
 from ovt.train.distributed import DistContext, all_reduce_sum_
+
+if TYPE_CHECKING:  # the model package is heavy; training only needs its interface for type checking
+    from ovt.model.ovt_model import OVTModel
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +45,7 @@ class TrainInputs:
 
     def __init__(
         self,
-        model: nn.Module,
+        model: OVTModel,
         table: TrainTable,
         cfg: DataParams,
         *,
@@ -137,13 +139,11 @@ class TrainInputs:
     def _build_prefix(self) -> torch.Tensor:
         """One activation per table row: from the store where it has the view, else encoded once (rank-sharded)."""
         pairs = self.table.pairs
-        from_store = [i for i, p in enumerate(pairs) if self.store is not None and p.source is not None]
+        from_store = [(i, p.source) for i, p in enumerate(pairs) if self.store is not None and p.source is not None]
         rows: dict[int, torch.Tensor] = {}
         if from_store:
-            pre, _ = self.store.lookup(
-                [{"key": pairs[i].source[0], "shard": pairs[i].source[1]} for i in from_store], prefix=True
-            )
-            rows.update(zip(from_store, pre))
+            pre, _ = self.store.lookup([{"key": key, "shard": shard} for _, (key, shard) in from_store], prefix=True)
+            rows.update(zip((i for i, _ in from_store), pre))
         cache = self.shared.setdefault("prefix_store", {})  # image key -> activation, every table of the run
         todo_keys = list(dict.fromkeys(p.key for i, p in enumerate(pairs) if i not in rows and p.key not in cache))
         if todo_keys:
@@ -154,7 +154,7 @@ class TrainInputs:
         return torch.stack([rows[i] for i in range(len(pairs))]).float()
 
     def _encode(self, keys: list[str]) -> dict[str, torch.Tensor]:
-        first = {}
+        first: dict[str, int] = {}
         for i, p in enumerate(self.table.pairs):
             first.setdefault(p.key, i)
         todo = [first[k] for k in keys]
@@ -191,6 +191,8 @@ class TrainInputs:
     def __call__(self, idx: torch.Tensor, epoch: int | None = None) -> torch.Tensor:
         """Inputs of table rows `idx`; `epoch` seeds the augmentation (None: un-augmented, as mining wants)."""
         if self.cached:
+            if self.prefix is None:
+                raise RuntimeError("TrainInputs.prepare() must run before cached inputs are read")
             return self.prefix[idx].to(self.device, non_blocking=True)
         return self.images(idx, augment_epoch=epoch)
 
@@ -205,7 +207,7 @@ class TrainInputs:
 class TextTable:
     """The frozen text tower's embedding of every distinct caption of the table, computed once per run."""
 
-    def __init__(self, model: nn.Module, table: TrainTable, shared: dict, device: torch.device):
+    def __init__(self, model: OVTModel, table: TrainTable, shared: dict, device: torch.device):
         pairs = table.pairs
         texts = sorted({p.text for p in pairs})
         index = {t: i for i, t in enumerate(texts)}

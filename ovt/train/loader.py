@@ -26,7 +26,7 @@ import random
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -318,7 +318,7 @@ class ShardStream(IterableDataset):
             for key, members in iter_whole_shard(tar):
                 yield (key, *sample_fields(key, members, tar, self.captions))
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[tuple]:
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
         # threads per worker: decoding is per-sample work; torch's intra-op pool would oversubscribe the cores
@@ -382,7 +382,7 @@ def make_loader(
         shuffle=shuffle,
     )
     pin = torch.cuda.is_available() if spec.pin_memory is None else spec.pin_memory
-    extra = {"prefetch_factor": spec.prefetch_factor} if spec.num_workers > 0 else {}
+    extra: dict[str, Any] = {"prefetch_factor": spec.prefetch_factor} if spec.num_workers > 0 else {}
     return DataLoader(
         ds,
         batch_size=spec.batch_size,

@@ -11,7 +11,7 @@ import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -31,6 +31,9 @@ from ovt.train.sampler import CyclingSampler, epoch_order, object_aware_order
 from ovt.train.step import Forward, autocast, resolve_precision, train_step
 from ovt.train.tracking import Tracker
 
+if TYPE_CHECKING:  # the model package is heavy; training only needs its interface for type checking
+    from ovt.model.ovt_model import OVTModel
+
 log = logging.getLogger(__name__)
 
 
@@ -44,9 +47,11 @@ def set_mode(model: nn.Module, mode: str) -> None:
 
 
 class Trainer:
+    mined: MinedSet | None  # set by prepare() (and restore())
+
     def __init__(
         self,
-        model: nn.Module,
+        model: OVTModel,
         table: TrainTable,
         cfg: TrainParams,
         *,
@@ -143,7 +148,7 @@ class Trainer:
                 positives_matrix([self.groups[i] for i in rows])
                 | positives_matrix([str(int(self.text.row_text[i])) for i in rows])
             ).to(self.device)
-        vc = self.use_vc and self.mined is not None
+        mined = self.mined if self.use_vc else None  # L_VC: the ovt variant, once an epoch has been mined
         out, z_mv = train_step(
             self.fwd,
             self.inputs(idx, epoch),
@@ -156,10 +161,10 @@ class Trainer:
             cfg=self.cfg,
             precision=self.precision,
             device=self.device,
-            lam=self.lam if vc else 0.0,
-            mined=self.mined if vc else None,
+            lam=self.lam if mined is not None else 0.0,
+            mined=mined,
             obj=self.row_obj[rows_mv],
-            hard=self.mined.hard[rows_mv] if vc else None,
+            hard=mined.hard[rows_mv] if mined is not None else None,
             positives=positives,
             model=self.model,
         )
@@ -231,7 +236,7 @@ class Trainer:
         self.fwd = fwd
         self.miner = Miner(cfg.mining, self.ctx, self.rows_of_object, self.n_mv, self.dim)
         self.global_step = self.epoch = self.step_in_epoch = 0
-        self.mined: MinedSet | None = None
+        self.mined = None
         self.resumed_from = None
         if resume and (state := ckpt.load_latest(self.work_dir / "checkpoints", self.key)) is not None:
             self.restore(state)

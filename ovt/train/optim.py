@@ -17,7 +17,8 @@ def _no_decay(name: str, p: torch.Tensor) -> bool:
 
 
 def param_groups(model: nn.Module, cfg: OptimParams) -> list[dict]:
-    decay, no_decay = [], []
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
@@ -31,7 +32,7 @@ def param_groups(model: nn.Module, cfg: OptimParams) -> list[dict]:
 
 
 def build_optimizer(model: nn.Module, cfg: OptimParams) -> torch.optim.AdamW:
-    return torch.optim.AdamW(param_groups(model, cfg), lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps)
+    return torch.optim.AdamW(param_groups(model, cfg), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps)
 
 
 def cosine_with_warmup(step: int, total: int, warmup: int, min_ratio: float = 0.0) -> float:

@@ -12,7 +12,15 @@ from torch.utils.data import DistributedSampler
 def epoch_order(n: int, epoch: int, *, seed: int, rank: int = 0, world: int = 1) -> torch.Tensor:
     """This rank's rows of `range(n)` for `epoch`, shuffled, disjoint across ranks (drop_last), as torch's
     DistributedSampler draws them (the same order a DataLoader over the same sampler would see)."""
-    sampler = DistributedSampler(range(n), num_replicas=world, rank=rank, shuffle=True, seed=seed, drop_last=True)
+    # torch annotates the dataset as Dataset, but the sampler only takes its len(): a range is enough
+    sampler: DistributedSampler[int] = DistributedSampler(
+        range(n),  # type: ignore[arg-type]
+        num_replicas=world,
+        rank=rank,
+        shuffle=True,
+        seed=seed,
+        drop_last=True,
+    )
     sampler.set_epoch(epoch)
     return torch.tensor(list(iter(sampler)), dtype=torch.long)
 

@@ -19,7 +19,7 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 
@@ -30,6 +30,9 @@ from ovt.train.distributed import DistContext, barrier
 from ovt.train.loop import Trainer
 from ovt.train.tracking import HISTORY, write_live
 
+if TYPE_CHECKING:  # the model package is heavy; training only needs its interface for type checking
+    from ovt.model.ovt_model import OVTModel
+
 log = logging.getLogger(__name__)
 
 IMPL_VERSION = "ovt-train/2"
@@ -37,9 +40,9 @@ IMPL_VERSION = "ovt-train/2"
 
 def input_digest(
     renders_dir: Path | None, captions_dir: Path | None, base_dir: Path | None, cfg: TrainParams, store: Any = None
-) -> dict[str, str]:
-    """Digests of everything upstream that changes the training pairs or the starting weights."""
-    out: dict[str, str] = {}
+) -> dict[str, str | None]:
+    """Digests of everything upstream that changes the training pairs or the starting weights (None: absent)."""
+    out: dict[str, str | None] = {}
 
     def files(root: Path | None, patterns: list[str]) -> str | None:
         if root is None or not Path(root).exists():
@@ -116,7 +119,7 @@ def save_text_cache(path: Path, store: dict[str, torch.Tensor]) -> None:
             other.unlink()
 
 
-def _default_builder(model_cfg: Any, base_dir: Path | None) -> Callable[[], torch.nn.Module]:
+def _default_builder(model_cfg: Any, base_dir: Path | None) -> Callable[[], OVTModel]:
     from ovt.model import build_base, build_ovt_model
 
     def build():
@@ -134,7 +137,7 @@ def run(
     base_dir: Path | None,
     out_dir: Path,
     model_cfg: Any = None,
-    build_model: Callable[[], torch.nn.Module] | None = None,
+    build_model: Callable[[], OVTModel] | None = None,
     metrics_dir: Path | None = None,
     resume: bool = True,
     ctx: DistContext | None = None,

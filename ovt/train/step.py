@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import warnings
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -13,13 +15,16 @@ from torch import nn
 from ovt.train.losses import itc_loss, vc_loss
 from ovt.train.mining import MinedSet, nearest_other_centre
 
+if TYPE_CHECKING:  # the model package is heavy; training only needs its interface for type checking
+    from ovt.model.ovt_model import OVTModel
+
 log = logging.getLogger(__name__)
 
 
 class Forward(nn.Module):
     """What DDP wraps: the trainable image path plus the logit scale, so every trainable tensor is used."""
 
-    def __init__(self, model: nn.Module, cached: bool):
+    def __init__(self, model: OVTModel, cached: bool):
         super().__init__()
         self.model = model
         self.cached = cached
@@ -56,7 +61,7 @@ def train_step(
     opt,
     sched,
     scaler,
-    trainable: list[torch.Tensor],
+    trainable: Sequence[torch.Tensor],
     cfg,
     precision: str,
     device: torch.device,
@@ -65,7 +70,7 @@ def train_step(
     obj: torch.Tensor | None,
     hard: torch.Tensor | None,
     positives: torch.Tensor | None,
-    model: nn.Module,
+    model: OVTModel,
 ) -> tuple[dict, torch.Tensor]:
     """One step; returns (metrics, the batch's normalised multi-view embeddings, detached)."""
     with autocast(device, precision):
@@ -74,6 +79,8 @@ def train_step(
     l_itc = itc_loss(z, text, logit_scale.float(), positives)
     hard_n = 0
     if mined is not None and lam > 0:
+        if hard is None or obj is None:
+            raise ValueError("train_step: L_VC (mined set, lam > 0) needs the batch's obj and hard rows")
         hard_n = int(hard.sum())
         objs = obj[hard]
         centres = mined.centres[objs].to(device)

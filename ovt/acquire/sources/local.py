@@ -89,7 +89,7 @@ class LocalSource:
     def __init__(self, cfg: LocalParams):
         self.cfg = cfg
         root = cfg.root or ""
-        self.read: Callable[[str], bytes] = (
+        self.read: FolderReader | S3Reader = (
             S3Reader(root, cfg.s3_endpoint_url) if root.startswith("s3://") else FolderReader(Path(root))
         )
 

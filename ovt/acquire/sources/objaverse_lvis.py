@@ -23,6 +23,8 @@ def _creator(ann: dict[str, Any]) -> str | None:
 
 def _licence(ann: dict[str, Any]) -> str | None:
     lic = ann.get("license")
+    if lic is None:
+        return None
     # Sketchfab licence slugs as stored in the annotations ("by", "by-sa", "cc0", ...).
     return {
         "by": "CC-BY 4.0",

@@ -87,28 +87,33 @@ def parse_catalogue(props: dict[str, str]) -> tuple[dict[str, str], list[Catalog
             # Catalogue model paths are rooted at the zip ("/scopia/x/x.obj"); one leading "/" means "zip root".
             model_member = str(check_member_name(model[1:] if model.startswith("/") else model))
             dims = None
-            if all(get(k) for k in ("width", "depth", "height")):
-                w, d, h = (_floats(get(k), 1, f"{k}#{i}")[0] for k in ("width", "depth", "height"))
-                dims = {"width": w, "depth": d, "height": h}
+            width, depth, height = get("width"), get("depth"), get("height")
+            if width and depth and height:
+                dims = {
+                    "width": _floats(width, 1, f"width#{i}")[0],
+                    "depth": _floats(depth, 1, f"depth#{i}")[0],
+                    "height": _floats(height, 1, f"height#{i}")[0],
+                }
             rot = None
-            if get("modelRotation"):
-                v = _floats(get("modelRotation"), 9, f"modelRotation#{i}")
+            rotation = get("modelRotation")
+            if rotation:
+                v = _floats(rotation, 9, f"modelRotation#{i}")
                 rot = (tuple(v[0:3]), tuple(v[3:6]), tuple(v[6:9]))
                 _check_rotation(rot, f"modelRotation#{i}")
             items.append(
                 CatalogueItem(
                     index=i,
                     id=get("id"),
-                    name=get("name", "").strip(),
+                    name=(get("name") or "").strip(),
                     category=(get("category") or "").strip(),
                     tags=tuple(t.strip() for t in (get("tags") or "").split(",") if t.strip()),
                     creator=get("creator"),
                     licence=get("license") or library.get("license"),
                     model=model_member,
-                    multi_part=(get("multiPartModel", "false").strip().lower() == "true"),
+                    multi_part=((get("multiPartModel") or "false").strip().lower() == "true"),
                     dims_cm=dims,
                     rotation=rot,
-                    door_or_window=(get("doorOrWindow", "false").strip().lower() == "true"),
+                    door_or_window=((get("doorOrWindow") or "false").strip().lower() == "true"),
                 )
             )
         except ItemError as err:
