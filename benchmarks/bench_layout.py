@@ -37,6 +37,19 @@ def per_image_ms(fn, xs: list[torch.Tensor], repeats: int) -> float:
     return 1000 * best / n
 
 
+def summarise(rows: list[dict]) -> dict:
+    """Headline numbers (README's benchmark table): the embedded default's layout and size vs NCHW at 224 px."""
+    at = {(r["pass"], r["image_size"], r["batch"]): r["ms_per_image"] for r in rows}
+    out = {}
+    for name, batch in (("frozen_pass", 32), ("train_step", 64)):
+        old, new = at.get((name, 224, batch)), at.get((name, 160, batch))
+        if old and new:
+            out[f"{name}_224_nchw_ms"] = old["nchw"]
+            out[f"{name}_160_channels_last_ms"] = new["channels_last"]
+            out[f"{name}_speedup"] = round(old["nchw"] / new["channels_last"], 2)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--images", type=int, default=128)
@@ -105,6 +118,7 @@ def main() -> None:
         "images": args.images,
         "repeats": args.repeats,
         "rows": rows,
+        "summary": summarise(rows),
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     tmp = RESULTS.with_suffix(".json.tmp")

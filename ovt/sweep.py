@@ -153,19 +153,20 @@ def render_table(doc: Mapping[str, Any], source: str) -> str:
     spec = SweepSpec.model_validate(doc["spec"])
     keys = list(spec.grid)
     cols = [(v, m) for v in spec.variants for m in spec.metrics]
-    head = "| " + " | ".join([*(f"`{k}`" for k in keys), *(f"{v} {m.removesuffix('_acc')}" for v, m in cols), "min"])
-    lines = [head + " |", "|" + "---|" * (len(keys) + len(cols) + 1)]
+    head = "| " + " | ".join([*(f"`{k}`" for k in keys), *(f"{v} {m.removesuffix('_acc')}" for v, m in cols)])
+    lines = [head + " |", "|" + "---|" * (len(keys) + len(cols))]
     chosen = (doc.get("selected") or {}).get("id")
     for r in doc.get("points", []):
         vals = [json.dumps(r["point"][k]) for k in keys]
         accs = [f"{100 * r['metrics'][v][m]:.1f}" if m in r["metrics"].get(v, {}) else "–" for v, m in cols]
-        mark = " **(selected)**" if r["id"] == chosen else ""
-        lines.append("| " + " | ".join([*vals, *accs, f"{r.get('seconds', 0) / 60:.1f}{mark}"]) + " |")
+        if r["id"] == chosen:
+            vals[0] += " **(selected)**"
+        lines.append("| " + " | ".join([*vals, *accs]) + " |")
     n = (doc["points"][0]["metrics"].get("_") or {}) if doc.get("points") else {}
     return (
         f"From `{source}` (sweep `{spec.name}`: {len(doc.get('points', []))} points, validation split, "
         f"n_objects = {n.get('n_objects')}, n_views = {n.get('n_views')}; fixed: "
         + ", ".join(f"`{k}={json.dumps(v)}`" for k, v in spec.fixed.items())
         + f"). Rule: highest {spec.select_variant} `{spec.select_metric}`, ties by `{spec.tie_break}`. "
-        "Accuracy in %; `min` is the point's wall time in minutes.\n\n" + "\n".join(lines) + "\n"
+        "Accuracy in %.\n\n" + "\n".join(lines) + "\n"
     )

@@ -90,7 +90,7 @@ def test_sweep_resumes_restores_params_and_selects(tmp_path):
     assert doc["selected"]["point"] == {"train.loss.lam": 1.0, "train.mining.hard_k": 5}  # best worst-view, tie-break
 
     table = sweep.render_table(doc, "sweep.json")
-    assert table.count("**(selected)**") == 1 and "| 1.0 | 5 |" in table.split("**(selected)**")[0].splitlines()[-1]
+    assert table.count("**(selected)**") == 1 and "| 1.0 **(selected)** | 5 |" in table
     assert "validation split" in table
 
 
