@@ -109,9 +109,15 @@ def run_sweep(
     """Run every point not yet in `out` (resume), writing `out` after each; params.yaml is restored afterwards
     (a workspace `dvc exp run` leaves its -S values in it)."""
     doc = json.loads(out.read_text()) if out.is_file() else {}
-    if doc.get("spec") not in (None, spec.model_dump(mode="json")):
-        log.warning("sweep %s: the spec changed since %s was written; starting afresh", spec.name, out)
-        doc = {}
+    old = doc.get("spec")
+    if old is not None and old != spec.model_dump(mode="json"):
+        # a point's metrics depend on the fixed overrides and the point itself: with the same fixed overrides and
+        # reported columns, points of the old grid that are in the new one stay valid (widening a grid reruns nothing)
+        same = all(old.get(k) == getattr(spec, k) for k in ("fixed", "variants", "metrics"))
+        wanted = {point_id(p) for p in points(spec)}
+        kept = [r for r in doc.get("points", []) if same and r["id"] in wanted]
+        log.warning("sweep %s: the spec changed since %s was written; keeping %d point(s)", spec.name, out, len(kept))
+        doc = {"points": kept}
     doc.update(spec=spec.model_dump(mode="json"))
     done = {r["id"] for r in doc.setdefault("points", [])}
     params = cwd / "params.yaml"

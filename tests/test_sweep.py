@@ -89,6 +89,16 @@ def test_sweep_resumes_restores_params_and_selects(tmp_path):
     assert params.read_text() == "train:\n  loss:\n    lam: 1.0\n"
     assert doc["selected"]["point"] == {"train.loss.lam": 1.0, "train.mining.hard_k": 5}  # best worst-view, tie-break
 
+    # a wider grid with the same fixed overrides keeps the finished points; other fixed overrides rerun everything
+    wider = _spec(grid={"train.loss.lam": [0.5, 1.0, 2.0], "train.mining.hard_k": [3, 5]})
+    doc = sweep.run_sweep(wider, out, cwd=tmp_path, run_point=run_point)
+    assert [c["train.loss.lam"] for c in calls[5:]] == [2.0, 2.0] and len(doc["points"]) == 6
+    other = _spec(fixed={"evaluate.split": "validation", "train.epochs": 3})
+    sweep.run_sweep(other, out, cwd=tmp_path, run_point=run_point)
+    assert len(calls) == 11
+    doc = sweep.run_sweep(_spec(), out, cwd=tmp_path, run_point=run_point)  # back: the 'other' points do not count
+    assert len(calls) == 15 and doc["selected"]["point"] == {"train.loss.lam": 1.0, "train.mining.hard_k": 5}
+
     table = sweep.render_table(doc, "sweep.json")
     assert table.count("**(selected)**") == 1 and "| 1.0 **(selected)** | 5 |" in table
     assert "validation split" in table
