@@ -132,6 +132,8 @@ def run_sweep(
             doc["points"].append({"id": pid, "point": point, **row})
             doc["selected"] = select(doc, spec)
             atomic_write_json(out, doc)
+        doc["selected"] = select(doc, spec)  # the rule may have changed while every point was already there
+        atomic_write_json(out, doc)
     finally:
         if params.read_text(encoding="utf-8") != original:
             atomic_write_text(params, original)

@@ -57,11 +57,14 @@ def test_points_in_grid_order_and_dvc_set_args():
 
 
 def _fake_metrics(point):
-    # worst-view peaks at lam 1.0; hard_k only moves the tie-break
+    # worst-view peaks at lam 1.0; the mean (the tie-break) favours hard_k 5 and a small lam
     worst = 0.5 - abs(point["train.loss.lam"] - 1.0) / 10
     return {
         "contrastive": {"mean_acc": 0.6, "worst_view_acc": 0.3},
-        "ovt": {"mean_acc": 0.6 + point["train.mining.hard_k"] / 100, "worst_view_acc": worst},
+        "ovt": {
+            "mean_acc": 0.6 + point["train.mining.hard_k"] / 100 - point["train.loss.lam"] / 100,
+            "worst_view_acc": worst,
+        },
         "_": {"n_objects": 10, "n_views": 260},
     }
 
@@ -98,6 +101,13 @@ def test_sweep_resumes_restores_params_and_selects(tmp_path):
     assert len(calls) == 11
     doc = sweep.run_sweep(_spec(), out, cwd=tmp_path, run_point=run_point)  # back: the 'other' points do not count
     assert len(calls) == 15 and doc["selected"]["point"] == {"train.loss.lam": 1.0, "train.mining.hard_k": 5}
+
+    # another rule over the same points reselects without running anything
+    by_mean = sweep.run_sweep(
+        _spec(select_metric="mean_acc", tie_break="worst_view_acc"), out, cwd=tmp_path, run_point=run_point
+    )
+    assert len(calls) == 15 and by_mean["selected"]["point"] == {"train.loss.lam": 0.5, "train.mining.hard_k": 5}
+    assert json.loads(out.read_text())["selected"] == by_mean["selected"]
 
     table = sweep.render_table(doc, "sweep.json")
     assert table.count("**(selected)**") == 1 and "| 1.0 **(selected)** | 5 |" in table
