@@ -25,18 +25,6 @@ def test_free_ports_are_distinct_and_leave_room_for_grpc():
             s.bind(("127.0.0.1", p))  # raises if taken
 
 
-PORT_FIELDS = (
-    "s3_port",
-    "s3_master_port",
-    "s3_volume_port",
-    "s3_filer_port",
-    "s3_admin_port",
-    "mlflow_port",
-    "prefect_port",
-)
-SEAWEED_FIELDS = PORT_FIELDS[:5]  # each also reserves port + GRPC_OFFSET
-
-
 def test_free_port_settings_are_valid_and_isolated(tmp_path, monkeypatch):
     # the caller's environment must not leak into test settings: a developer's OVT_*/AWS_* are ignored
     monkeypatch.setenv("OVT_S3_PORT", "8333")
@@ -44,11 +32,10 @@ def test_free_port_settings_are_valid_and_isolated(tmp_path, monkeypatch):
     s = free_port_settings(tmp_path, extra_buckets=("abc",))
     assert s.state_dir == tmp_path.resolve() and s.buckets == ("dvc", "mlflow", "abc")
     assert s.access_key == "ovt-test" and s.host == "127.0.0.1"
-    ports = [getattr(s, f) for f in PORT_FIELDS]
-    defaults = [ServiceSettings.model_fields[f].default for f in PORT_FIELDS]
-    every = ports + [getattr(s, f) + GRPC_OFFSET for f in SEAWEED_FIELDS]
+    every = list(s.all_ports().values())  # HTTP and gRPC ports of every service
+    defaults = ServiceSettings.model_construct().all_ports().values()  # the defaults, unvalidated: no env read
     assert len(set(every)) == len(every), "two services (or a gRPC port) share a port"
-    assert not set(every) & set(defaults + [d + GRPC_OFFSET for d in defaults[:5]]), "a test stack on a default port"
+    assert not set(every) & set(defaults), "a test stack on a default port"
     for p in every:  # free right now: a stack started on these settings cannot collide with a running one
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", p))
