@@ -123,11 +123,12 @@ def run_sweep(
     params = cwd / "params.yaml"
     original = params.read_text(encoding="utf-8")
     try:
-        for i, point in enumerate(points(spec)):
+        grid = points(spec)
+        for i, point in enumerate(grid):
             pid = point_id(point)
             if pid in done:
                 continue
-            log.info("sweep %s: point %d/%d %s", spec.name, i + 1, len(points(spec)), point)
+            log.info("sweep %s: point %d/%d %s", spec.name, i + 1, len(grid), point)
             row = run_point(point, spec, cwd)
             doc["points"].append({"id": pid, "point": point, **row})
             doc["selected"] = select(doc, spec)
