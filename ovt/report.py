@@ -213,6 +213,8 @@ def render_pipeline(root: Path) -> str:
         ("register_s", "register + promote"),
         ("total_s", "**whole `ovt run`**"),
         ("noop_rerun_s", "second `ovt run`, nothing changed"),
+        ("noop_rerun_dvc_s", "of which DVC status + repro"),
+        ("noop_rerun_push_s", "of which `dvc push`"),
     ):
         if key in doc:
             lines.append(f"| {label} | {_num(doc[key])} | |")

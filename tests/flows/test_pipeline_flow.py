@@ -100,3 +100,30 @@ def test_flow_summary_feeds_the_pipeline_benchmark(tiny_repo, prefect_harness):
     assert all(s["ran"] and s["seconds"] > 0 and s["cpu_seconds"] > 0 for s in rec["stages"]), rec
     assert rec["noop_rerun_ran"] == [] and rec["noop_rerun_s"] == 1.5 and rec["total_s"] == 12.5
     assert rec["date"] == "2026-01-01T00:00:00+00:00" and rec["machine"]["cpus"] == 2
+
+
+def test_noop_rerun_starts_no_dvc_repro(tiny_repo, prefect_harness, monkeypatch):
+    # one `dvc status` answers for the whole pipeline: an up-to-date rerun starts no `dvc repro` process
+    from flows.pipeline import pipeline
+
+    flags = dict(repo=str(tiny_repo), do_push=False, check_services=False, do_register=False, do_promote=False)
+    pipeline(**flags)
+    started: list[str] = []
+    real = dvcrun.repro
+    monkeypatch.setattr(dvcrun, "repro", lambda stage, **kw: started.append(stage) or real(stage, **kw))
+    again = pipeline(**flags)
+    assert started == [] and [r["ran"] for r in again["stages"]] == [False, False]
+    assert again["timings"]["dvc_status"] > 0
+    # a changed upstream command: the first stage is stale, and the second (whose input it rewrites) reruns too,
+    # although the status taken before the run could not know it yet
+    (tiny_repo / "dvc.yaml").write_text((tiny_repo / "dvc.yaml").read_text().replace("write('A')", "write('Z')"))
+    third = pipeline(**flags)
+    assert started == ["first", "second"]
+    assert [r["ran"] for r in third["stages"]] == [True, True]
+    assert (tiny_repo / "b.txt").read_text() == "ZB"
+    # only the downstream command changed: the first stage is not even handed to DVC
+    started.clear()
+    (tiny_repo / "dvc.yaml").write_text((tiny_repo / "dvc.yaml").read_text().replace("+'B'", "+'C'"))
+    fourth = pipeline(**flags)
+    assert started == ["second"] and [r["ran"] for r in fourth["stages"]] == [False, True]
+    assert (tiny_repo / "b.txt").read_text() == "ZC"
