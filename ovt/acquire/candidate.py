@@ -26,6 +26,9 @@ class ItemError(RuntimeError):
         self.detail = detail
         self.item = item  # set when a source reports a failure while enumerating (no candidate to attach it to)
 
+    def __reduce__(self):  # rebuilt from its fields when it crosses a process boundary (the inspection pool)
+        return (type(self), (self.reason, self.detail, self.item))
+
 
 @dataclass(frozen=True)
 class AssetCandidate:

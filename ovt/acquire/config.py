@@ -135,6 +135,8 @@ class AcquireParams(StrictModel):
     filters: FilterParams = Field(default_factory=FilterParams)
     labels: LabelParams = Field(default_factory=LabelParams)
     split: SplitParams = Field(default_factory=SplitParams)
+    # processes that parse meshes (0: one per CPU); the manifest does not depend on it
+    workers: int = Field(default=0, ge=0)
 
     @model_validator(mode="after")
     def _sources_configured(self) -> AcquireParams:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import posixpath
 import re
-from typing import Callable
+from typing import Callable, Iterable
 from urllib.parse import unquote
 
 from ovt.acquire.candidate import ItemError
@@ -77,8 +77,20 @@ def _mtl_refs(data: bytes) -> list[str]:
     return out
 
 
+# Line boundaries str.splitlines() knows besides "\n" and "\r\n": text holding any of them takes the slow path.
+_RARE_BREAKS = re.compile("[\x0b\x0c\x1c-\x1e\x85\u2028\u2029]|\r(?!\n)")
+_MTLLIB_LINE = re.compile(r"^.*mtllib.*$", re.IGNORECASE | re.MULTILINE)
+
+
 def _obj_mtllibs(data: bytes) -> list[str]:
-    return [lib for line in _lines(data) if line.lower().startswith("mtllib") for lib in line.split()[1:]]
+    """`mtllib` references of an OBJ. A large OBJ has millions of lines and one or two mtllib lines, so a regex
+    finds the candidate lines and only those go through the line rules (same result as scanning every line)."""
+    text = data.decode("utf-8", errors="replace")
+    if _RARE_BREAKS.search(text):
+        lines: Iterable[str] = _lines(data)
+    else:
+        lines = (s for s in (m.group(0).strip() for m in _MTLLIB_LINE.finditer(text)) if s and not s.startswith("#"))
+    return [lib for line in lines if line.lower().startswith("mtllib") for lib in line.split()[1:]]
 
 
 def _dae_images(data: bytes) -> list[str]:

@@ -15,13 +15,16 @@ from __future__ import annotations
 
 import json
 import logging
+import multiprocessing as mp
+import os
 import re
 import shutil
 import time
-from collections import Counter
+from collections import Counter, deque
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, cast
+from typing import Any, Callable, Iterable, cast
 
 from tqdm import tqdm
 
@@ -103,15 +106,29 @@ class _Accepted:
     missing: list[str]  # references (MTL, textures) that are absent or absolute: drawn untextured
 
 
-def _process(
+@dataclass(frozen=True)
+class _Staged:
+    """A new asset written to a temporary folder in the store, waiting for its mesh inspection."""
+
+    aid: str
+    mesh: str
+    missing: list[str]
+    tmp: Path
+
+
+def _stage(
     c: AssetCandidate,
     out_dir: Path,
     cache: dict[str, MeshInfo],
     seen: dict[str, str],
     cfg: AcquireParams,
     counters: Counter,
-) -> _Accepted | None:
-    """Read, hash, inspect and store one candidate; None if it duplicates an asset already accepted this run."""
+    settle: Callable[[str], None] = lambda aid: None,
+) -> _Accepted | _Staged | None:
+    """Read, hash and stage one candidate: None if it duplicates an asset already accepted this run, _Accepted if
+    the store already holds it, else _Staged (to be inspected, then committed or discarded by `_finish`).
+
+    `settle(aid)` first decides any earlier candidate with the same content that is still being inspected."""
     loaded = c.load_files()
     mesh = c.mesh
     if mesh not in loaded:
@@ -122,11 +139,11 @@ def _process(
     if missing:
         log.warning("%s: drawn untextured, references missing or absolute: %s", c.item, ", ".join(missing))
     aid = store.asset_id(files, c.attribution)
+    settle(aid)
     if aid in seen:
         counters["duplicates"] += 1
         log.info("%s duplicates %s (asset %s); keeping the first", c.item, seen[aid], aid[:12])
         return None
-    limits = (cfg.filters.min_faces, cfg.filters.max_faces)
     final = store.asset_dir(out_dir, aid)
     if final.is_dir():
         if aid in cache:
@@ -134,19 +151,47 @@ def _process(
             info = cache[aid]
         else:  # in the store but not in the previous manifest: inspect in place
             info = inspect_mesh(final / mesh)
-        check_limits(info, *limits)
+        check_limits(info, cfg.filters.min_faces, cfg.filters.max_faces)
         return _Accepted(aid, mesh, info, missing)
-    # Inspect before committing, so that a failing asset never enters the store (and needs no clean-up).
-    tmp = store.stage_files(out_dir, aid, files)
+    # Inspected before committing, so that a failing asset never enters the store (and needs no clean-up).
+    return _Staged(aid, mesh, missing, store.stage_files(out_dir, aid, files))
+
+
+def _finish(s: _Staged, inspected: Future, out_dir: Path, cfg: AcquireParams, counters: Counter) -> _Accepted:
     try:
-        info = inspect_mesh(tmp / mesh)
-        check_limits(info, *limits)
+        info = inspected.result()
+        check_limits(info, cfg.filters.min_faces, cfg.filters.max_faces)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(s.tmp, ignore_errors=True)
         raise
-    store.commit(tmp, final)
+    store.commit(s.tmp, store.asset_dir(out_dir, s.aid))
     counters["extracted"] += 1
-    return _Accepted(aid, mesh, info, missing)
+    return _Accepted(s.aid, s.mesh, info, s.missing)
+
+
+class _Inline:
+    """The executor interface, run in the calling process (one worker: no pool to start)."""
+
+    def submit(self, fn, *args) -> Future:
+        fut: Future = Future()
+        try:
+            fut.set_result(fn(*args))
+        except BaseException as err:  # noqa: BLE001 - delivered through the future, like a pool's
+            fut.set_exception(err)
+        return fut
+
+    def __enter__(self) -> _Inline:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+
+def _inspector(workers: int):
+    """Where meshes are parsed: parsing (trimesh, pure Python for OBJ) is most of this stage's time, and meshes are
+    independent, so they go to a process pool while this process reads, hashes and stages the next ones."""
+    n = workers or os.cpu_count() or 1
+    return _Inline() if n <= 1 else ProcessPoolExecutor(max_workers=n, mp_context=mp.get_context("spawn"))
 
 
 def _row(c: AssetCandidate, a: _Accepted, out_dir: Path) -> dict[str, Any]:
@@ -237,22 +282,60 @@ def run(cfg: AcquireParams, *, seed: int, out_dir: str | Path, progress: bool = 
     max_assets = cfg.filters.max_assets
     ordered = _ordered(cands, seed, max_assets)
     total = len(ordered) if max_assets is None else min(len(ordered), max_assets)
-    for c in tqdm(ordered, desc="acquire", unit="asset", total=total, disable=not progress):
-        if max_assets is not None and len(rows) >= max_assets:
-            break
-        try:
-            done = _process(c, out_dir, cache, seen, cfg, counters)
-        except ItemError as err:
-            failures.append(_failure(c.item, err))
-            continue
-        except OSError as err:  # disk/S3 read errors on one item must not stop the stage
-            failures.append(_failure(c.item, ItemError("io_error", f"{type(err).__name__}: {err}")))
-            continue
-        if done is None:
-            continue
+    # Candidates are staged in order and their meshes inspected concurrently; results are taken in the same order,
+    # so rows, duplicates and failures are exactly those of a one-by-one pass. A candidate whose bytes equal one
+    # still being inspected waits for that result first (it is a duplicate only if the first one is accepted).
+    pending: deque[tuple[AssetCandidate, _Staged, Future]] = deque()
+    window = 4 * (cfg.workers or os.cpu_count() or 1)
+    bar = tqdm(desc="acquire", unit="asset", total=total, disable=not progress)
+
+    def accept(c: AssetCandidate, done: _Accepted) -> None:
         seen[done.aid] = c.item
         rows.append(_row(c, done, out_dir))
         hints.append(c.label_hint)
+
+    def take_oldest() -> None:
+        c, staged, fut = pending.popleft()
+        bar.update()
+        try:
+            accept(c, _finish(staged, fut, out_dir, cfg, counters))
+        except ItemError as err:
+            failures.append(_failure(c.item, err))
+        except OSError as err:
+            failures.append(_failure(c.item, ItemError("io_error", f"{type(err).__name__}: {err}")))
+
+    def settle(aid: str) -> None:
+        while any(p.aid == aid for _, p, _ in pending):
+            take_oldest()
+
+    with _inspector(cfg.workers) as pool:
+        for c in ordered:
+            # with max_assets, every in-flight candidate may still be accepted: decide those first
+            while pending and (
+                len(pending) >= window or (max_assets is not None and len(rows) + len(pending) >= max_assets)
+            ):
+                take_oldest()
+            if max_assets is not None and len(rows) >= max_assets:
+                break
+            try:
+                done = _stage(c, out_dir, cache, seen, cfg, counters, settle)
+            except ItemError as err:
+                bar.update()
+                failures.append(_failure(c.item, err))
+                continue
+            except OSError as err:  # disk/S3 read errors on one item must not stop the stage
+                bar.update()
+                failures.append(_failure(c.item, ItemError("io_error", f"{type(err).__name__}: {err}")))
+                continue
+            if isinstance(done, _Staged):
+                pending.append((c, done, pool.submit(inspect_mesh, done.tmp / done.mesh)))
+                continue
+            bar.update()
+            if done is not None:
+                accept(c, done)
+        while pending:
+            take_oldest()
+    bar.close()
     t_proc = time.perf_counter()
 
     label_and_split(rows, hints, cfg, seed)

@@ -133,3 +133,30 @@ def test_sweet_home_3d_mtl_with_absolute_texture_is_accepted_untextured(tmp_path
     assert row["missing_files"] == ["f:/images/textures/wood/tree.jpg"] and row["textured"] is False
     mtl = next(f for f in row["files"] if f.endswith(".mtl"))
     assert "# reference dropped" in (tmp_path / "out" / mtl).read_text()
+
+
+def _mtllibs_by_line(data: bytes) -> list[str]:
+    # the rule applied to every line (what the regex pre-selection must reproduce)
+    from ovt.acquire.meshdeps import _lines
+
+    return [lib for line in _lines(data) if line.lower().startswith("mtllib") for lib in line.split()[1:]]
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"mtllib a.mtl\nv 0 0 0\n",
+        b"v 0 0 0\r\nMTLLIB  a.mtl b.mtl \r\nf 1 1 1\r\n",
+        b"  mtllib\ta.mtl\n# mtllib commented.mtl\nv 1 2 3 # mtllib trailing.mtl\n",
+        b"mtllibx.mtl y.mtl\nmtllib\n\n",
+        b"v 0 0 0\rmtllib old-mac.mtl\rf 1 1 1\r",  # lone CR line breaks: the slow path
+        b"mtllib a.mtl\x0cmtllib b.mtl\n",  # form feed is a line break for str.splitlines
+        "mtllib caf\u00e9.mtl\n\u2028mtllib sep.mtl\n".encode(),
+        b"\xff\xfe mtllib bad-utf8.mtl\nmtllib ok.mtl\n",
+        b"",
+    ],
+)
+def test_mtllib_scan_matches_the_line_rule(data):
+    from ovt.acquire.meshdeps import _obj_mtllibs
+
+    assert _obj_mtllibs(data) == _mtllibs_by_line(data)

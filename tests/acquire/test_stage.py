@@ -225,3 +225,36 @@ def test_nothing_usable_is_an_error(tmp_path):
     with pytest.raises(RuntimeError, match="no usable asset"):
         run(_cfg(tmp_path / "lib"), seed=0, out_dir=tmp_path / "out", progress=False)
     assert read_jsonl(tmp_path / "out" / "failures.jsonl")[0]["error"] == "no_faces"
+
+
+@pytest.mark.parametrize("filters", [{}, {"max_assets": 5}])
+def test_pool_and_one_process_write_the_same_bytes(tmp_path, filters):
+    # meshes are parsed in a process pool; rows, duplicates and failures must be those of a one-by-one pass, also
+    # when a duplicate of a still-pending (and failing) mesh follows it, and when max_assets stops the run early
+    bad_items, bad_entries = _bad_items()
+    items, entries = _chairs(8)
+    dup = sh3f_item(40, "Garbage twin", "/twin/g.obj") + sh3f_item(41, "Oak twin", "/twin/c/oakb.obj")
+    twins = {"twin/g.obj": bad_entries["lib/garbage/g.obj"], "twin/c/oakb.obj": entries["more/c1/oakb.obj"]}
+    twins["twin/c/c.mtl"] = entries["more/c1/c.mtl"]
+    make_library(
+        tmp_path / "lib",
+        n_chairs=3,
+        extra_items=bad_items + items + dup,
+        extra_entries={**bad_entries, **entries, **twins},
+    )
+    outs = {}
+    for workers in (1, 2):
+        out = tmp_path / f"w{workers}"
+        stats = run(_cfg(tmp_path / "lib", workers=workers, filters=filters), seed=0, out_dir=out, progress=False)
+        outs[workers] = (stats, {f: (out / f).read_bytes() for f in ("manifest.jsonl", "failures.jsonl")})
+        assert {p.name for p in (out / "store").glob("*/*")} == {
+            r["asset_id"] for r in read_jsonl(out / "manifest.jsonl")
+        }
+    (s1, f1), (s2, f2) = outs[1], outs[2]
+    assert f1 == f2
+    drop = ("timings_s",)
+    assert {k: v for k, v in s1.items() if k not in drop} == {k: v for k, v in s2.items() if k not in drop}
+    if not filters:
+        failed = {f["item"].split(":", 1)[1] for f in read_jsonl(tmp_path / "w2" / "failures.jsonl")}
+        assert {"TestLib:twin/g.obj", "TestLib:lib/garbage/g.obj"} <= failed  # the twin of a failure fails too
+        assert s2["n_duplicates"] == 1  # the accepted chair's twin

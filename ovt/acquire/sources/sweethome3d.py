@@ -7,6 +7,7 @@ otherwise it is the single file `model#N`. Licence texts in the folder are kept 
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import zipfile
@@ -209,10 +210,23 @@ class _Loader:
             raise ItemError("missing_file", f"model {self.item.model!r} is not in {self.path.name}")
         budget = Budget(self.max_bytes, f"asset {self.item.model!r}")
         out: dict[str, bytes] = {}
-        with zipfile.ZipFile(self.path) as zf:
-            for rel, info in sorted(files.items()):
-                check_member_name(rel)  # the part below the model folder must be safe on its own too
-                if is_symlink(info):
-                    raise ItemError("unsafe_path", f"symlink member {info.filename!r}")
-                out[rel] = read_member(zf, info, budget, self.lib_budget)
+        zf = _open_library(self.path)
+        for rel, info in sorted(files.items()):
+            check_member_name(rel)  # the part below the model folder must be safe on its own too
+            if is_symlink(info):
+                raise ItemError("unsafe_path", f"symlink member {info.filename!r}")
+            out[rel] = read_member(zf, info, budget, self.lib_budget)
         return out
+
+
+def _open_library(path: Path) -> zipfile.ZipFile:
+    """The library's zip, opened once per process: a library holds hundreds of models, and opening it re-reads its
+    whole central directory (most of a small model's load time). Keyed by size and mtime, so a replaced file is
+    opened afresh."""
+    st = path.stat()
+    return _open_zip(str(path), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=8)
+def _open_zip(path: str, size: int, mtime_ns: int) -> zipfile.ZipFile:
+    return zipfile.ZipFile(path)
