@@ -7,7 +7,9 @@ corrected) so that Blender's world coordinates are the raw file coordinates trim
 them into the normalised Y-up frame and the camera poses (OpenGL convention, which is also Blender's camera
 convention) are used unchanged. A format bpy cannot import (COLLADA left Blender in 5.0) is converted to GLB by
 trimesh first. Materials are then made to shade like gl: diffuse only, alpha-tested cut-outs (alpha < 0.5 is a
-hole), texture colour taken as stored (not premultiplied by its alpha), both faces drawn.
+hole), texture colour taken as stored (not premultiplied by its alpha), both faces drawn. Coincident back-to-back
+faces (a double-sided sheet modelled as two faces) are first pulled apart by a hair: Cycles traces shadows and
+ambient light, and a ray leaving one of them would stop on the other at distance ~0 and leave it black.
 
 Job JSON: {repo_root, mesh, rotation, size, samples, threads, light: {direction, ambient, key},
            views: [{pose (4x4), fov, distance}], out_dir}. Writes out_dir/NNN.png (RGBA, straight alpha).
@@ -35,6 +37,7 @@ def main(job_path: str) -> None:
             ob.matrix_world = m @ ob.matrix_world
     bpy.context.view_layer.update()
     check_normalised(bpy, job["mesh"])
+    separate_back_to_back(bpy)
     shade_like_gl(bpy)
 
     scene = bpy.context.scene
@@ -119,6 +122,84 @@ def check_normalised(bpy, path: str) -> None:
             f"{path}: imported geometry does not match the normalisation (radius {r:.3f}, expected "
             f"1): the importer's axis or unit handling differs from trimesh's"
         )
+
+
+# normal quantum and plane-distance quantum (normalised units) under which two faces count as one plane
+_PLANE_NORMAL_Q, _PLANE_DIST_Q = 0.01, 1e-5
+# how far (normalised units) each face of a back-to-back pair moves along its own normal: far below a pixel
+_SHEET_OFFSET = 1e-4
+
+
+def separate_back_to_back(bpy) -> int:
+    """Pull coplanar back-to-back faces apart by a hair; returns how many faces moved.
+
+    Double-sided sheets are often modelled as two coincident faces with opposite normals (a chair's caned seat, a
+    curtain). gl draws whichever wins the depth test and casts no shadows, but in Cycles a ray leaving one face hits
+    its twin at distance ~0, so the face shadows itself from the key light and from the ambient world: black
+    wherever the twin is opaque. Each such face is detached from its neighbours and moved along its own normal, so
+    the pair no longer coincides and the face turned towards the camera is the one it sees. Faces touching another
+    part face to face (a plate on a box) pair up the same way; moving them is just as harmless.
+    """
+    import bmesh
+    import numpy as np
+
+    obs = []
+    for ob in bpy.context.scene.objects:
+        lin = np.array(ob.matrix_world)[:3, :3]
+        if ob.type == "MESH" and len(ob.data.polygons) and abs(np.linalg.det(lin)) > 1e-12:
+            obs.append(ob)
+    keys, negs = [], []
+    for ob in obs:
+        me, mw = ob.data, np.array(ob.matrix_world)
+        n = len(me.polygons)
+        nrm, ctr = np.empty(3 * n), np.empty(3 * n)
+        me.polygon_normals.foreach_get("vector", nrm)
+        me.polygons.foreach_get("center", ctr)
+        nw = nrm.reshape(-1, 3) @ np.linalg.inv(mw[:3, :3])  # normals go by the inverse transpose
+        length = np.linalg.norm(nw, axis=1)
+        nw /= np.maximum(length, 1e-12)[:, None]
+        d = (nw * (ctr.reshape(-1, 3) @ mw[:3, :3].T + mw[:3, 3])).sum(1)
+        key, neg = _plane_key(np, nw, d), _plane_key(np, -nw, -d)
+        key[length < 1e-12], neg[length < 1e-12] = -1, -2  # a zero-area face has no plane: never in a pair
+        keys.append(key)
+        negs.append(neg)
+    if not obs:
+        return 0
+    every = np.concatenate(keys)
+    todo: dict[str, tuple] = {}  # per mesh datablock (instances share one): faces to move, local step
+    for ob, neg in zip(obs, negs):
+        # the twin may have rounded into the neighbouring distance bin
+        paired = np.isin(neg, every) | np.isin(neg - 1, every) | np.isin(neg + 1, every)
+        if paired.any():
+            step = _SHEET_OFFSET / max(ob.matrix_world.to_scale())  # this instance's local units
+            mask, old = todo.get(ob.data.name, (paired, step))
+            todo[ob.data.name] = (mask | paired, max(old, step))
+    moved = 0
+    for name, (mask, step) in todo.items():
+        me = bpy.data.meshes[name]
+        bm = bmesh.new()
+        bm.from_mesh(me)
+        bm.faces.ensure_lookup_table()
+        faces = [bm.faces[i] for i in np.flatnonzero(mask)]
+        bmesh.ops.split_edges(bm, edges=list({e for f in faces for e in f.edges}))  # keeps faces and their order
+        done = set()
+        for f in faces:
+            for v in f.verts:
+                if v not in done:  # after the split a vertex has one face; still, never move one twice
+                    done.add(v)
+                    v.co += f.normal * step
+        bm.to_mesh(me)
+        bm.free()
+        me.update()
+        moved += len(faces)
+    return moved
+
+
+def _plane_key(np, normals, dist):
+    """One int64 per face from its quantised plane (unit normal, signed distance to the origin)."""
+    q = np.rint(normals / _PLANE_NORMAL_Q).astype(np.int64) + 128
+    qd = np.rint(dist / _PLANE_DIST_Q).astype(np.int64) + 2**21
+    return ((q[:, 0] * 256 + q[:, 1]) * 256 + q[:, 2]) * 2**23 + qd
 
 
 def shade_like_gl(bpy) -> None:
