@@ -1,4 +1,11 @@
-"""OVT training: losses, hard-view mining, the minimax loop, DDP and checkpoints."""
+"""OVT training: losses, hard-view mining, the minimax loop, DDP and checkpoints.
+
+    from ovt.train import TrainPaths, run_distributed
+    run_distributed(params.train, seed=..., paths=TrainPaths(), model_cfg=params.model)   # the DVC stage
+
+`run` is the same stage in one process (rank 0 of 1); `run_distributed` joins the process group torchrun
+describes around it.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +13,9 @@ from ovt.lazy import lazy_exports
 
 _EXPORTS = {
     "TrainParams": "ovt.train.config",
+    "TrainPaths": "ovt.train.stage",
+    "run": "ovt.train.stage",
+    "run_distributed": "ovt.train.stage",
     "itc_loss": "ovt.train.losses",
     "positives_matrix": "ovt.train.losses",
     "vc_loss": "ovt.train.losses",

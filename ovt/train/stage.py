@@ -1,5 +1,9 @@
-"""Train stage entry: for each listed variant, train (or, for `zeroshot`, just package) the OVT model into
+"""Train stage: for each listed variant, train (or, for `zeroshot`, just package) the OVT model into
 `models/<variant>/`, idempotently and resumably.
+
+    from ovt.train import TrainPaths, run, run_distributed
+    run(params.train, seed=..., paths=TrainPaths(), model_cfg=params.model)              # one process
+    run_distributed(params.train, seed=..., paths=TrainPaths(), model_cfg=params.model)  # a torchrun rank (the DVC stage)
 
 Layout:
   models/<variant>/            adapter/, viformer.safetensors, model.json (the model); checkpoints/ (resume);
@@ -18,15 +22,16 @@ from __future__ import annotations
 import json
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 
-from ovt.io import atomic_write_json, sha256_file, stable_digest
+from ovt.io import atomic_write_bytes, atomic_write_json, sha256_file, stable_digest
 from ovt.train.config import TrainParams
 from ovt.train.data import build_table
-from ovt.train.distributed import DistContext, barrier
+from ovt.train.distributed import DistContext, barrier, destroy, init_from_env
 from ovt.train.loop import Trainer
 from ovt.train.tracking import HISTORY, write_live
 
@@ -36,6 +41,39 @@ if TYPE_CHECKING:  # the model package is heavy; training only needs its interfa
 log = logging.getLogger(__name__)
 
 IMPL_VERSION = "ovt-train/2"
+BASE_JSON = "base.json"  # the bootstrap stage's record in models/base (ovt.model.factory.BASE_JSON)
+
+
+@dataclass(frozen=True)
+class TrainPaths:
+    """The paths dvc.yaml declares for the train stage."""
+
+    renders_dir: Path = Path("data/renders")
+    captions_dir: Path = Path("data/captions")
+    base_dir: Path | None = Path("models/base")  # None: the model block's base as built, no bootstrapped weights
+    features_dir: Path | None = Path("data/features")  # None: the frozen prefix is computed here
+    out_dir: Path = Path("models")
+    metrics_dir: Path | None = None  # None: out_dir/train_metrics
+
+
+def base_digest(base_dir: Path | None) -> str | None:
+    """What the bootstrapped base's weights depend on: its weight files and the content key in base.json.
+
+    base.json also holds the bootstrap's wall-time stats, which differ between identical runs; they are left out,
+    as are metrics.json and failures.jsonl, so a rerun that only took a different time keeps every variant's key.
+    """
+    if base_dir is None or not Path(base_dir).exists():
+        return None
+    root = Path(base_dir)
+    weights = [[p.name, sha256_file(p)] for p in sorted(root.glob("*.safetensors")) if p.is_file()]
+    meta_path = root / BASE_JSON
+    meta: Any = None
+    if meta_path.is_file():
+        try:
+            meta = json.loads(meta_path.read_text()).get("key")
+        except (ValueError, AttributeError):  # not a JSON object: the file itself is what there is to key on
+            meta = sha256_file(meta_path)
+    return stable_digest({"key": meta, "weights": weights})
 
 
 def input_digest(
@@ -52,7 +90,7 @@ def input_digest(
 
     out["renders"] = files(renders_dir, ["manifest.jsonl", "shards/*.json"])
     out["captions"] = files(captions_dir, ["shards/*.jsonl", "shards/*.json"])
-    out["base"] = files(base_dir, ["*.json", "*.safetensors"])
+    out["base"] = base_digest(base_dir)
     if store is not None:  # the frozen-tower outputs the variants train on
         out["features"] = stable_digest(
             [store.folder.name] + [json.loads(p.read_text())["key"] for p in sorted(store.folder.glob("shard-*.json"))]
@@ -108,8 +146,6 @@ def save_text_cache(path: Path, store: dict[str, torch.Tensor]) -> None:
     """Atomically write `store` to `path` and drop cache files of other text towers."""
     from safetensors.torch import save
 
-    from ovt.io import atomic_write_bytes
-
     texts = sorted(store)
     emb = torch.stack([store[t] for t in texts]) if texts else torch.zeros(0)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -132,28 +168,25 @@ def run(
     cfg: TrainParams,
     *,
     seed: int,
-    renders_dir: Path | None,
-    captions_dir: Path | None,
-    base_dir: Path | None,
-    out_dir: Path,
+    paths: TrainPaths = TrainPaths(),
     model_cfg: Any = None,
     build_model: Callable[[], OVTModel] | None = None,
-    metrics_dir: Path | None = None,
     resume: bool = True,
     ctx: DistContext | None = None,
     on_step: Callable[[int], None] | None = None,
-    features_dir: Path | None = None,
 ) -> dict:
-    """Train every variant in `cfg.variants` into `out_dir/<variant>/`; returns per-variant stats.
+    """Train every variant in `cfg.variants` into `paths.out_dir/<variant>/`; returns per-variant stats.
 
     `build_model()` must return a fresh OVT model (ovt.model interface); by default it is built from `model_cfg`
-    and the bootstrapped base in `base_dir`. Metrics go to `metrics_dir` (default `out_dir/train_metrics`).
-    `features_dir` (the features stage's output) supplies the frozen prefix of every render view; without it the
-    prefix is computed here.
+    and the bootstrapped base in `paths.base_dir`. Metrics go to `paths.metrics_dir` (default
+    `out_dir/train_metrics`). `paths.features_dir` (the features stage's output) supplies the frozen prefix of every
+    render view; without it the prefix is computed here. `ctx` is this process's rank (default: rank 0 of 1).
     """
+    renders_dir, captions_dir, out_dir = Path(paths.renders_dir), Path(paths.captions_dir), Path(paths.out_dir)
+    base_dir = Path(paths.base_dir) if paths.base_dir is not None else None
+    features_dir = Path(paths.features_dir) if paths.features_dir is not None else None
     ctx = ctx or DistContext()
-    out_dir = Path(out_dir)
-    metrics_dir = Path(metrics_dir) if metrics_dir else out_dir / "train_metrics"
+    metrics_dir = Path(paths.metrics_dir) if paths.metrics_dir is not None else out_dir / "train_metrics"
     if build_model is None:
         if model_cfg is None:
             raise ValueError("train stage: pass model_cfg (the params.yaml model block) or build_model")
@@ -270,3 +303,31 @@ def run(
         }
         atomic_write_json(metrics_dir / "metrics.json", flat)
     return stats
+
+
+def run_distributed(
+    cfg: TrainParams,
+    *,
+    seed: int,
+    paths: TrainPaths = TrainPaths(),
+    model_cfg: Any = None,
+    build_model: Callable[[], OVTModel] | None = None,
+    resume: bool = True,
+    on_step: Callable[[int], None] | None = None,
+) -> dict:
+    """`run` as one rank of the process group torchrun describes (a plain process is rank 0 of 1): join the group,
+    run, leave it."""
+    ctx = init_from_env()
+    try:
+        return run(
+            cfg,
+            seed=seed,
+            paths=paths,
+            model_cfg=model_cfg,
+            build_model=build_model,
+            resume=resume,
+            ctx=ctx,
+            on_step=on_step,
+        )
+    finally:
+        destroy(ctx)

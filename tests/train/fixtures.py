@@ -11,6 +11,7 @@ from PIL import Image, ImageDraw
 
 from ovt.shards import write_record
 from ovt.train.config import TrainParams
+from ovt.train.stage import TrainPaths
 
 LABELS = ["chair", "lamp", "table"]
 COLOURS = [(220, 40, 40), (40, 200, 60), (50, 80, 230), (230, 200, 40), (200, 60, 200), (40, 200, 200)]
@@ -108,3 +109,42 @@ def build_tiny(model_cfg):
     from ovt.model import build_base, build_ovt_model
 
     return build_ovt_model(model_cfg, build_base(model_cfg, None))
+
+
+def train_paths(tree: tuple[Path, Path], out: Path, **over) -> TrainPaths:
+    """The train stage's paths on a test tree: no bootstrapped base, no feature store unless `over` names one."""
+    return TrainPaths(
+        **{
+            "renders_dir": tree[0],
+            "captions_dir": tree[1],
+            "base_dir": None,
+            "features_dir": None,
+            "out_dir": out,
+            **over,
+        }
+    )
+
+
+def stage_layout(root: Path, tree: tuple[Path, Path], params: dict) -> None:
+    """`root` laid out as the repository root the train stage runs in: the render and caption trees where
+    `TrainPaths()` looks for them, the features stage's store for `params["model"]`, and params.yaml."""
+    import yaml
+
+    from ovt.features import FeatureParams, FeaturePaths
+    from ovt.features import run as run_features
+    from ovt.model import ModelParams
+
+    paths = TrainPaths()
+    assert paths.features_dir is not None
+    renders, captions = root / paths.renders_dir, root / paths.captions_dir
+    renders.parent.mkdir(parents=True, exist_ok=True)
+    renders.symlink_to(tree[0])
+    captions.symlink_to(tree[1])
+    run_features(
+        FeatureParams(dtype="float32"),
+        model=ModelParams(**params["model"]),
+        seed=0,
+        progress=False,
+        paths=FeaturePaths(renders_dir=renders, out_dir=root / paths.features_dir, stats=None),
+    )
+    (root / "params.yaml").write_text(yaml.safe_dump(params))

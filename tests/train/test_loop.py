@@ -18,7 +18,7 @@ from ovt.train.data import build_table
 from ovt.train.distributed import DistContext
 from ovt.train.loop import Trainer
 from ovt.train.stage import run
-from tests.train.fixtures import build_tiny, tiny_model_cfg, tiny_train_cfg
+from tests.train.fixtures import build_tiny, tiny_model_cfg, tiny_train_cfg, train_paths
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -105,7 +105,7 @@ _KILL_SCRIPT = textwrap.dedent("""
     from pathlib import Path
     import torch
     torch.set_num_threads({threads})  # the parent's count: float reductions must add up in the same order
-    from tests.train.fixtures import tiny_model_cfg, tiny_train_cfg
+    from tests.train.fixtures import tiny_model_cfg, tiny_train_cfg, train_paths
     from ovt.train.stage import run
     cfg = tiny_train_cfg(**{cfg!r})
 
@@ -113,8 +113,8 @@ _KILL_SCRIPT = textwrap.dedent("""
         if step == {kill_at}:
             os.kill(os.getpid(), signal.SIGKILL)  # no cleanup, no finally: a real crash
 
-    run(cfg, seed=5, renders_dir=Path({r!r}), captions_dir=Path({c!r}), base_dir=None, out_dir=Path({out!r}),
-        model_cfg=tiny_model_cfg(), on_step=kill)
+    run(cfg, seed=5, paths=train_paths((Path({r!r}), Path({c!r})), Path({out!r})), model_cfg=tiny_model_cfg(),
+        on_step=kill)
 """)
 
 
@@ -136,10 +136,7 @@ def test_kill_mid_epoch_then_resume_equals_uninterrupted(tree, tmp_path):
     resumed = run(
         cfg,
         seed=5,
-        renders_dir=tree[0],
-        captions_dir=tree[1],
-        base_dir=None,
-        out_dir=killed,
+        paths=train_paths(tree, killed),
         model_cfg=tiny_model_cfg(),
     )
     assert resumed["ovt"]["resumed_from"] == 6 and resumed["ovt"]["steps"] == 10
@@ -147,10 +144,7 @@ def test_kill_mid_epoch_then_resume_equals_uninterrupted(tree, tmp_path):
     run(
         cfg,
         seed=5,
-        renders_dir=tree[0],
-        captions_dir=tree[1],
-        base_dir=None,
-        out_dir=straight,
+        paths=train_paths(tree, straight),
         model_cfg=tiny_model_cfg(),
     )
     for f in ("adapter/adapter_model.safetensors", "viformer.safetensors"):
@@ -167,10 +161,7 @@ def test_kill_mid_epoch_then_resume_equals_uninterrupted(tree, tmp_path):
     again = run(
         cfg,
         seed=5,
-        renders_dir=tree[0],
-        captions_dir=tree[1],
-        base_dir=None,
-        out_dir=killed,
+        paths=train_paths(tree, killed),
         model_cfg=tiny_model_cfg(),
     )
     assert again["ovt"]["skipped"] is True

@@ -4,18 +4,17 @@ import io
 import json
 import shutil
 import tarfile
+from pathlib import Path
 
 import torch
 
 from ovt.model import OVTModel
 from ovt.train.stage import run
-from tests.train.fixtures import make_tree, tiny_model_cfg, tiny_train_cfg
+from tests.train.fixtures import make_tree, stage_layout, tiny_model_cfg, tiny_train_cfg, train_paths
 
 
 def _run(cfg, tree, out):
-    return run(
-        cfg, seed=2, renders_dir=tree[0], captions_dir=tree[1], base_dir=None, out_dir=out, model_cfg=tiny_model_cfg()
-    )
+    return run(cfg, seed=2, paths=train_paths(tree, out), model_cfg=tiny_model_cfg())
 
 
 def test_variants_idempotent_and_lambda_retrains(tree, tmp_path):
@@ -56,10 +55,7 @@ def test_unreadable_image_logged_and_skipped(tmp_path):
     stats = run(
         tiny_train_cfg(epochs=1, variants=["contrastive"]),
         seed=2,
-        renders_dir=renders,
-        captions_dir=captions,
-        base_dir=None,
-        out_dir=tmp_path / "models",
+        paths=train_paths((renders, captions), tmp_path / "models"),
         model_cfg=tiny_model_cfg(),
     )
     assert stats["contrastive"]["mv_pairs"] == 39
@@ -67,11 +63,15 @@ def test_unreadable_image_logged_and_skipped(tmp_path):
     assert fail[0]["item"] == bad_key and fail[0]["stage"] == "train"
 
 
-def test_torchrun_entry_reads_params_yaml(tree, tmp_path):
-    """`python -m ovt.train.ddp` as a single process: the whole params.yaml is validated, then the stage runs."""
+def test_stage_entry_reads_params_yaml_and_runs_on_dvc_paths(tree, tmp_path, monkeypatch, capsys):
+    """`python -m stages.train` as a single process (rank 0 of 1): the whole params.yaml is validated, then the
+    stage runs on the paths dvc.yaml declares (TrainPaths' defaults, relative to the repository root)."""
+    import pytest
     import yaml
 
-    from ovt.train.ddp import main
+    from ovt.entry import stage_main
+    from ovt.train import TrainPaths
+    from stages.train import _run
 
     cfg = tiny_train_cfg(epochs=1, variants=["contrastive"])
     params = {
@@ -79,31 +79,48 @@ def test_torchrun_entry_reads_params_yaml(tree, tmp_path):
         "model": tiny_model_cfg().model_dump(mode="json"),
         "train": cfg.model_dump(mode="json"),
     }
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    stats = main(
-        [
-            "--params",
-            str(tmp_path / "params.yaml"),
-            "--renders",
-            str(tree[0]),
-            "--captions",
-            str(tree[1]),
-            "--base",
-            str(tmp_path / "nobase"),
-            "--out",
-            str(tmp_path / "models"),
-            "--features",
-            "none",
-        ]
-    )
-    assert stats["contrastive"]["steps"] == 5
-    (tmp_path / "bad.yaml").write_text(yaml.safe_dump({**params, "train": {"lamda": 1}}))
-    import pytest
+    stage_layout(tmp_path, tree, params)
+    monkeypatch.chdir(tmp_path)
+    paths = TrainPaths()
+    stage_main(_run)
+    metrics = json.loads((Path(paths.out_dir) / "train_metrics" / "metrics.json").read_text())
+    assert metrics["contrastive"]["steps"] == 5
+    record = json.loads((Path(paths.out_dir) / "contrastive" / "train.json").read_text())
+    assert record["seed"] == 4 and record["inputs"]["features"] is not None
+    Path("bad.yaml").write_text(yaml.safe_dump({**params, "train": {"lamda": 1}}))
+    with pytest.raises(SystemExit) as exit_:  # a params error is one clear line and exit code 2, never a traceback
+        stage_main(_run, params_path="bad.yaml")
+    assert exit_.value.code == 2 and "train.lamda" in capsys.readouterr().err
 
-    from ovt.params_base import ParamsError
 
-    with pytest.raises(ParamsError, match="train.lamda"):
-        main(["--params", str(tmp_path / "bad.yaml")])
+def test_base_key_ignores_the_bootstraps_timings(tree, tmp_path):
+    """Only the base's weights and content key feed the variant keys and the caption cache key: a bootstrap rerun
+    that differs in wall time alone changes neither."""
+    from safetensors.torch import save_file
+
+    from ovt.train import stage
+
+    base = tmp_path / "base"
+    base.mkdir()
+    save_file({"w": torch.ones(2)}, str(base / "base.safetensors"))
+    meta = {"key": "k1", "embed_dim": 32, "stats": {"feature_s": 1.5, "total_s": 9.25, "n_train_views": 8}}
+    (base / "base.json").write_text(json.dumps(meta))
+    (base / "metrics.json").write_text(json.dumps({"loss_after": 0.5}))
+    cfg, model = tiny_train_cfg(), tiny_model_cfg()
+
+    def keys():
+        inputs = stage.input_digest(tree[0], tree[1], base, cfg)
+        return stage.variant_key(cfg, "ovt", 2, inputs, model), stage.text_key(inputs, model)
+
+    first = keys()
+    (base / "base.json").write_text(json.dumps({**meta, "stats": {**meta["stats"], "feature_s": 2.0, "total_s": 11.0}}))
+    (base / "failures.jsonl").write_text("")
+    assert keys() == first, "a timing-only change in base.json changed the keys"
+    (base / "base.json").write_text(json.dumps({**meta, "key": "k2"}))
+    assert keys()[0] != first[0] and keys()[1] != first[1], "a new base content key must change the keys"
+    (base / "base.json").write_text(json.dumps(meta))
+    save_file({"w": torch.zeros(2)}, str(base / "base.safetensors"))
+    assert keys()[0] != first[0] and keys()[1] != first[1], "new base weights must change the keys"
 
 
 def test_heldout_viewpoint_variants_train_on_their_bands_only(tree, tmp_path):
@@ -152,12 +169,8 @@ def test_train_reads_the_prefix_from_the_feature_store(tree, tmp_path, monkeypat
         stored = run(
             cfg,
             seed=2,
-            renders_dir=tree[0],
-            captions_dir=tree[1],
-            base_dir=None,
-            out_dir=tmp_path / "stored",
+            paths=train_paths(tree, tmp_path / "stored", features_dir=stored_dir),
             model_cfg=tiny_model_cfg(),
-            features_dir=stored_dir,
         )
     assert stored["ovt"]["input"] == "cached prefix" and plain["ovt"]["mv_pairs"] == stored["ovt"]["mv_pairs"]
     a = load_file(tmp_path / "plain" / "ovt" / "viformer.safetensors")
@@ -168,12 +181,8 @@ def test_train_reads_the_prefix_from_the_feature_store(tree, tmp_path, monkeypat
     full = run(
         cfg,
         seed=2,
-        renders_dir=tree[0],
-        captions_dir=tree[1],
-        base_dir=None,
-        out_dir=tmp_path / "full",
+        paths=train_paths(tree, tmp_path / "full", features_dir=refused),
         model_cfg=tiny_model_cfg(),
-        features_dir=refused,
     )
     assert full["ovt"]["input"] == "full forward" and full["ovt"]["steps"] == 5
 
