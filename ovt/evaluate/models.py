@@ -98,9 +98,33 @@ def discover(
     return sorted(specs, key=lambda s: _sort_key(s.name))
 
 
+# models/<variant>/seeds/<k>/: the variant trained again with seed base.seed + k (the train stage's replicates)
+SEEDS_DIR = "seeds"
+POOLED_SEP = "_x"  # "ovt_x3": the per-object results of ovt averaged over its 3 training seeds
+
+
+def replicates(spec: ModelSpec) -> list[ModelSpec]:
+    """The seed replicates of a trained variant (folders seeds/<k>/ with a model.json), by k; [] for none."""
+    root = spec.path / SEEDS_DIR
+    if spec.adapter_scale == 0.0 or WISE_SEP in spec.name or not root.is_dir():
+        return []
+    ks = sorted(int(p.name) for p in root.iterdir() if p.name.isdigit() and (p / "model.json").is_file())
+    return [ModelSpec(f"{spec.name}_seed{k}", root / str(k), _train_scale(root / str(k))) for k in ks]
+
+
+def pooled_name(variant: str, n_seeds: int) -> str:
+    return f"{variant}{POOLED_SEP}{n_seeds}"
+
+
 def dir_digest(path: Path) -> str:
-    """Content digest of a model directory (every file except checkpoints, which do not define the model)."""
-    files = sorted(p for p in Path(path).rglob("*") if p.is_file() and "checkpoints" not in p.parts)
+    """Content digest of a model directory (every file except checkpoints, which do not define the model, and the
+    seed replicates, which are models of their own)."""
+    root = Path(path)
+    files = sorted(
+        p
+        for p in root.rglob("*")
+        if p.is_file() and "checkpoints" not in p.parts and p.relative_to(root).parts[0] != SEEDS_DIR
+    )
     return stable_digest([(str(p.relative_to(path)), sha256_file(p)) for p in files])
 
 

@@ -27,8 +27,17 @@ from ovt.evaluate.config import EvaluateParams
 from ovt.evaluate.embeddings import embed_views
 from ovt.evaluate.folders import BenchmarkSpec, run_benchmark_table
 from ovt.evaluate.intervals import paired_bootstrap
-from ovt.evaluate.metrics import ViewResults, accuracy_grid, object_stats
-from ovt.evaluate.models import ModelLoader, ModelSpec, default_loader, dir_digest, discover, load
+from ovt.evaluate.metrics import ViewResults, accuracy_grid, object_stats, point_metrics
+from ovt.evaluate.models import (
+    ModelLoader,
+    ModelSpec,
+    default_loader,
+    dir_digest,
+    discover,
+    load,
+    pooled_name,
+    replicates,
+)
 from ovt.evaluate.views import EvalViews, load_views
 from ovt.evaluate.worst_case import PrefixCache, RenderView, search_model, search_table
 from ovt.evaluate.zeroshot import build_classifier
@@ -47,6 +56,8 @@ log = logging.getLogger(__name__)
 IMPL_VERSION = "evaluate-2"
 STAGE = "evaluate"
 HV_SUFFIX = "_hv"  # models trained without the elevation band(s) of `heldout_elevation_bands`
+# Each seed replicate's own point values in metrics.json, so the spread over seeds is visible beside the pooled rows.
+SEED_METRICS = ("mean_acc", "worst_view_acc", "off_canonical_acc", "band_acc", "worst_view_margin")
 
 
 @dataclass(frozen=True)
@@ -166,6 +177,10 @@ def run(
         )
         # the base is the same frozen model in both folders: score it once
         specs += [ModelSpec(f"{h.name}{HV_SUFFIX}", h.path, h.adapter_scale) for h in hv if h.name != cfg.base_name]
+    # seed replicates of the trained variants: scored like any model, then averaged per object into `<v>_x<n>`
+    reps = {s.name: r for s in specs if (r := replicates(s))}
+    rep_names = {r.name for rs in reps.values() for r in rs}
+    specs = specs + [r for rs in reps.values() for r in rs]
     model_digests = {s.name: [dir_digest(s.path), s.adapter_scale] for s in specs}
     search_on = cfg.search.enabled and render_view is not None
     key = stable_digest(
@@ -252,7 +267,9 @@ def run(
             results[spec.name] = res
             found = []
             # search_on implies a renderer; the explicit check tells the type checker
-            if search_on and render_view is not None and (cfg.search.models is None or spec.name in cfg.search.models):
+            searched_model = cfg.search.models is None or spec.name in cfg.search.models
+            # the search is the costly part of a model's scoring: replicates are compared on the rendered views only
+            if search_on and render_view is not None and searched_model and spec.name not in rep_names:
                 found = [
                     f.record(spec.name)
                     for f in search_model(
@@ -270,7 +287,7 @@ def run(
                         progress=progress,
                     )
                 ]
-            if cfg.benchmarks:
+            if cfg.benchmarks and spec.name not in rep_names:
                 bench_rows[spec.name] = run_benchmark_table(
                     model,
                     [BenchmarkSpec(b.name, b.folder, b.vocabulary, b.gt) for b in cfg.benchmarks],
@@ -294,7 +311,18 @@ def run(
     if not results:
         raise RuntimeError(f"evaluate: no model could be scored (see {failures})")
 
-    stats_by_model = {n: object_stats(r, cfg.heldout_elevation_bands, searched.get(n)) for n, r in results.items()}
+    singles = {n: r for n, r in results.items() if n not in rep_names}
+    stats_by_model = {n: object_stats(r, cfg.heldout_elevation_bands, searched.get(n)) for n, r in singles.items()}
+    seed_points: dict[str, Any] = {}
+    for name, rs in reps.items():
+        scored = [n for n in (name, *(r.name for r in rs)) if n in results]
+        if name not in results or len(scored) < 2:
+            continue
+        # per-object counts averaged over seeds (the search columns are left out: replicates are not searched)
+        per_seed = [object_stats(results[n], cfg.heldout_elevation_bands) for n in scored]
+        stats_by_model[pooled_name(name, len(scored))] = np.mean(per_seed, axis=0)
+        for n, st in zip(scored, per_seed):
+            seed_points.update({f"{n}.{m}": point_metrics(st)[m] for m in SEED_METRICS} if n in rep_names else {})
     boot = paired_bootstrap(
         stats_by_model,
         n_resamples=cfg.intervals.n_resamples,
@@ -314,7 +342,8 @@ def run(
                 "search.n_objects": int(max(np.isfinite(t[:, 0]).sum() for t in searched.values())),
             }
         )
-    for k, v in heldout_viewpoints(boot, cfg, list(results)).items():
+    extra.update(seed_points)
+    for k, v in heldout_viewpoints(boot, cfg, list(singles)).items():
         extra[f"heldout_viewpoints.{k}"] = v
     for m, table in bench_rows.items():
         for bench, row in table.items():
@@ -322,8 +351,8 @@ def run(
                 if k in ("top1", f"top{cfg.top_k}"):
                     extra[f"{m}.bench.{bench}.{k}"] = round(float(v), 6)
     metrics = report.metrics_doc(boot, extra)
-    _write_outputs(out_dir, cfg, views, results, boot, metrics, found_all)
-    _draw_figures(out_dir, cfg, views, results, found_all, render_view, asset_rows)
+    _write_outputs(out_dir, cfg, views, singles, boot, metrics, found_all)
+    _draw_figures(out_dir, cfg, views, singles, found_all, render_view, asset_rows)
     summary = report.summary_table(boot, cfg.summary)
     n_failures = len(read_jsonl(failures)) if failures.is_file() else 0
     stats = {

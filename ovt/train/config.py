@@ -120,3 +120,21 @@ class TrainParams(StrictModel):
     data: DataParams = DataParams()
     tracking: TrackingParams = TrackingParams()
     heldout_viewpoints: HeldoutViewpointParams = HeldoutViewpointParams()
+    # Statistical power: `seed_variants` are also trained with seeds base.seed+1 … base.seed+seeds-1 (into
+    # models/<variant>/seeds/<k>/), so evaluation can average a comparison over training seeds as well as objects.
+    # The registered model is always the base.seed one.
+    seeds: int = Field(1, ge=1)
+    seed_variants: list[str] = ["contrastive", "ovt"]
+
+    @model_validator(mode="after")
+    def _seed_variants_trained(self) -> TrainParams:
+        hv = self.heldout_viewpoints
+        trained = set(self.variants) | ({f"{v}_hv" for v in hv.variants} if hv.enabled else set())
+        unknown = [v for v in self.seed_variants if v not in trained or v == "zeroshot"]
+        if self.seeds > 1 and unknown:
+            raise ValueError(f"seed_variants {unknown} are not trained variants (trained: {sorted(trained)})")
+        return self
+
+    def replicate_seeds(self, variant: str, seed: int) -> list[int]:
+        """The training seeds of `variant`: `seed`, then the replicates' when it is one of `seed_variants`."""
+        return [seed + k for k in range(self.seeds if variant in self.seed_variants else 1)]

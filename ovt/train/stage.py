@@ -102,9 +102,21 @@ def input_digest(
     return out
 
 
+SEEDS_DIR = "seeds"  # models/<variant>/seeds/<k>/: the variant trained with seed base.seed + k
+
+
+def replicate_name(variant: str, k: int) -> str:
+    # no "@", "." or "-": the name becomes part of metric paths and MLflow metric names
+    return f"{variant}_seed{k}"
+
+
+def replicate_dir(out_dir: Path, variant: str, k: int) -> Path:
+    return out_dir / variant if k == 0 else out_dir / variant / SEEDS_DIR / str(k)
+
+
 def variant_key(cfg: TrainParams, variant: str, seed: int, inputs: dict, model_cfg: Any) -> str:
-    # tracking and the variant list do not change a variant's weights; everything else does
-    train = cfg.model_dump(mode="json", exclude={"tracking", "variants"})
+    # tracking, the variant list and the replicate count do not change a variant's weights; everything else does
+    train = cfg.model_dump(mode="json", exclude={"tracking", "variants", "seeds", "seed_variants"})
     if variant == "contrastive":  # no L_VC: mining and the alignment loss cannot change its weights
         train.pop("mining")
         train["loss"] = {k: v for k, v in train["loss"].items() if k == "multi_positive"}
@@ -211,28 +223,34 @@ def run(
     shareds: dict[bool, dict] = {False: dict(stores), True: dict(stores)}
     hv = cfg.heldout_viewpoints
     hv_cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"elevation_bands": hv.train_bands})})
-    todo = list(cfg.variants) + ([f"{v}_hv" for v in hv.variants] if hv.enabled else [])
+    variants = list(cfg.variants) + ([f"{v}_hv" for v in hv.variants] if hv.enabled else [])
+    # (name, variant, seed, folder): each variant with the stage's seed, then its seed replicates (if any)
+    todo = [
+        (variant if k == 0 else replicate_name(variant, k), variant, s, replicate_dir(out_dir, variant, k))
+        for variant in variants
+        for k, s in enumerate(cfg.replicate_seeds(variant, seed))
+    ]
     stats: dict[str, Any] = {}
-    for variant in todo:
+    for name, variant, vseed, dest in todo:
         is_hv = variant.endswith("_hv")
         kind = variant.removesuffix("_hv")
         vcfg = hv_cfg if is_hv else cfg
-        dest = out_dir / variant
-        key = variant_key(vcfg, kind, seed, inputs, model_cfg)
+        key = variant_key(vcfg, kind, vseed, inputs, model_cfg)
+        live = name == variant  # dvclive folders (dvc plots) follow the registered seed only
         marker = dest / "train.json"
         if marker.exists() and (kind == "zeroshot" or (dest / HISTORY).is_file()):
             done = json.loads(marker.read_text())
             if done.get("key") == key:
-                log.info("%s: up to date (key %s), skipping", variant, key[:12])
-                stats[variant] = {**done.get("stats", {}), "skipped": True}
-                if ctx.is_main and kind != "zeroshot":
+                log.info("%s: up to date (key %s), skipping", name, key[:12])
+                stats[name] = {**done.get("stats", {}), "skipped": True}
+                if ctx.is_main and kind != "zeroshot" and live:
                     write_live(metrics_dir / variant, json.loads((dest / HISTORY).read_text()), done.get("stats"))
                 continue
-        torch.manual_seed(seed)  # every variant starts from identical adapter initialisations
+        torch.manual_seed(vseed)  # every variant of one seed starts from identical adapter initialisations
         model = build_model()
         t0 = time.perf_counter()
         if kind == "zeroshot":
-            vstats: dict[str, Any] = {"variant": variant, "steps": 0}
+            vstats: dict[str, Any] = {"variant": name, "steps": 0}
         else:
             if is_hv not in tables:
                 tables[is_hv] = build_table(vcfg.data, renders_dir, captions_dir)
@@ -243,7 +261,7 @@ def run(
                 copy.deepcopy(tables[is_hv]),
                 vcfg,
                 variant=kind,
-                seed=seed,
+                seed=vseed,
                 work_dir=dest,
                 ctx=ctx,
                 key=key,
@@ -264,7 +282,7 @@ def run(
             record = {
                 "key": key,
                 "variant": variant,
-                "seed": seed,
+                "seed": vseed,
                 "adapter_scale": 0.0 if kind == "zeroshot" else cfg.wise_alpha,
                 "lambda": cfg.loss.lam if kind == "ovt" else 0.0,
                 "impl": IMPL_VERSION,
@@ -274,10 +292,11 @@ def run(
             model.to("cpu").save(dest, extra={"train": record})
             if kind != "zeroshot":
                 atomic_write_json(dest / HISTORY, history)
-                write_live(metrics_dir / variant, history, vstats)
+                if live:
+                    write_live(metrics_dir / variant, history, vstats)
             atomic_write_json(marker, {**record, "inputs": inputs, "stats": vstats})  # last: the commit
         barrier(ctx)
-        stats[variant] = vstats
+        stats[name] = vstats
     if ctx.is_main:
         if len(stores["text_store"]) != n_cached or not text_cache.is_file():
             save_text_cache(text_cache, stores["text_store"])

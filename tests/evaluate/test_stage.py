@@ -260,3 +260,43 @@ def test_validation_split_and_old_manifests(tmp_path):
         progress=False,
     )
     assert stats["split"] == "validation" and stats["n_objects"] == 3
+
+
+def test_seed_replicates_are_pooled_per_object(world, tmp_path):
+    import shutil
+
+    root, renders, assets = world
+    models = tmp_path / "models"
+    shutil.copytree(root / "models", models)
+    save_tiny_models(tmp_path / "other", variants=("a", "b", "contrastive", "ovt"))  # other weights: other seeds
+    for v in ("contrastive", "ovt"):
+        shutil.copytree(tmp_path / "other" / v, models / v / "seeds" / "1")
+    cfg = CFG.model_copy(update={"search": SearchParams(enabled=False), "wise_alphas": []})
+    plain = run(cfg, seed=0, paths=_paths(root, renders, assets, tmp_path / "plain"), progress=False)
+    paths = EvaluatePaths(
+        renders_dir=renders,
+        assets_dir=assets,
+        features_dir=root / "features",
+        models_dir=models,
+        out_dir=tmp_path / "eval",
+    )
+    stats = run(cfg, seed=0, paths=paths, progress=False)
+    assert stats["models"] == [*plain["models"], "contrastive_seed1", "ovt_seed1"]
+    m = flatten(json.loads((tmp_path / "eval" / "metrics.json").read_text()))
+    p = flatten(json.loads((tmp_path / "plain" / "metrics.json").read_text()))
+    # the registered (first-seed) models are scored exactly as without replicates
+    assert all(
+        m[f"{v}.{k}"] == p[f"{v}.{k}"] for v in ("base", "contrastive", "ovt") for k in ("mean_acc", "worst_view_acc")
+    )
+    for v in ("contrastive", "ovt"):
+        for k in ("mean_acc", "worst_view_acc", "off_canonical_acc", "worst_view_margin"):
+            # every object has the same views under both seeds: the pooled value is the mean of the seeds' values
+            assert m[f"{v}_x2.{k}"] == pytest.approx((m[f"{v}.{k}"] + m[f"{v}_seed1.{k}"]) / 2, abs=1e-6)
+            assert m[f"{v}_x2.{k}_lo"] <= m[f"{v}_x2.{k}"] <= m[f"{v}_x2.{k}_hi"]
+    assert m["ovt_x2-contrastive_x2.worst_view_acc"] == pytest.approx(
+        m["ovt_x2.worst_view_acc"] - m["contrastive_x2.worst_view_acc"], abs=1e-6
+    )
+    assert m["ovt_x2.search_worst_margin"] is None  # replicates are never searched
+    with open(tmp_path / "eval" / "per_view.csv") as fh:
+        header = next(csv.reader(fh))
+    assert not any("seed1" in h for h in header)  # per-view tables and figures show the registered models

@@ -222,3 +222,32 @@ def test_caption_embeddings_persist_across_runs_and_match_a_fresh_encoding(tree,
     cache.write_bytes(b"garbage")  # a corrupt cache is recomputed, never fatal
     _run(tiny_train_cfg(epochs=1, variants=["ovt"], loss={"lam": 3.0}), tree, tmp_path)
     assert calls and stage.load_text_cache(cache).keys() == stored.keys()
+
+
+def test_seed_replicates_train_beside_the_registered_seed(tree, tmp_path):
+    cfg = tiny_train_cfg(epochs=1, variants=["contrastive", "ovt"], seeds=3, seed_variants=["ovt"])
+    stats = _run(cfg, tree, tmp_path)
+    assert set(stats) == {"contrastive", "ovt", "ovt_seed1", "ovt_seed2"}
+    seeds = [
+        json.loads((tmp_path / "ovt" / sub / "train.json").read_text())["seed"] for sub in ("", "seeds/1", "seeds/2")
+    ]
+    assert seeds == [2, 3, 4]
+    assert not (tmp_path / "contrastive" / "seeds").exists()
+    x = torch.rand(2, 3, 32, 32)
+    a, b = (OVTModel.load(p).encode_image(x) for p in (tmp_path / "ovt", tmp_path / "ovt" / "seeds" / "1"))
+    assert not torch.allclose(a, b)  # another seed, another model
+    flat = json.loads((tmp_path / "train_metrics" / "metrics.json").read_text())
+    assert set(flat) == set(stats)
+    # dvclive folders (dvc plots) belong to the registered seed only
+    assert sorted(p.name for p in (tmp_path / "train_metrics").iterdir() if p.is_dir()) == ["contrastive", "ovt"]
+    # the replicate count is not part of a model's key: fewer seeds retrain nothing, and the seed-2 model is kept
+    fewer = _run(cfg.model_copy(update={"seeds": 2}), tree, tmp_path)
+    assert set(fewer) == {"contrastive", "ovt", "ovt_seed1"} and all(s.get("skipped") for s in fewer.values())
+
+
+def test_seed_variants_must_be_trained():
+    import pytest
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="seed_variants"):
+        tiny_train_cfg(variants=["ovt"], seeds=2, seed_variants=["contrastive"])
