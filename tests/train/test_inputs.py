@@ -153,3 +153,37 @@ def test_prefix_encoding_pass_through_workers_gives_the_same_cache(tree, tmp_pat
     assert t0.inputs.prefix is not None and t1.inputs.prefix is not None
     assert torch.equal(t0.inputs.prefix, t1.inputs.prefix) and all(torch.equal(w0[n], w1[n]) for n in w0)
     assert t1.inputs._loader is None  # shut down once the prefix was built
+
+
+def test_resume_mid_epoch_with_workers_equals_uninterrupted(tree, tmp_path):
+    """The plan starts at the resumed step; the reuse mode's second pass decodes its few rows in process."""
+    cfg = tiny_train_cfg(
+        checkpoint_every=2,
+        mining={"mode": "reuse"},
+        data={"cache_prefix": False, "augment": True, "num_workers": 1},
+    )
+
+    def trainer(work: Path, on_step=None) -> Trainer:
+        torch.manual_seed(3)
+        return Trainer(build_tiny(tiny_model_cfg()), build_table(cfg.data, *tree), cfg, variant="ovt", seed=3,
+                       work_dir=work, ctx=DistContext(), key="k", on_step=on_step)  # fmt: skip
+
+    class Killed(Exception):
+        pass
+
+    def kill(step: int) -> None:
+        if step == 7:  # epoch 1, after the last checkpoint (step 6)
+            raise Killed
+
+    first = trainer(tmp_path / "killed", kill)
+    with pytest.raises(Killed):
+        first.fit(resume=False)
+    first.inputs.close()
+    resumed = trainer(tmp_path / "killed")
+    stats = resumed.fit(resume=True)
+    straight = trainer(tmp_path / "straight")
+    straight.fit(resume=False)
+    assert stats["resumed_from"] == 6 and stats["steps"] == 10
+    a = {n: p for n, p in resumed.model.named_parameters() if p.requires_grad}
+    b = {n: p for n, p in straight.model.named_parameters() if p.requires_grad}
+    assert all(torch.equal(a[n], b[n]) for n in a)
