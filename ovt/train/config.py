@@ -69,6 +69,14 @@ class DataParams(StrictModel):
     # image than large ones (activations stay in cache): 9 ms/img at 4, 14 at 8, 31 at 256 (EfficientNet-Lite0).
     encode_batch: int = Field(8, ge=1)
     cache_prefix: bool = True  # CPU speed: cache image_prefix activations once, train the tail only
+    # Largest in-memory prefix tensor (every table row, float32, per rank) the trainer may build; above it, or
+    # when the model adapts from the stem (a cached prefix would save no compute), it runs the full forward. 16
+    # GiB is the float32 copy of what the features stage's default `max_prefix_gib` (8, float16) admits.
+    max_prefix_gib: float = Field(16.0, gt=0)
+    # Image-decoding worker processes per rank, for the full forward and the prefix encoding pass. None: none
+    # without CUDA (on a CPU run the cores are the training compute), up to 8 with it. 0: decode in the training
+    # process.
+    num_workers: int | None = Field(None, ge=0)
     augment: bool = False  # only without the cache: official RandomRotation(90)+RandomAffine(translate 0.1)
     max_views_per_object: int | None = None  # subsample (deterministically) for quick runs
     # False (as MVCap does): every training object with captions, unlabelled ones too. True: only objects that

@@ -3,21 +3,26 @@
 Render views are read from the shared feature store (the features stage ran the frozen tower once per view); views
 it does not hold (MVCap or 2D images from elsewhere) are encoded once here by `model.image_prefix`, shared across
 variants. When the store holds no prefix (the adapted blocks start at the stem, or it would not fit in memory),
-or `data.cache_prefix` is off, every step decodes its images and runs the full tower (`full forward`).
+or `data.cache_prefix` is off, or the in-memory prefix would exceed `data.max_prefix_gib`, every step decodes its
+images and runs the full tower (`full forward`). Then the images of a planned sequence of batches (an epoch's steps,
+the mining pass; and the pass that encodes the prefix) are decoded and preprocessed by DataLoader worker processes
+(`data.num_workers`) ahead of the forward that needs them, so decoding overlaps compute instead of stalling it.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
+from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from ovt.train.config import DataParams
-from ovt.train.data import ImageReader, TrainTable
+from ovt.train.data import ImageReader, Pair, TrainTable
 from ovt.train.distributed import DistContext, all_reduce_sum_
 
 if TYPE_CHECKING:  # the model package is heavy; training only needs its interface for type checking
@@ -38,6 +43,90 @@ class Augment:
         with torch.random.fork_rng(devices=[]):  # per-(epoch,row) seed: independent of resume position
             torch.manual_seed(seed)
             return self.tf(im)
+
+
+def augment_seed(seed: int, epoch: int, row: int) -> int:
+    """The augmentation seed of table row `row` in `epoch`: a function of the position only, so a resumed run,
+    and a worker process, draw the very transform the in-process path would."""
+    return seed * 1_000_003 + epoch * 10_007 + row
+
+
+class RowImages(Dataset):
+    """Map-style dataset over table rows: item (row, augment epoch or None) -> (preprocessed image, row).
+
+    Runs in DataLoader workers; each worker opens its own shard reader (open tar handles do not cross processes)."""
+
+    def __init__(self, pairs: Sequence[Pair], preprocess: Callable, augment: Augment | None, seed: int):
+        self.pairs, self.preprocess, self.augment, self.seed = list(pairs), preprocess, augment, seed
+        self._reader: ImageReader | None = None
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_reader": None}
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def image(self, row: int, epoch: int | None) -> torch.Tensor:
+        if self._reader is None:
+            self._reader = ImageReader()
+        im = self._reader(self.pairs[row].image)
+        if self.augment is not None and epoch is not None:
+            im = self.augment(im, augment_seed(self.seed, epoch, row))
+        return self.preprocess(im)
+
+    def __getitem__(self, item: tuple[int, int | None]) -> tuple[torch.Tensor, int]:
+        row, epoch = item
+        return self.image(row, epoch), row
+
+    def close(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
+
+
+class _Plan:
+    """The DataLoader's batch sampler: the batches the trainer announced next (replaced before each `iter`)."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[tuple[int, int | None]]] = []
+
+    def __iter__(self) -> Iterator[list[tuple[int, int | None]]]:
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
+def _worker_init(_: int) -> None:
+    # decoding is per-image work: torch's intra-op pool in every worker would oversubscribe the cores
+    from ovt.train.loader import fixed_mmap_threshold
+
+    torch.set_num_threads(1)
+    fixed_mmap_threshold()
+
+
+def resolve_workers(num_workers: int | None, device: torch.device, world: int) -> int:
+    """`data.num_workers`, with None resolved: no workers without CUDA, else the host's cores shared by its ranks
+    (one left for the training process), at most 8."""
+    if num_workers is not None:
+        return num_workers
+    if device.type != "cuda":
+        return 0
+    return max(1, min(8, (os.cpu_count() or 2) // max(1, world) - 1))
+
+
+def prefix_decision(first_adapted: int, per_image_bytes: int, n_rows: int, max_gib: float) -> str:
+    """Why the trainer must not build its in-memory prefix ("" when it may): it would save no compute (no frozen
+    block below the first adapted one) or would not fit under `data.max_prefix_gib`."""
+    gib = per_image_bytes * n_rows / 2**30
+    if first_adapted <= 0:
+        return "the model adapts from the stem: a cached prefix would save no compute"
+    if gib > max_gib:
+        return (
+            f"the in-memory prefix would take {gib:.1f} GiB ({n_rows} rows × {per_image_bytes} bytes) "
+            f"> train.data.max_prefix_gib {max_gib}"
+        )
+    return ""
 
 
 class TrainInputs:
@@ -73,7 +162,14 @@ class TrainInputs:
             )
         self.cached = cfg.cache_prefix and (store is None or store_prefix)
         self.prefix: torch.Tensor | None = None
+        self.prefix_reason = ""  # why the prefix was refused at prepare() ("" when cached or never asked for)
         self.seconds = 0.0
+        self.num_workers = resolve_workers(cfg.num_workers, ctx.device, ctx.world)
+        self._loader: DataLoader | None = None
+        self._plan = _Plan()
+        self._stream: Iterator | None = None
+        self._pending: list[tuple[int, int | None]] = []  # (row, epoch) of the plan not yet handed out, in order
+        self._buf: tuple[torch.Tensor, list[int]] | None = None  # a fetched batch's images and rows not yet taken
 
     @property
     def device(self) -> torch.device:
@@ -90,9 +186,32 @@ class TrainInputs:
             self.shared["table"] = (self.table.mv, self.table.twod)
         if self.cached:
             if "prefix" not in self.shared:
-                self.shared["prefix"] = self._build_prefix()
+                reason = self._refuse_prefix()
+                self.shared["prefix"] = None if reason else self._build_prefix()
+                self.shared["prefix_reason"] = reason
+                if reason:
+                    log.warning("not caching the image prefix: %s; full forward every step", reason)
             self.prefix = self.shared["prefix"]
+            if self.prefix is None:
+                self.cached = False
+                self.prefix_reason = self.shared["prefix_reason"]
         self.seconds = time.perf_counter() - t0
+
+    @torch.no_grad()
+    def _refuse_prefix(self) -> str:
+        """Estimate the prefix tensor `_build_prefix` would hold (every row, float32) from one row's activation
+        shape: the feature store's record when it holds the prefix (the tower need not run), else one probe."""
+        first = getattr(self.model, "first_adapted", 1)
+        if first <= 0:
+            return prefix_decision(first, 0, 0, self.cfg.max_prefix_gib)
+        shape = self.store.info.get("prefix_shape") if self.store is not None and self.store.has_prefix else None
+        if shape is None:  # no store to read it from: one row through the frozen tower
+            # the probe must not move the random streams the run draws from (a stochastic frozen layer would)
+            devices = [self.device] if self.device.type == "cuda" else []
+            with torch.random.fork_rng(devices=devices):
+                shape = self.model.image_prefix(self.images(torch.tensor([0]))).shape[1:]
+        per_image = int(torch.Size(shape).numel()) * 4
+        return prefix_decision(first, per_image, len(self.table.pairs), self.cfg.max_prefix_gib)
 
     def _in_store(self) -> set[str] | None:
         """Manifest keys the feature store holds (None without a store)."""
@@ -160,12 +279,15 @@ class TrainInputs:
         todo = [first[k] for k in keys]
         mine = torch.tensor(todo[self.ctx.rank :: self.ctx.world], dtype=torch.long)
         bs, world, buf = self.cfg.encode_batch, self.ctx.world, None
+        if self.num_workers > 0:  # decoding, not the frozen prefix, bounds this pass on an accelerator
+            self._announce(list(mine.split(bs)), None)
         with tqdm(
             total=len(todo), desc="cache image prefix", unit="img", disable=not (self.progress and self.ctx.is_main)
         ) as bar:
             for s in range(0, mine.numel(), bs):
                 rows = mine[s : s + bs]
-                out = self.model.image_prefix(self.images(rows)).float().cpu()
+                x = self._take(rows, None) if self._pending else self.images(rows)
+                out = self.model.image_prefix(x).float().cpu()
                 if buf is None:
                     buf = torch.zeros((len(todo), *out.shape[1:]))
                 slot = s * world + self.ctx.rank  # position of rows[0] in `todo`
@@ -174,6 +296,7 @@ class TrainInputs:
         if buf is None:  # a rank with no rows still needs the shape for the reduction
             shape = self.model.image_prefix(self.images(torch.tensor([todo[0]]))).shape[1:]
             buf = torch.zeros((len(todo), *shape))
+        self._close_loader()  # the steps read the prefix from here on: the workers have nothing left to decode
         buf = all_reduce_sum_(buf, self.ctx)
         return {k: buf[j] for j, k in enumerate(keys)}
 
@@ -184,16 +307,76 @@ class TrainInputs:
         for i in idx.tolist():
             im = self.reader(pairs[i].image)
             if self.augment is not None and augment_epoch is not None:
-                im = self.augment(im, self.seed * 1_000_003 + augment_epoch * 10_007 + i)
+                im = self.augment(im, augment_seed(self.seed, augment_epoch, i))
             ims.append(self.model.preprocess(im))
         return torch.stack(ims).to(self.device)
 
+    @property
+    def streaming(self) -> bool:
+        """Whether full-forward images come from worker processes (a plan is worth announcing)."""
+        return not self.cached and self.num_workers > 0
+
+    def plan(self, batches: Sequence[torch.Tensor], epoch: int | None = None) -> None:
+        """Announce the rows the next `__call__`s will ask for, in order (any split into calls), so the workers
+        decode them ahead. A no-op when cached or without workers; a new plan drops what is left of the last."""
+        if self.streaming:
+            self._announce(batches, epoch)
+
+    def _announce(self, batches: Sequence[torch.Tensor], epoch: int | None) -> None:
+        self._plan.batches = [[(int(r), epoch) for r in b.tolist()] for b in batches if b.numel()]
+        self._pending = [item for b in self._plan.batches for item in b]
+        self._buf = None
+        self._stream = iter(self._dataloader()) if self._pending else None
+
+    def _dataloader(self) -> DataLoader:
+        if self._loader is None:
+            self._loader = DataLoader(
+                RowImages(self.table.pairs, self.model.preprocess, self.augment, self.seed),
+                batch_sampler=self._plan,
+                num_workers=self.num_workers,
+                persistent_workers=True,  # one start per run, not per epoch and mining pass
+                pin_memory=self.device.type == "cuda",
+                worker_init_fn=_worker_init,
+                # workers draw their base seed from this, not from the global stream the training steps use
+                generator=torch.Generator().manual_seed(self.seed),
+            )
+        return self._loader
+
+    def _take(self, idx: torch.Tensor, epoch: int | None) -> torch.Tensor:
+        """The next `len(idx)` planned images (which must be rows `idx` of `epoch`), from the workers' batches."""
+        want = [(r, epoch) for r in idx.tolist()]
+        if want != self._pending[: len(want)]:
+            raise RuntimeError(
+                f"inputs asked for rows {want[:8]}... but the announced plan continues with {self._pending[:8]}..."
+            )
+        del self._pending[: len(want)]
+        parts, need = [], len(want)
+        while need:
+            if self._buf is None:
+                if self._stream is None:
+                    raise RuntimeError("inputs: the announced plan is exhausted")
+                ims, rows = next(self._stream)
+                self._buf = (ims, rows.tolist())
+            ims, rows = self._buf
+            k = min(need, len(rows))
+            parts.append(ims[:k])
+            self._buf = (ims[k:], rows[k:]) if k < len(rows) else None
+            need -= k
+        if not self._pending:
+            self._stream = None
+        x = parts[0] if len(parts) == 1 else torch.cat(parts)
+        return x.to(self.device, non_blocking=True)
+
     def __call__(self, idx: torch.Tensor, epoch: int | None = None) -> torch.Tensor:
-        """Inputs of table rows `idx`; `epoch` seeds the augmentation (None: un-augmented, as mining wants)."""
+        """Inputs of table rows `idx`; `epoch` seeds the augmentation (None: un-augmented, as mining wants).
+
+        Full forward: the planned rows come from the workers (in plan order); unplanned calls decode here."""
         if self.cached:
             if self.prefix is None:
                 raise RuntimeError("TrainInputs.prepare() must run before cached inputs are read")
             return self.prefix[idx].to(self.device, non_blocking=True)
+        if self._pending:
+            return self._take(idx, epoch)
         return self.images(idx, augment_epoch=epoch)
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
@@ -202,6 +385,15 @@ class TrainInputs:
 
     def close(self) -> None:
         self.reader.close()
+        self._close_loader()
+
+    def _close_loader(self) -> None:
+        self._stream, self._buf, self._pending = None, None, []
+        if self._loader is not None:
+            it = getattr(self._loader, "_iterator", None)
+            if it is not None and hasattr(it, "_shutdown_workers"):
+                it._shutdown_workers()  # persistent workers would otherwise live until the loader is collected
+            self._loader = None
 
 
 class TextTable:

@@ -91,7 +91,6 @@ class Trainer:
             on_failure=self._log_failure,
             progress=cfg.tracking.progress,
         )
-        self.cached = self.inputs.cached
         self.tracker = Tracker(
             ctx.is_main,
             cfg.tracking.mlflow,
@@ -100,6 +99,11 @@ class Trainer:
             {"variant": variant, "seed": seed, **cfg.model_dump(mode="json")},
         )
         self.timings: dict[str, float] = {"mining_s": 0.0, "train_s": 0.0, "cache_s": 0.0}
+
+    @property
+    def cached(self) -> bool:
+        """Whether steps read the cached prefix (final once `prepare()` has run: it may refuse the cache)."""
+        return self.inputs.cached
 
     def _log_failure(self, item: str, err: Exception) -> None:
         log.warning("skipping %s: %s", item, err)
@@ -131,6 +135,12 @@ class Trainer:
     def mine(self, epoch: int) -> MinedSet:
         t0 = time.perf_counter()
         set_mode(self.model, "eval")  # mining is deterministic: no dropout, whatever the training mode
+        if self.inputs.streaming and not (self.cfg.mining.mode == "reuse" and epoch > 0):
+            # the full pass embeds this rank's objects' views in object order, in runs of at most
+            # mining.batch_size (the reuse mode embeds only a few unseen rows: those decode in process)
+            objs = range(self.ctx.rank, len(self.rows_of_object), self.ctx.world)
+            rows = torch.cat([self.rows_of_object[o] for o in objs] or [torch.zeros(0, dtype=torch.long)])
+            self.inputs.plan(list(rows.split(self.cfg.mining.batch_size)))
         mined, event = self.miner.mine(epoch, self.embed_rows)
         set_mode(self.model, self.cfg.model_mode)
         dt = time.perf_counter() - t0
@@ -139,6 +149,12 @@ class Trainer:
         return mined
 
     # ------------------------------------------------------------------ min step
+    def step_rows(self, order: torch.Tensor, step_in_epoch: int, global_step: int) -> torch.Tensor:
+        """Table rows of one step: its slice of the epoch order, then its 2D mixing rows."""
+        b = self.cfg.data.mvcap_batch
+        rows_mv = order[step_in_epoch * b : (step_in_epoch + 1) * b]
+        return torch.cat([rows_mv, self.n_mv + self.twod.rows(global_step)])
+
     def train_step(self, rows_mv: torch.Tensor, rows_2d: torch.Tensor, epoch: int) -> dict:
         idx = torch.cat([rows_mv, self.n_mv + rows_2d])
         positives = None
@@ -277,6 +293,12 @@ class Trainer:
             if self.step_in_epoch == 0 and self.use_vc:
                 self.mined = self.mine(self.epoch)
             order = self.epoch_order(self.epoch)
+            if self.inputs.streaming:  # this epoch's remaining steps, so the workers decode ahead of them
+                n = min(self.steps_per_epoch - self.step_in_epoch, self.total_steps - self.global_step)
+                self.inputs.plan(
+                    [self.step_rows(order, self.step_in_epoch + k, self.global_step + k) for k in range(n)],
+                    self.epoch,
+                )
             while self.step_in_epoch < self.steps_per_epoch and self.global_step < self.total_steps:
                 s = self.step_in_epoch
                 t0 = time.perf_counter()
