@@ -23,6 +23,7 @@ from typing import Any, Callable, Mapping
 
 METRICS_FILE = "data/eval/metrics.json"
 PIPELINE_FILE = "benchmarks/results/pipeline.json"
+TRAIN_METRICS_FILE = "models/train_metrics/metrics.json"
 
 # README results table: column heading -> metric key in data/eval/metrics.json (a renamed metric is one line here).
 RESULT_COLUMNS: tuple[tuple[str, str], ...] = (
@@ -162,7 +163,16 @@ def render_results(root: Path) -> str:
         "| model | " + " | ".join(h for h, _ in RESULT_COLUMNS) + " |",
         "|---|" + "---|" * len(RESULT_COLUMNS),
     ]
-    for group, label in RESULT_ROWS:
+    rows = list(RESULT_ROWS)
+    pooled = _pooled_seeds(doc)
+    if pooled:
+        n = pooled
+        rows += [
+            (f"contrastive_x{n}", f"contrastive LoRA, all views, mean of {n} training seeds"),
+            (f"ovt_x{n}", f"OVT, mean of {n} training seeds"),
+            (f"ovt_x{n}-contrastive_x{n}", f"Δ OVT − contrastive, mean of {n} training seeds"),
+        ]
+    for group, label in rows:
         row = doc.get(group)
         if not isinstance(row, Mapping):
             continue
@@ -178,7 +188,35 @@ def render_results(root: Path) -> str:
                 cell += f" [{lo}, {hi}]"
             cells.append(cell)
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    if pooled:
+        lines += ["", _seed_spread(doc, pooled)]
     return "\n".join(lines) + "\n"
+
+
+def _pooled_seeds(doc: Mapping) -> int | None:
+    """n when metrics.json holds the seed-pooled comparison `ovt_x<n>-contrastive_x<n>`, else None."""
+    for key in doc:
+        m = re.fullmatch(r"ovt_x(\d+)-contrastive_x\1", str(key))
+        if m:
+            return int(m.group(1))
+    return None
+
+
+def _seed_spread(doc: Mapping, n: int) -> str:
+    """One line per metric: OVT − contrastive for each training seed alone (the spread the pooled row averages)."""
+    parts = []
+    for header, key in (("worst-view", "worst_view_acc"), ("off-canonical", "off_canonical_acc")):
+        diffs = []
+        for k in range(n):
+            o, c = ("ovt", "contrastive") if k == 0 else (f"ovt_seed{k}", f"contrastive_seed{k}")
+            a, b = (doc.get(g, {}).get(key) if isinstance(doc.get(g), Mapping) else None for g in (o, c))
+            diffs.append(
+                _num(a - b, scale=100, sign=True)
+                if isinstance(a, (int, float)) and isinstance(b, (int, float))
+                else "–"
+            )
+        parts.append(f"{header} {', '.join(diffs)}")
+    return f"Δ OVT − contrastive per training seed (first: the registered models), in pp: {'; '.join(parts)}."
 
 
 def _machine(doc: Mapping) -> str:
@@ -218,6 +256,20 @@ def render_pipeline(root: Path) -> str:
     ):
         if key in doc:
             lines.append(f"| {label} | {_num(doc[key])} | |")
+    train = root / TRAIN_METRICS_FILE
+    if train.is_file():
+        # the power protocol's price: the seed replicates' share of the train stage
+        walls = _load(train)
+        reps = {
+            k: v.get("wall_s") for k, v in walls.items() if re.fullmatch(r".+_seed\d+", k) and isinstance(v, Mapping)
+        }
+        spent = [w for w in reps.values() if isinstance(w, (int, float))]
+        if spent:
+            lines += [
+                "",
+                f"Of the train stage, {_num(sum(spent))} s trained the {len(spent)} seed replicates of the power "
+                f"protocol (`{TRAIN_METRICS_FILE}`, `wall_s`).",
+            ]
     return "\n".join(lines) + "\n"
 
 

@@ -43,6 +43,35 @@ def test_results_table_from_metrics(tmp_path):
     assert "ovt_hv" not in out  # absent groups are left out, not invented
 
 
+def test_seed_pooled_rows_and_per_seed_spread(tmp_path):
+    cell = {"worst_view_acc": 0.2, "worst_view_acc_lo": 0.1, "worst_view_acc_hi": 0.3}
+    _metrics(
+        tmp_path,
+        contrastive_x2=cell,
+        ovt_x2={**cell, "worst_view_acc": 0.25},
+        **{"ovt_x2-contrastive_x2": {**cell, "worst_view_acc": 0.05}},
+        ovt_seed1={"worst_view_acc": 0.3, "off_canonical_acc": 0.6},
+        contrastive_seed1={"worst_view_acc": 0.2, "off_canonical_acc": 0.55},
+    )
+    out = report.render_results(tmp_path)
+    assert "| OVT, mean of 2 training seeds | – | 25.0 [10.0, 30.0]" in out
+    assert "| Δ OVT − contrastive, mean of 2 training seeds | – | +5.0 [+10.0, +30.0]" in out
+    # seed 0 from the registered models (0.51 - 0.51 in the fixture), seed 1 from the replicates
+    assert "worst-view +0.0, +10.0; off-canonical +0.0, +5.0" in out
+
+
+def test_pipeline_section_prices_the_seed_replicates(tmp_path):
+    (tmp_path / "benchmarks" / "results").mkdir(parents=True)
+    (tmp_path / "benchmarks/results/pipeline.json").write_text(
+        json.dumps({"date": "d", "machine": {}, "stages": [{"stage": "train", "seconds": 90.0, "cpu_seconds": 1.0}]})
+    )
+    assert "seed replicates" not in report.render_pipeline(tmp_path)
+    (tmp_path / "models" / "train_metrics").mkdir(parents=True)
+    walls = {"ovt": {"wall_s": 30.0}, "ovt_seed1": {"wall_s": 10.0}, "contrastive_seed1": {"wall_s": 5.5}}
+    (tmp_path / "models/train_metrics/metrics.json").write_text(json.dumps(walls))
+    assert "15.5 s trained the 2 seed replicates" in report.render_pipeline(tmp_path)
+
+
 def test_renamed_metric_is_named(tmp_path):
     doc = _metrics(tmp_path)
     key = report.RESULT_COLUMNS[1][1]

@@ -23,7 +23,7 @@ TAG_PREFIX = "ovt."
 # MLflow caps model-version tag values (5000 chars in the SQL store); long JSON (the base description) is cut.
 MAX_TAG_VALUE = 5000
 # Files under a variant folder that are not part of the served model (training state, resume points).
-_MODEL_EXCLUDE_DIRS = {"checkpoints"}
+_MODEL_EXCLUDE_DIRS = {"checkpoints", "seeds"}  # resume state; the seed replicates (models of their own)
 
 
 class LineageError(ValueError):

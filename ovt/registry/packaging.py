@@ -20,7 +20,7 @@ from ovt.registry.served_model import ART_BASE, ART_CONFIG, ART_MODEL
 
 SERVED_MODEL_FILE = Path(__file__).with_name("served_model.py")
 OVT_PACKAGE = Path(__file__).resolve().parents[1]
-_SKIP_DIRS = {"checkpoints", "__pycache__"}  # resume state / bytecode: not part of the served model
+_SKIP_DIRS = {"checkpoints", "seeds", "__pycache__"}  # resume state, seed replicates, bytecode: not the served model
 #: Suffixes of formats that may hold a pickle (torch.save, numpy object arrays, joblib, ...).
 PICKLE_SUFFIXES = {".pkl", ".pickle", ".pt", ".pth", ".bin", ".ckpt", ".joblib", ".npy", ".npz"}
 

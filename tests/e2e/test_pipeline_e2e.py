@@ -176,7 +176,7 @@ def test_whole_pipeline_end_to_end(project, env, stack):
     assert stages == ["acquire", "render", "caption", "features", "bootstrap", "train", "evaluate"]
     assert all(s["ran"] and s["seconds"] > 0 and s["cpu_seconds"] > 0 for s in first["stages"]), first
     assert "pushed" in first["push"]["output"]
-    assert set(first["timings"]) == {"push", "register", "promote"}
+    assert set(first["timings"]) == {"dvc_status", "push", "register", "promote"}
 
     metrics = json.loads((project / "data/eval/metrics.json").read_text())
     assert metrics["n_objects"] > 0 and metrics["n_views"] >= metrics["n_objects"]
@@ -187,6 +187,11 @@ def test_whole_pipeline_end_to_end(project, env, stack):
         assert 0.0 <= metrics[model]["mean_acc"] <= 1.0
         assert metrics[model]["mean_acc_lo"] <= metrics[model]["mean_acc"] <= metrics[model]["mean_acc_hi"]
     assert "worst_view_acc" in metrics["ovt-contrastive"]
+    # the power protocol of the committed params: seed replicates, pooled per object into the `_x<n>` comparison
+    n_seeds = yaml.safe_load((project / "params.yaml").read_text())["train"]["seeds"]
+    assert (project / "models" / "ovt" / "seeds" / str(n_seeds - 1) / "model.json").is_file()
+    pooled = metrics[f"ovt_x{n_seeds}-contrastive_x{n_seeds}"]
+    assert pooled["worst_view_acc_lo"] <= pooled["worst_view_acc"] <= pooled["worst_view_acc_hi"]
     assert "| OVT |" in render_results(project)  # `ovt report` renders this run's metrics
 
     reg = first["register"]
