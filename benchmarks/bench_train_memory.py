@@ -1,4 +1,5 @@
-"""Host memory of one training rank over an epoch of the shard loader: it must stay O(batch), not O(dataset).
+"""Host memory of one rank over an epoch of the `ovt.train.loader` stream: it must stay O(batch), not O(dataset).
+This measures that loader, not the Trainer (whose input is `ovt.train.inputs`).
 
     python benchmarks/bench_train_memory.py [--images 100000] [--batch 512] [--workers 2]
 

@@ -19,6 +19,19 @@ from ovt.render.cameras import View
 
 _WORKER = Path(__file__).with_name("blender_worker.py")
 _REPO_ROOT = Path(__file__).resolve().parents[2]
+# what the worker imports itself: OBJ/PLY/STL through bpy's importers, glTF through its glTF importer
+_WORKER_FORMATS = frozenset({".obj", ".ply", ".stl", ".glb", ".gltf"})
+
+
+def to_glb(mesh_path: Path, out_dir: str | os.PathLike) -> Path:
+    """Any other format (COLLADA left Blender in 5.0) as the GLB of the scene trimesh reads, converted here: the
+    bpy interpreter lacks the readers (pycollada) this one has, and both the worker's normalisation and its import
+    then read the same GLB."""
+    from ovt.render.normalize import load_scene
+
+    out = Path(out_dir) / "converted.glb"
+    load_scene(mesh_path).export(out)
+    return out
 
 
 class BlenderUnavailable(RuntimeError):
@@ -56,9 +69,12 @@ class BlenderRenderer:
     def render_file(self, mesh_path: str | os.PathLike, rotation, views: list[View], light: dict) -> list[np.ndarray]:
         """Render every view of one mesh file; RGBA uint8 (straight alpha), rows top-to-bottom."""
         with tempfile.TemporaryDirectory(prefix="ovt-blender-") as tmp:
+            mesh = Path(mesh_path).resolve()
+            if mesh.suffix.lower() not in _WORKER_FORMATS:
+                mesh = to_glb(mesh, tmp)
             job = {
                 "repo_root": str(_REPO_ROOT),
-                "mesh": str(Path(mesh_path).resolve()),
+                "mesh": str(mesh),
                 "rotation": rotation,
                 "size": self.size,
                 "samples": self.samples,

@@ -5,8 +5,9 @@ from the main stack except `ovt.render.normalize` (numpy + trimesh only) so that
 computed by exactly the same code as in the gl backend. Each format goes through bpy's own importer, set (or
 corrected) so that Blender's world coordinates are the raw file coordinates trimesh reads; the matrix then maps
 them into the normalised Y-up frame and the camera poses (OpenGL convention, which is also Blender's camera
-convention) are used unchanged. A format bpy cannot import (COLLADA left Blender in 5.0) is converted to GLB by
-trimesh first. Materials are then made to shade like gl: diffuse only, alpha-tested cut-outs (alpha < 0.5 is a
+convention) are used unchanged. A format bpy cannot import (COLLADA left Blender in 5.0) arrives as GLB: the
+main process converts it with trimesh (`ovt.render.blender.to_glb`), as this interpreter has no COLLADA reader.
+Materials are then made to shade like gl: diffuse only, alpha-tested cut-outs (alpha < 0.5 is a
 hole), texture colour taken as stored (not premultiplied by its alpha), both faces drawn. Coincident back-to-back
 faces (a double-sided sheet modelled as two faces) are first pulled apart by a hair: Cycles traces shadows and
 ambient light, and a ray leaving one of them would stop on the other at distance ~0 and leave it black.
@@ -30,7 +31,7 @@ def main(job_path: str) -> None:
 
     norm = load_normalised(job["mesh"], job["rotation"])
     bpy.ops.wm.read_factory_settings(use_empty=True)
-    to_raw = import_mesh(bpy, job["mesh"], job.get("tmp_dir") or job["out_dir"])
+    to_raw = import_mesh(bpy, job["mesh"])
     m = Matrix([list(r) for r in norm.matrix.tolist()]) @ to_raw
     for ob in bpy.context.scene.objects:
         if ob.parent is None:  # roots only: children follow their parents
@@ -87,7 +88,7 @@ def main(job_path: str) -> None:
 _NATIVE = {".obj": "obj_import", ".ply": "ply_import", ".stl": "stl_import"}
 
 
-def import_mesh(bpy, path: str, tmp_dir: str):
+def import_mesh(bpy, path: str):
     """Import one mesh file; returns the matrix from Blender's world to the file's raw coordinates."""
     from mathutils import Matrix
 
@@ -96,12 +97,8 @@ def import_mesh(bpy, path: str, tmp_dir: str):
         getattr(bpy.ops.wm, _NATIVE[ext])(filepath=path, forward_axis="Y", up_axis="Z")
         return Matrix.Identity(4)
     if ext not in (".glb", ".gltf"):
-        # no bpy importer (e.g. .dae in Blender 5): the same scene trimesh reads, as GLB
-        import trimesh
-
-        scene = trimesh.load(path, force="scene")
-        path = f"{tmp_dir}/converted.glb"
-        scene.export(path)
+        # no bpy importer (e.g. .dae in Blender 5): BlenderRenderer.render_file converts such files to GLB first
+        raise RuntimeError(f"{path}: the blender worker imports OBJ/PLY/STL/glTF only (convert with to_glb)")
     bpy.ops.import_scene.gltf(filepath=path)
     # glTF is Y-up; the importer turns it Z-up with +90 deg about X. Undo that: world = raw file coordinates.
     return Matrix.Rotation(math.radians(-90.0), 4, "X")

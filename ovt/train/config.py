@@ -57,7 +57,9 @@ class DataParams(StrictModel):
 
     mvcap_batch: int = Field(48, ge=1)  # paper 512
     twod_batch: int = Field(16, ge=0)  # paper 256 (ImageNet captions); 0 disables mixing
-    twod_source: Literal["canonical", "csv", "webdataset", "none"] = "canonical"
+    # auto: `canonical` when training from render shards, `none` from an MVCap metadata.json (which has no
+    # canonical views or class names to prompt with). The paper mixes ImageNet captions: csv or webdataset.
+    twod_source: Literal["auto", "canonical", "csv", "webdataset", "none"] = "auto"
     twod_path: Path | None = None  # csv: columns filepath,title; webdataset: a .tar (or a folder of .tar)
     twod_prompt: str = "a 3D render of a {}."  # canonical source: class-name prompt
     mvcap_metadata: Path | None = None  # an MVCap metadata.json instead of render shards + captions
@@ -89,10 +91,22 @@ class DataParams(StrictModel):
             raise ValueError("data.augment needs data.cache_prefix: false (cached activations are un-augmented)")
         if self.twod_source in ("csv", "webdataset") and self.twod_path is None:
             raise ValueError(f"data.twod_source={self.twod_source!r} needs data.twod_path")
+        if self.twod_source == "canonical" and self.twod_batch > 0 and self.mvcap_metadata is not None:
+            raise ValueError(
+                "data.twod_source='canonical' needs render shards (their canonical views and class names), "
+                "not data.mvcap_metadata; use auto or none (no 2D mixing), or csv/webdataset with data.twod_path"
+            )
         for lo, hi in self.elevation_bands or []:
             if not lo < hi:
                 raise ValueError(f"data.elevation_bands: band ({lo}, {hi}) is empty (need lo < hi)")
         return self
+
+    @property
+    def twod_resolved(self) -> Literal["canonical", "csv", "webdataset", "none"]:
+        """The 2D source actually used: `auto` resolved against the input (render shards or MVCap metadata)."""
+        if self.twod_source == "auto":
+            return "none" if self.mvcap_metadata is not None else "canonical"
+        return self.twod_source
 
 
 class TrackingParams(StrictModel):

@@ -310,8 +310,11 @@ def build_table(cfg: DataParams, renders_dir: Path | None, captions_dir: Path | 
         mv, objects, manifest = render_pairs(renders_dir, captions_dir, cfg)
         src = {"renders": str(renders_dir), "captions": str(captions_dir)}
     twod: list[Pair] = []
-    if cfg.twod_batch > 0 and cfg.twod_source != "none":
-        if cfg.twod_source == "canonical":
+    twod_source = cfg.twod_resolved
+    if cfg.twod_batch > 0 and cfg.twod_source == "auto" and twod_source == "none":
+        log.info("MVCap input with data.twod_source auto: no 2D pairs mixed (csv/webdataset to mix some)")
+    if cfg.twod_batch > 0 and twod_source != "none":
+        if twod_source == "canonical":
             # a manifest only comes with renders_dir; the None check is for the type checker's benefit
             if not manifest or renders_dir is None:
                 raise DataError("data.twod_source='canonical' needs render shards (not an MVCap metadata.json)")
@@ -319,8 +322,8 @@ def build_table(cfg: DataParams, renders_dir: Path | None, captions_dir: Path | 
         else:
             if cfg.twod_path is None:  # DataParams' validator rejects this already; also narrows the type
                 raise DataError(f"data.twod_source={cfg.twod_source!r} needs data.twod_path")
-            twod = csv_pairs(cfg.twod_path) if cfg.twod_source == "csv" else webdataset_pairs(cfg.twod_path)
+            twod = csv_pairs(cfg.twod_path) if twod_source == "csv" else webdataset_pairs(cfg.twod_path)
         if not twod:
-            raise DataError(f"data.twod_source={cfg.twod_source!r} yielded no pairs")
-        src["twod"] = cfg.twod_source
+            raise DataError(f"data.twod_source={twod_source!r} yielded no pairs")
+        src["twod"] = twod_source
     return TrainTable(mv=mv, twod=twod, objects=objects, sources=src)

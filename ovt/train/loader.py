@@ -1,4 +1,7 @@
-"""Training input at paper scale: webdataset shards -> worker processes (decode + preprocess) -> batches.
+"""A streaming input for paper scale: webdataset shards -> worker processes (decode + preprocess) -> batches.
+
+The Trainer does not read through this module (its input is `ovt.train.inputs`); the benchmarks
+`bench_train_memory.py` and `bench_gpu_train.py` drive it.
 
 Why not the trainer's random-access reader: at MVCap scale (millions of views) the training process cannot decode
 images one at a time, nor hold a per-image cache. Here every worker streams whole shards (sequential tar reads),

@@ -4,6 +4,7 @@ dvc.yaml names them now (read here at test time), before the flow run (node 0) o
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -52,6 +53,26 @@ def test_template_mounts_the_secret_and_runs_the_entry_script():
         ]
         == "prod-s3"
     )
+
+
+def _dockerfile_tags() -> dict[str, str]:
+    """VARIANT -> image tag, from the build commands in infra/docker/Dockerfile's header."""
+    tags = {}
+    for line in (REPO / "infra" / "docker" / "Dockerfile").read_text().splitlines():
+        m = re.search(r"docker build .*--build-arg VARIANT=(\w+)\s+-t (\S+)", line)
+        if m:
+            tags[m[1]] = m[2]
+    assert set(tags) == {"cpu", "cuda"}, tags
+    return tags
+
+
+def test_gpu_template_defaults_to_the_cuda_image():
+    tags = _dockerfile_tags()
+    c = _render()["spec"]["template"]["spec"]["containers"][0]
+    assert c["image"] == tags["cuda"] != tags["cpu"]
+    deployments = yaml.safe_load((REPO / "infra" / "production" / "prefect-cluster.yaml").read_text())["deployments"]
+    gpu = [d for d in deployments if d["work_pool"]["name"] == "ovt-k8s-gpu"]
+    assert gpu and all(d["work_pool"]["job_variables"].get("image", tags["cuda"]) == tags["cuda"] for d in gpu)
 
 
 def _fake_tools(tmp_path: Path) -> Path:
