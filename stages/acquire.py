@@ -4,9 +4,9 @@ from ovt.entry import stage_main
 
 
 def _run(p) -> None:
-    from ovt.acquire import run
+    from ovt.acquire import AcquirePaths, run
 
-    run(p.acquire, seed=p.base.seed, out_dir="data/assets")
+    run(p.acquire, seed=p.base.seed, paths=AcquirePaths())
 
 
 if __name__ == "__main__":
