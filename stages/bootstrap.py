@@ -7,7 +7,7 @@ from ovt.entry import stage_main
 def _run(p) -> None:
     from ovt.model.stage import run
 
-    run(p.bootstrap, model=p.model, seed=p.base.seed)
+    run(p.bootstrap, model=p.model, seed=p.base.seed, prompt_words=p.base.prompt_words)
 
 
 if __name__ == "__main__":

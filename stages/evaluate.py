@@ -12,7 +12,7 @@ def _run(p) -> None:
     paths = EvaluatePaths()
     # the worst-viewpoint search renders new views with the render stage's own renderer and settings
     rv = make_render_view(p.render, Path(paths.assets_dir), p.base.seed) if p.evaluate.search.enabled else None
-    run(p.evaluate, seed=p.base.seed, paths=paths, render_view=rv)
+    run(p.evaluate, seed=p.base.seed, paths=paths, render_view=rv, prompt_words=p.base.prompt_words)
 
 
 if __name__ == "__main__":
