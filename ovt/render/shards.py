@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Literal
 
 from ovt import shards
-from ovt.io import atomic_write_json, atomic_writer, read_jsonl, stable_digest
+from ovt.io import atomic_write_json, atomic_writer, stable_digest
 from ovt.render.config import RENDER_IMPL_VERSION, RenderParams
 
 # Fields of an acquire manifest row that change rendered bytes or the sample JSON: the id, the digest of the mesh
@@ -132,7 +132,3 @@ def assemble_shard(shards_dir: Path, spec: ShardSpec, rows: list[dict], renderer
     )
     shutil.rmtree(wdir, ignore_errors=True)
     return record
-
-
-def read_manifest(path: str | Path) -> list[dict]:
-    return read_jsonl(path)
