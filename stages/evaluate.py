@@ -1,9 +1,16 @@
 """DVC stage `evaluate`: viewpoint robustness of every model variant on the test split (params: base, render, evaluate)."""
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 from ovt.entry import stage_main
 
+if TYPE_CHECKING:
+    from ovt.config import Params
 
-def _run(p) -> None:
+
+def _run(p: Params) -> None:
     from pathlib import Path
 
     from ovt.evaluate import EvaluatePaths, run
