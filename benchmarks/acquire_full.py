@@ -16,7 +16,7 @@ import shutil
 import time
 from pathlib import Path
 
-from ovt.acquire import AcquireParams, run
+from ovt.acquire import AcquireParams, AcquirePaths, run
 from ovt.io import atomic_write_json, sha256_file
 
 
@@ -31,19 +31,19 @@ def main() -> None:
 
     load_before = os.getloadavg()[0]
     t, c = time.perf_counter(), time.process_time()
-    cold = run(cfg, seed=args.seed, out_dir=out, progress=False)
+    cold = run(cfg, seed=args.seed, paths=AcquirePaths(out), progress=False)
     cold_s, cold_cpu = time.perf_counter() - t, time.process_time() - c
     digest_cold = sha256_file(out / "manifest.jsonl")
 
     t, c = time.perf_counter(), time.process_time()
-    warm = run(cfg, seed=args.seed, out_dir=out, progress=False)
+    warm = run(cfg, seed=args.seed, paths=AcquirePaths(out), progress=False)
     warm_s, warm_cpu = time.perf_counter() - t, time.process_time() - c
     digest_warm = sha256_file(out / "manifest.jsonl")
 
     serial = out.with_name(out.name + "-one-process")
     shutil.rmtree(serial, ignore_errors=True)
     t, c = time.perf_counter(), time.process_time()
-    run(cfg.model_copy(update={"workers": 1}), seed=args.seed, out_dir=serial, progress=False)
+    run(cfg.model_copy(update={"workers": 1}), seed=args.seed, paths=AcquirePaths(serial), progress=False)
     serial_s, serial_cpu = time.perf_counter() - t, time.process_time() - c
     same_as_serial = sha256_file(serial / "manifest.jsonl") == digest_cold
     shutil.rmtree(serial, ignore_errors=True)

@@ -72,7 +72,7 @@ def main() -> None:
     model = models[1]
     classes = ["chair", "table", "lamp", "sofa", "bed", "door", "window", "plant"]
     t = time.perf_counter()
-    clf = build_classifier(model.encode_text, classes, p.evaluate.templates, rename=p.evaluate.prompt_names)
+    clf = build_classifier(model.encode_text, classes, p.evaluate.templates, rename=p.base.prompt_words)
     out["classifier_s"] = round(time.perf_counter() - t, 3)
 
     # scoring: the full tower (the fallback) against the tail on a stored prefix (what evaluate does per model)

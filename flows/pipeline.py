@@ -5,9 +5,9 @@ Registration is a task here, not a DVC stage: `dvc repro` and `dvc exp run -S â€
 move an alias, and need no tracking server. Orchestration only: what each stage does lives in ovt/ and stages/;
 how DVC is driven lives in ovt.dvc_driver; registry logic in ovt.registry.
 
-The registry tasks talk to the MLflow server named by this process's environment (MLFLOW_TRACKING_URI, AWS_*):
-`ovt run` starts this flow in a subprocess with the services' client settings; `env` is what the DVC subprocesses
-get on top of that.
+The registry tasks talk to the MLflow server named by MLFLOW_TRACKING_URI in `env`, else in this process's environment
+(`ovt run` starts this flow in a subprocess with the services' client settings); the URI is passed to the registry
+calls as an argument. `env` is also what the DVC subprocesses get on top of this process's environment.
 
     python -m flows.pipeline '{"stages": ["acquire"], "push": false}'   # prints the summary as JSON, last line
 """
@@ -104,13 +104,17 @@ def _registry_params(repo: str, params_path: str):
 
 # Idempotent (same lineage -> same version, nothing new), so a retry after a server restart is safe.
 @task(name="register", retries=1, retry_delay_seconds=15)
-def register(repo: str, params_path: str = "params.yaml") -> dict:
+def register(repo: str, params_path: str = "params.yaml", tracking_uri: str | None = None) -> dict:
     from ovt.registry.register import register as register_variant
 
     logger = get_run_logger()
     root = Path(repo)
     reg = register_variant(
-        _registry_params(repo, params_path), root=root, models_dir=root / "models", eval_dir=root / "data" / "eval"
+        _registry_params(repo, params_path),
+        root=root,
+        models_dir=root / "models",
+        eval_dir=root / "data" / "eval",
+        tracking_uri=tracking_uri,
     )
     logger.info(
         "%s %s v%s (aliases %s)",
@@ -124,11 +128,11 @@ def register(repo: str, params_path: str = "params.yaml") -> dict:
 
 # The gate retries its own MLflow calls with back-off; one task-level retry covers a server restart in between.
 @task(name="promotion-gate", retries=1, retry_delay_seconds=15)
-def promote(repo: str, params_path: str = "params.yaml") -> dict:
+def promote(repo: str, params_path: str = "params.yaml", tracking_uri: str | None = None) -> dict:
     from ovt.registry.promote import promote as run_gate
 
     logger = get_run_logger()
-    decision = run_gate(_registry_params(repo, params_path))
+    decision = run_gate(_registry_params(repo, params_path), tracking_uri=tracking_uri)
     logger.info(
         "gate: %s (challenger v%s, champion v%s -> v%s)",
         decision.action,
@@ -179,7 +183,10 @@ def pipeline(
     if stages and order[-1] not in targets:  # a partial run (`ovt run -s acquire`) has no new model to register
         do_register = do_promote = False
     registry = do_register or do_promote
-    if registry and not os.environ.get("MLFLOW_TRACKING_URI"):
+    # the registry server: named in `env` when this process was started without the services' settings (a
+    # scheduled run from a plain shell), passed to the registry calls; None: the one MLflow reads from here
+    tracking_uri = (env or {}).get("MLFLOW_TRACKING_URI")
+    if registry and not (tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")):
         raise RuntimeError(
             "MLFLOW_TRACKING_URI is not set: run the pipeline with `ovt run` (which passes the "
             "services' settings), export them with `eval $(ovt env)`, or pass "
@@ -197,8 +204,8 @@ def pipeline(
         return out
 
     pushed = timed("push", push, repo, env=env) if do_push else None
-    reg = timed("register", register, repo, params_path) if do_register else None
-    gate = timed("promote", promote, repo, params_path) if do_promote else None
+    reg = timed("register", register, repo, params_path, tracking_uri) if do_register else None
+    gate = timed("promote", promote, repo, params_path, tracking_uri) if do_promote else None
     summary = {
         "stages": results,
         "push": pushed,

@@ -17,15 +17,14 @@ def tracking_env() -> dict[str, str]:
     """The local services' client settings, for a flow started without them (a work-pool worker started from a
     plain shell). Empty when the caller already chose a server (MLFLOW_TRACKING_URI set: `ovt run`, production).
 
-    A flow run is its own process: the registry clients read this process's environment, so this is the one place
-    that sets it (never PREFECT_*: the flow run already talks to its Prefect API)."""
+    Returned, never applied to this process: the registry calls take the tracking URI as an argument and the DVC
+    subprocesses get the dict as their environment (never PREFECT_*: the flow run already talks to its Prefect API).
+    The MLflow server proxies artifacts, so the tracking URI is all a registry client needs."""
     if os.environ.get("MLFLOW_TRACKING_URI"):
         return {}
     from ovt.services import client_env
 
-    env = {k: v for k, v in client_env().items() if k not in os.environ and not k.startswith("PREFECT_")}
-    os.environ.update(env)
-    return env
+    return {k: v for k, v in client_env().items() if k not in os.environ and not k.startswith("PREFECT_")}
 
 
 def load_register_params(params_path: str):
@@ -41,9 +40,8 @@ def promote_flow(params_path: str = "params.yaml") -> dict:
 
     from flows.pipeline import promote
 
-    tracking_env()
     path = Path(params_path)
-    d = promote(str(path.parent), path.name)
+    d = promote(str(path.parent), path.name, tracking_uri=tracking_env().get("MLFLOW_TRACKING_URI"))
     rows = ""
     if d.get("gate"):
         rows = "\n".join(

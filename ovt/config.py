@@ -16,7 +16,7 @@ from ovt.caption.config import CaptionParams
 from ovt.evaluate.config import EvaluateParams
 from ovt.features.config import FeatureParams
 from ovt.model.config import BootstrapParams, ModelParams
-from ovt.params_base import ParamsError, StrictModel, validate_block
+from ovt.params_base import PROMPT_WORDS, ParamsError, StrictModel, validate_block
 from ovt.registry.config import RegisterParams
 from ovt.render.config import RenderParams
 from ovt.train.config import TrainParams
@@ -26,6 +26,10 @@ __all__ = ["BaseParams", "Params", "ParamsError", "load_params"]
 
 class BaseParams(StrictModel):
     seed: int = Field(2012, description="root seed; every per-item seed is derived from it (2012 = official OVT)")
+    prompt_words: dict[str, str] = Field(
+        default_factory=lambda: dict(PROMPT_WORDS),
+        description="label -> the words its prompts use, read by bootstrap and evaluate",
+    )
 
 
 class Params(StrictModel):

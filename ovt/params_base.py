@@ -16,6 +16,16 @@ from pydantic_core import PydanticCustomError
 
 _UNIONS = (typing.Union, types.UnionType)
 
+# Head-noun labels whose literal word is a poor prompt (a "plug" render is a wall socket; "female" is a person
+# model). One vocabulary for every stage that turns a label into a prompt (bootstrap trains on it, evaluate scores
+# with it), so a change moves both: params.yaml `base.prompt_words`.
+PROMPT_WORDS: dict[str, str] = {
+    "female": "woman",
+    "male": "man",
+    "plug": "wall power outlet",
+    "switch": "wall light switch",
+}
+
 
 @cache
 def _is_bool_annotation(ann: Any) -> bool:

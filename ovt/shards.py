@@ -116,13 +116,18 @@ def write_record(tar: str | Path, record: dict) -> dict:
 
 # ---- reading --------------------------------------------------------------------------------------------------------
 def iter_samples(tar: str | Path, keys: set[str] | None = None) -> Iterator[tuple[str, dict[str, bytes]]]:
-    """Raw `(key, {ext: bytes})` samples of one shard in tar order; with `keys`, other members are never read."""
+    """Raw `(key, {ext: bytes})` samples of one shard in tar order; with `keys`, other members are never read.
+
+    Every sample of the tar, in any process: the partition of shards across ranks and DataLoader workers is the
+    caller's (e.g. `ovt.train.loader.ShardStream`), so webdataset's own splitters are off. By default they would
+    hand a one-shard list to worker 0 only (losing the other workers' shards) and refuse to run at all when
+    RANK/WORLD_SIZE are set (torchrun)."""
     import webdataset as wds
 
     select = None if keys is None else (lambda name: name.split(".", 1)[0] in keys)
     ds = wds.WebDataset(
         str(tar), shardshuffle=False, empty_check=False, select_files=select, nodesplitter=None, workersplitter=None
-    )  # one file per call: never split it away
+    )
     for sample in ds:
         yield sample["__key__"], {k: v for k, v in sample.items() if not k.startswith("__")}
 

@@ -3,10 +3,17 @@
 The fan-out over worker processes or a Dask cluster is the library's (`render.executor`); nothing here orchestrates.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 from ovt.entry import stage_main
 
+if TYPE_CHECKING:
+    from ovt.config import Params
 
-def _run(p) -> None:
+
+def _run(p: Params) -> None:
     from ovt.render import run
 
     run(p.render, seed=p.base.seed)

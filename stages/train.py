@@ -5,14 +5,20 @@ Multi-GPU / multi-node: set OVT_TORCHRUN to a torchrun prefix (e.g. "torchrun --
 the process group around the stage (a plain process is rank 0 of 1).
 """
 
+from __future__ import annotations
+
 import os
 import shlex
 import sys
+from typing import TYPE_CHECKING
 
 from ovt.entry import stage_main
 
+if TYPE_CHECKING:
+    from ovt.config import Params
 
-def _run(p) -> None:
+
+def _run(p: Params) -> None:
     from ovt.train import TrainPaths, run_distributed
 
     run_distributed(p.train, seed=p.base.seed, paths=TrainPaths(), model_cfg=p.model)

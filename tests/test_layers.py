@@ -51,6 +51,42 @@ def test_cli_never_changes_its_own_environment():
     assert not found, f"the CLI passes env dicts to child processes instead of changing os.environ: {found}"
 
 
+# Writes that configure a process's own environment at its start, not a caller's: each is the main function of the
+# process it changes.
+ENVIRON_WRITES_ALLOWED = {
+    # `stage_main` is the main of every DVC stage process (stages/<name>.py): the offline default is that process's.
+    "ovt/entry.py",
+    # `_serve` runs only as the target of a spawned render worker process: LP_NUM_THREADS is that child's.
+    "ovt/render/worker.py",
+}
+
+
+def _putenv_calls(path):
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    return [
+        f"{path.relative_to(ROOT)}:{node.lineno}"
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call) and ast.unparse(node.func) in ("os.putenv", "os.unsetenv", "putenv")
+    ]
+
+
+@pytest.mark.parametrize("package", ["ovt", "flows"])
+def test_library_and_flows_never_change_the_process_environment(package):
+    found = [
+        hit
+        for path in _files(package)
+        if str(path.relative_to(ROOT)) not in ENVIRON_WRITES_ALLOWED
+        for hit in _environ_writes(path) + _putenv_calls(path)
+    ]
+    assert not found, f"settings travel as arguments or as a child process's env dict, not os.environ: {found}"
+
+
+def test_allowed_environ_writes_are_still_there():
+    # an allow-list entry whose write is gone would silently allow a new one
+    for rel in sorted(ENVIRON_WRITES_ALLOWED):
+        assert _environ_writes(ROOT / rel), rel
+
+
 def test_environ_check_sees_a_write(tmp_path):
     # the check above can fail: a file that updates os.environ is reported
     f = ROOT / "cli" / "_probe_tmp.py"

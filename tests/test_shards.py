@@ -94,3 +94,30 @@ def test_transparent_pixels_composite_onto_white():
     rgba = _png((255, 0, 0, 0), mode="RGBA")
     assert shards.decode_rgb(rgba).getpixel((1, 1)) == (255, 255, 255)
     assert shards.decode_rgb(rgba, background=(0, 0, 0)).getpixel((1, 1)) == (0, 0, 0)
+
+
+def test_render_assembly_writes_through_the_shard_writer(tmp_path):
+    # a render shard assembled from per-object parts is what the one writer gives the same samples, in asset order,
+    # passes the one check, and skips failed objects
+    from ovt.render import shards as render_shards
+
+    spec = render_shards.ShardSpec(0, ({"asset_id": "b"}, {"asset_id": "x"}, {"asset_id": "a"}), key="k")
+    wdir = render_shards.work_dir(tmp_path, spec)
+    wdir.mkdir(parents=True)
+    parts = {
+        aid: [{"__key__": f"{aid}_{v:03d}", "png": _png((v, 9, 9)), "json": {"view": v}} for v in range(2)]
+        for aid in "ab"
+    }
+    for aid, samples in parts.items():
+        render_shards.write_object_part(wdir, aid, samples)
+    render_shards.write_object_failure(wdir, "x", {"asset_id": "x", "error": "boom"})
+    record = render_shards.assemble_shard(tmp_path, spec, [{"asset_id": a} for a in "abx"], "gl", 2)
+    tar = render_shards.tar_path(tmp_path, spec)
+    assert shards.check(tar, expected_key="k") == record
+    assert record["assets"] == ["b", "a"] and [f["asset_id"] for f in record["failures"]] == ["x"]
+    direct = tmp_path / "direct.tar"
+    with open(direct, "wb") as fh:
+        shards.write_samples(fh, parts["b"] + parts["a"])
+    assert tar.read_bytes() == direct.read_bytes()
+    assert [k for k, _ in shards.iter_samples(tar)] == ["b_000", "b_001", "a_000", "a_001"]
+    assert not wdir.exists()

@@ -1,7 +1,7 @@
 """The acquire stage: 3D assets from several sources into a content-addressed store with a labelled, split manifest.
 
 Public API:
-  run(cfg, *, seed, out_dir)            the stage (ovt.acquire.stage)
+  run(cfg, *, seed, paths=AcquirePaths())  the stage (ovt.acquire.stage)
   AcquireParams                         its typed params (ovt.acquire.config)
   AssetSource, AssetCandidate           the source interface; build_source(name, cfg) makes one
   parse_properties, parse_catalogue     Sweet Home 3D catalogue reading
@@ -27,6 +27,7 @@ _EXPORTS = {
     "parse_catalogue": "ovt.acquire.sources.sweethome3d",
     "assign_groups": "ovt.acquire.split",
     "assign_splits": "ovt.acquire.split",
+    "AcquirePaths": "ovt.acquire.stage",
     "run": "ovt.acquire.stage",
     "asset_id": "ovt.acquire.store",
     "inspect_mesh": "ovt.acquire.validate",

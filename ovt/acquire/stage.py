@@ -1,6 +1,6 @@
 """The acquire stage: sources -> filters -> content-addressed store -> validated, labelled, split manifest.
 
-Outputs under `out_dir` (docs/architecture.md, "acquire -> data/assets/"):
+Outputs under `AcquirePaths.out_dir` (docs/architecture.md, "acquire -> data/assets/"):
   store/<id[:2]>/<id>/   one folder per usable asset (mesh + materials + textures [+ attribution texts])
   manifest.jsonl         one row per usable asset, sorted by asset_id (byte-identical for identical inputs)
   failures.jsonl         one row per skipped candidate: {stage, item, error, detail}
@@ -252,10 +252,19 @@ def _count(rows: Iterable[dict], key) -> dict[str, int]:
     return dict(sorted(Counter(key(r) for r in rows).items()))
 
 
-def run(cfg: AcquireParams, *, seed: int, out_dir: str | Path, progress: bool = True) -> dict[str, Any]:
-    """Collect assets from `cfg.sources` into `out_dir`; return the stats (also written to stats.json)."""
+@dataclass(frozen=True)
+class AcquirePaths:
+    """The paths dvc.yaml declares for the acquire stage."""
+
+    out_dir: Path = Path("data/assets")
+
+
+def run(
+    cfg: AcquireParams, *, seed: int, paths: AcquirePaths = AcquirePaths(), progress: bool = True
+) -> dict[str, Any]:
+    """Collect assets from `cfg.sources` into `paths.out_dir`; return the stats (also written to stats.json)."""
     t0 = time.perf_counter()
-    out_dir = Path(out_dir)
+    out_dir = Path(paths.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     cache = _load_cache(out_dir)
     flt = _Filter(cfg)

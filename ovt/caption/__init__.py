@@ -4,6 +4,7 @@ export/reader. Entry point: `ovt.caption.run` (the stage itself: `ovt.caption.st
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from ovt.lazy import lazy_exports
@@ -23,9 +24,9 @@ _EXPORTS = {
 class CaptionPaths:
     """The paths dvc.yaml declares for the caption stage."""
 
-    renders_dir: str = "data/renders"
-    assets_dir: str = "data/assets"
-    out_dir: str = "data/captions"
+    renders_dir: Path = Path("data/renders")
+    assets_dir: Path = Path("data/assets")
+    out_dir: Path = Path("data/captions")
 
 
 def run(params: Any, *, seed: int, paths: CaptionPaths = CaptionPaths()) -> dict:

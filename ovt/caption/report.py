@@ -1,5 +1,5 @@
-"""Human-facing summaries of a caption run: a seeded sample of captions per object (the issue's closing note asks for
-10 captions for 3 objects) next to the run's stats."""
+"""Human-facing summaries of a caption run: a seeded sample of captions for a few objects (by default 10 captions
+for each of 3 objects), next to the run's stats, so a reader can judge caption quality without opening the shards."""
 
 from __future__ import annotations
 

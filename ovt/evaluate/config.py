@@ -27,15 +27,6 @@ RENDER_TEMPLATES: tuple[str, ...] = (
     "a render of a {} on a white background.",
 )
 
-# Head-noun labels whose literal word is a poor prompt (a "plug" render is a wall socket; "female" is a person
-# model): a frozen-feature experiment with heads only used these prompt words.
-PROMPT_NAMES: dict[str, str] = {
-    "female": "woman",
-    "male": "man",
-    "plug": "wall power outlet",
-    "switch": "wall light switch",
-}
-
 
 class SearchParams(StrictModel):
     """Budgeted black-box search over camera poses for the view with the lowest true-class margin."""
@@ -93,7 +84,6 @@ class EvaluateParams(StrictModel):
     # Which objects are scored: the test split once per pipeline run; `validation` while choosing settings.
     split: Literal["test", "validation"] = "test"
     templates: list[str] = Field(default_factory=lambda: list(RENDER_TEMPLATES), min_length=1)
-    prompt_names: dict[str, str] = Field(default_factory=lambda: dict(PROMPT_NAMES))
     # The paper scores with a fixed x100 rather than each model's learned temperature, so logits are comparable
     # across models; the argmax does not depend on it.
     logit_scale: float = Field(100.0, gt=0)

@@ -1,4 +1,4 @@
-"""Batched scoring of images with any model exposing the shared interface (preprocess, encode_image)."""
+"""Batched image embeddings with any model exposing the shared interface (preprocess, encode_image)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,6 @@ import numpy as np
 import torch
 from PIL import Image
 from tqdm import tqdm
-
-from ovt.evaluate.zeroshot import ZeroShotClassifier
 
 
 @torch.no_grad()
@@ -23,18 +21,3 @@ def embed_images(
         z = model.encode_image(batch).float()
         out.append(torch.nn.functional.normalize(z, dim=-1).cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
-
-
-def score_images(
-    model,
-    classifier: ZeroShotClassifier,
-    images: Sequence[Image.Image],
-    *,
-    batch_size: int,
-    desc: str = "score",
-    progress: bool = True,
-) -> tuple[np.ndarray, np.ndarray]:
-    """(logits [N, C], embeddings [N, D]) for a list of images."""
-    emb = embed_images(model, images, batch_size=batch_size, desc=desc, progress=progress)
-    logits = classifier.logits(torch.from_numpy(emb)).numpy()
-    return logits, emb

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -50,6 +51,7 @@ from ovt.io import (
     stable_digest,
     write_jsonl_atomic,
 )
+from ovt.params_base import PROMPT_WORDS
 
 log = logging.getLogger(__name__)
 
@@ -152,8 +154,11 @@ def run(
     model_loader: ModelLoader | None = None,
     render_view: RenderView | None = None,
     progress: bool = True,
+    prompt_words: Mapping[str, str] = PROMPT_WORDS,
 ) -> dict:
     """Evaluate every model under `paths.models_dir` on the views of `cfg.split`; write `paths.out_dir`.
+
+    `prompt_words` renames labels in the class prompts (params.yaml `base.prompt_words`, shared with bootstrap).
 
     `model_loader(dir)` defaults to `OVTModel.load`; `render_view(asset_row, azimuth, elevation, distance)`
     enables the worst-case viewpoint search (skipped, and said so in stats.json, when None).
@@ -188,6 +193,7 @@ def run(
             "impl": IMPL_VERSION,
             "seed": seed,
             "params": cfg.model_dump(mode="json"),
+            "prompt_words": dict(sorted(prompt_words.items())),
             "inputs": _input_digest(renders_dir, assets_dir, features_dir),
             "models": model_digests,
             "search": search_on,
@@ -232,6 +238,7 @@ def run(
                 "views": views_key,
                 "features": features_key,
                 "search": search_on,
+                "prompt_words": dict(sorted(prompt_words.items())),
                 "params": cfg.model_dump(
                     mode="json", exclude={"intervals", "summary", "mlflow_experiment", "benchmarks"}
                 ),
@@ -248,7 +255,7 @@ def run(
             try:
                 model = load(spec, loader)
                 classifier = build_classifier(
-                    model.encode_text, views.classnames, cfg.templates, rename=cfg.prompt_names, scale=cfg.logit_scale
+                    model.encode_text, views.classnames, cfg.templates, rename=prompt_words, scale=cfg.logit_scale
                 )
                 emb, routes[spec.name] = embed_views(
                     model,

@@ -2,12 +2,7 @@
 
 from __future__ import annotations
 
-import os
-
 from ovt.lazy import lazy_exports
-
-# No network model hub: the embedded weights are packaged, open_clip tags come from the local cache.
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 _EXPORTS = {
     "BootstrapParams": "ovt.model.config",

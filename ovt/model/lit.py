@@ -12,7 +12,7 @@ stage); each step costs a linear layer on the image side and one MiniLM pass ove
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,21 +35,22 @@ REPORT_SPLITS = ("validation", "heldout")  # "heldout": manifests written before
 
 
 # ---- labels and prompts -----------------------------------------------------------------------------------------
-def class_word(text: str, cfg: BootstrapParams) -> str:
+def class_word(text: str, words: Mapping[str, str]) -> str:
+    """The prompt word of a label: normalised, then renamed by `words` (params.yaml `base.prompt_words`)."""
     word = " ".join(str(text).strip().lower().split())
-    return cfg.prompt_words.get(word, word)
+    return words.get(word, word)
 
 
-def train_class(meta: dict, cfg: BootstrapParams) -> str | None:
+def train_class(meta: dict, cfg: BootstrapParams, words: Mapping[str, str]) -> str | None:
     """The class text a view trains on: its label (or name), falling back to the name when the label is null."""
     value = meta.get(cfg.text_field) or meta.get("name")
-    return class_word(value, cfg) if value else None
+    return class_word(value, words) if value else None
 
 
-def eval_class(meta: dict, cfg: BootstrapParams) -> str | None:
+def eval_class(meta: dict, cfg: BootstrapParams, words: Mapping[str, str]) -> str | None:
     """Zero-shot label space: only rows that carry a value in `text_field` (no fallback)."""
     value = meta.get(cfg.text_field)
-    return class_word(value, cfg) if value else None
+    return class_word(value, words) if value else None
 
 
 # ---- features ---------------------------------------------------------------------------------------------------
@@ -70,15 +71,15 @@ def wanted(row: dict, cfg: BootstrapParams) -> bool:
     return cfg.eval_heldout and row.get("split") in REPORT_SPLITS
 
 
-def _row(meta: dict, cfg: BootstrapParams) -> dict:
+def _row(meta: dict, cfg: BootstrapParams, words: Mapping[str, str]) -> dict:
     return {
         "key": meta["key"],
         "shard": meta["shard"],
         "asset_id": meta.get("asset_id"),
         "split": meta.get("split"),
         "canonical": bool(meta.get("canonical")),
-        "train_class": train_class(meta, cfg),
-        "eval_class": eval_class(meta, cfg),
+        "train_class": train_class(meta, cfg, words),
+        "eval_class": eval_class(meta, cfg, words),
     }
 
 
@@ -102,9 +103,11 @@ def available(store, rows: Sequence[dict]) -> tuple[list[dict], list[dict]]:
     return ok, failures
 
 
-def load_features(store, manifest: Sequence[dict], cfg: BootstrapParams) -> tuple[FeatureSet, list[dict]]:
+def load_features(
+    store, manifest: Sequence[dict], cfg: BootstrapParams, words: Mapping[str, str]
+) -> tuple[FeatureSet, list[dict]]:
     """Pooled features of the wanted views (manifest order), read from the feature store; no image is decoded."""
-    rows = [_row(m, cfg) for m in manifest if wanted(m, cfg)]
+    rows = [_row(m, cfg, words) for m in manifest if wanted(m, cfg)]
     rows, failures = available(store, rows)
     if not rows:
         return FeatureSet(torch.zeros(0, 0), []), failures

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from ovt.io import (
 )
 from ovt.model.config import EMBEDDED, BootstrapParams, ModelParams
 from ovt.model.factory import BASE_JSON, BASE_WEIGHTS
+from ovt.params_base import PROMPT_WORDS
 
 log = logging.getLogger(__name__)
 
@@ -84,8 +86,17 @@ def _up_to_date(paths: BootstrapPaths, key: str, need_weights: bool) -> dict | N
     return previous
 
 
-def run(cfg: BootstrapParams, *, model: ModelParams, seed: int, paths: BootstrapPaths = BootstrapPaths()) -> dict:
-    """Train the embedded base (or skip for other architectures); returns the stage's stats."""
+def run(
+    cfg: BootstrapParams,
+    *,
+    model: ModelParams,
+    seed: int,
+    paths: BootstrapPaths = BootstrapPaths(),
+    prompt_words: Mapping[str, str] = PROMPT_WORDS,
+) -> dict:
+    """Train the embedded base (or skip for other architectures); returns the stage's stats.
+
+    `prompt_words` renames labels in the prompts (params.yaml `base.prompt_words`, shared with evaluate)."""
     if model.arch != EMBEDDED:
         reason = (
             f"{model.arch} / {model.pretrained}: a pretrained open_clip model is already aligned"
@@ -114,7 +125,7 @@ def run(cfg: BootstrapParams, *, model: ModelParams, seed: int, paths: Bootstrap
         "tower": store.folder.name,
         "features": stable_digest([json.loads(p.read_text())["key"] for p in records]),
     }
-    key = stage_key(cfg, model, seed, inputs)
+    key = stage_key(cfg, model, seed, {**inputs, "prompt_words": dict(sorted(prompt_words.items()))})
     if (previous := _up_to_date(paths, key, need_weights=True)) is not None:
         log.info("bootstrap up to date (%s)", key[:12])
         return {**previous.get("stats", {}), "skipped": True}
@@ -123,7 +134,7 @@ def run(cfg: BootstrapParams, *, model: ModelParams, seed: int, paths: Bootstrap
     torch.manual_seed(seed)
     clip, tokenizer = lit.build_lit_model(cfg, model, seed)
     clip.eval()
-    data, failures = lit.load_features(store, list(iter_jsonl(manifest_path)), cfg)
+    data, failures = lit.load_features(store, list(iter_jsonl(manifest_path)), cfg, prompt_words)
     t_feat = time.perf_counter() - t0
     train_set = data.select(lambda r: r["split"] == lit.TRAIN_SPLIT and r["canonical"] and r["train_class"])
     acc_before = lit.zero_shot_accuracy(clip, tokenizer, data, cfg)

@@ -20,6 +20,8 @@ from __future__ import annotations
 import logging
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -132,21 +134,49 @@ def _result(client: Any, cfg: RegisterParams, mv: Any, created: bool) -> Registr
 
 
 def register(
-    cfg: RegisterParams, *, root: Path, models_dir: Path, eval_dir: Path, base_dir: Path | None = None
+    cfg: RegisterParams,
+    *,
+    root: Path,
+    models_dir: Path,
+    eval_dir: Path,
+    base_dir: Path | None = None,
+    tracking_uri: str | None = None,
 ) -> Registration:
-    """Register `models_dir/<variant>` (idempotent; resumes a half-done registration). Uses MLFLOW_TRACKING_URI."""
+    """Register `models_dir/<variant>` (idempotent; resumes a half-done registration) on the server at
+    `tracking_uri` (default: MLflow's configured one, MLFLOW_TRACKING_URI)."""
     lineage = collect(cfg, root=root, models_dir=models_dir, eval_dir=eval_dir)
     if base_dir is None and (models_dir / "base").is_dir():
         base_dir = models_dir / "base"
     warn_if_nested_retries(cfg.retry)
     try:
-        return _register(cfg, lineage, models_dir / cfg.variant, base_dir)
+        with _tracking(tracking_uri):
+            return _register(cfg, lineage, models_dir / cfg.variant, base_dir)
     except RegistryError:
         raise
     except Exception as exc:
         if is_transient(exc):
             raise RegistryError(_outage_message(exc)) from exc
         raise
+
+
+@contextmanager
+def _tracking(uri: str | None) -> Iterator[None]:
+    """MLflow's fluent API (runs, model logging) on `uri` for the duration, then back to what it was.
+
+    MLflow keeps the URI as module state (and mirrors it into MLFLOW_TRACKING_URI for its own subprocesses); setting
+    the previous value back undoes both, so the caller's process is as it was."""
+    if not uri:
+        yield
+        return
+    import mlflow
+    from mlflow.tracking._tracking_service import utils
+
+    before = utils._tracking_uri  # None unless set: get_tracking_uri() would return a resolved default instead
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(before)  # type: ignore[arg-type]  # None is accepted: it unsets
 
 
 def _outage_message(exc: BaseException) -> str:

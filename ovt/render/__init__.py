@@ -7,14 +7,15 @@ pydantic), which must not pull in the rest of the package. Import submodules dir
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 
 @dataclass(frozen=True)
 class RenderPaths:
     """The paths dvc.yaml declares for the render stage."""
 
-    assets_dir: str = "data/assets"
-    out_dir: str = "data/renders"
+    assets_dir: Path = Path("data/assets")
+    out_dir: Path = Path("data/renders")
 
 
 def run(params, *, seed: int, paths: RenderPaths = RenderPaths()) -> dict:

@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import json
 import shutil
-import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 from ovt import shards
-from ovt.io import atomic_write_json, atomic_writer, read_jsonl, stable_digest
+from ovt.io import atomic_write_json, atomic_writer, stable_digest
 from ovt.render.config import RENDER_IMPL_VERSION, RenderParams
 
 # Fields of an acquire manifest row that change rendered bytes or the sample JSON: the id, the digest of the mesh
@@ -101,21 +100,25 @@ def read_object_part(wdir: Path, asset_id: str) -> tuple[Literal["ok"], Path] | 
 
 
 def assemble_shard(shards_dir: Path, spec: ShardSpec, rows: list[dict], renderer: str, n_views: int) -> dict:
-    """Concatenate the object parts into the shard tar (atomic), then write the completion record."""
+    """Concatenate the object parts into the shard tar (atomic), then write the completion record.
+
+    The samples go through the one shard writer (`ovt.shards.write_samples`), streamed part by part, so the shard
+    has exactly the bytes that writer gives these samples: deterministic, whoever rendered the parts."""
     wdir = work_dir(shards_dir, spec)
-    ok, failures = [], []
-    with atomic_writer(tar_path(shards_dir, spec)) as fh, tarfile.open(fileobj=fh, mode="w") as out:
-        for a in spec.assets:
-            state = read_object_part(wdir, a["asset_id"])
-            if state is None:
-                raise RuntimeError(f"{spec.name}: object {a['asset_id']} has no result; cannot assemble")
-            if state[0] == "failed":
-                failures.append(state[1])
-                continue
-            ok.append(a["asset_id"])
-            with tarfile.open(state[1], mode="r") as part:
-                for member in part.getmembers():
-                    out.addfile(member, part.extractfile(member))
+    ok, failures, parts = [], [], []
+    for a in spec.assets:  # every object decided before anything is written
+        state = read_object_part(wdir, a["asset_id"])
+        if state is None:
+            raise RuntimeError(f"{spec.name}: object {a['asset_id']} has no result; cannot assemble")
+        if state[0] == "failed":
+            failures.append(state[1])
+            continue
+        ok.append(a["asset_id"])
+        parts.append(state[1])
+    with atomic_writer(tar_path(shards_dir, spec)) as fh:
+        shards.write_samples(
+            fh, ({"__key__": key, **members} for part in parts for key, members in shards.iter_samples(part))
+        )
     ok_set = set(ok)
     record = shards.write_record(
         tar_path(shards_dir, spec),
@@ -132,7 +135,3 @@ def assemble_shard(shards_dir: Path, spec: ShardSpec, rows: list[dict], renderer
     )
     shutil.rmtree(wdir, ignore_errors=True)
     return record
-
-
-def read_manifest(path: str | Path) -> list[dict]:
-    return read_jsonl(path)

@@ -211,20 +211,6 @@ class CaptionBank:
         return self.rows(self.index(texts))
 
 
-# ---- samples ---------------------------------------------------------------------------------------------------
-def iter_whole_shard(tar: str | Path) -> Iterator[tuple[str, dict[str, bytes]]]:
-    """Every `(key, {ext: bytes})` sample of one shard, in tar order, in any process.
-
-    The partition across ranks and workers is this module's (`ShardStream.shards_of`), so webdataset's own
-    splitters are off: by default it would hand a one-shard list to worker 0 only (losing the other workers'
-    shards) and refuse to run at all when RANK/WORLD_SIZE are set (torchrun)."""
-    import webdataset as wds
-
-    ds = wds.WebDataset(str(tar), shardshuffle=False, empty_check=False, nodesplitter=None, workersplitter=None)
-    for sample in ds:
-        yield sample["__key__"], {k: v for k, v in sample.items() if not k.startswith("__")}
-
-
 # ---- batches --------------------------------------------------------------------------------------------------------
 class Batch(NamedTuple):
     images: torch.Tensor  # [B, 3, H, W] preprocessed
@@ -318,7 +304,7 @@ class ShardStream(IterableDataset):
 
     def _raw(self, tars: list[str]) -> Iterator[tuple]:
         for tar in tars:
-            for key, members in iter_whole_shard(tar):
+            for key, members in shards.iter_samples(tar):  # the whole shard, in any worker or rank
                 yield (key, *sample_fields(key, members, tar, self.captions))
 
     def __iter__(self) -> Iterator[tuple]:

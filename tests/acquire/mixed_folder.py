@@ -171,12 +171,12 @@ def build(root: Path) -> dict[str, str]:
 
 def run_folder(root: Path, out_dir: Path) -> dict:
     from ovt.acquire.config import AcquireParams
-    from ovt.acquire.stage import run
+    from ovt.acquire.stage import AcquirePaths, run
 
     cfg = AcquireParams(
         sources=["local"], local={"root": str(root)}, filters={"max_faces": MAX_FACES}, labels={"min_per_class": 2}
     )
-    return run(cfg, seed=0, out_dir=out_dir, progress=False)
+    return run(cfg, seed=0, paths=AcquirePaths(out_dir), progress=False)
 
 
 def main() -> None:

@@ -114,7 +114,7 @@ def test_absolute_references_are_dropped_from_obj_mtl_dae_and_gltf():
 def test_sweet_home_3d_mtl_with_absolute_texture_is_accepted_untextured(tmp_path):
     """Some libraries of the real package name textures like `map_Kd f:/images/textures/wood/tree.jpg`."""
     from ovt.acquire.config import AcquireParams
-    from ovt.acquire.stage import run
+    from ovt.acquire.stage import AcquirePaths, run
     from ovt.io import read_jsonl
 
     extra = sh3f_item(30, "Technical table", "/t/t/t.obj")
@@ -126,7 +126,7 @@ def test_sweet_home_3d_mtl_with_absolute_texture_is_accepted_untextured(tmp_path
     run(
         AcquireParams(sweethome3d={"search_paths": [str(tmp_path / "lib")]}, labels={"min_per_class": 1}),
         seed=0,
-        out_dir=tmp_path / "out",
+        paths=AcquirePaths(tmp_path / "out"),
         progress=False,
     )
     row = next(r for r in read_jsonl(tmp_path / "out" / "manifest.jsonl") if r["name"] == "Technical table")

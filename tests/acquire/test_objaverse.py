@@ -17,7 +17,7 @@ import trimesh
 from ovt.acquire.candidate import SourceError
 from ovt.acquire.config import AcquireParams, ObjaverseParams
 from ovt.acquire.sources.objaverse_lvis import ObjaverseSource
-from ovt.acquire.stage import run
+from ovt.acquire.stage import AcquirePaths, run
 
 HF = "https://huggingface.co/datasets/allenai/objaverse/resolve/main/"
 UIDS = {"chair": ["c3", "c1", "c2"], "mug": ["m1", "c1"], "sofa": ["s1"]}
@@ -108,7 +108,7 @@ def test_stage_with_objaverse_labels_from_lvis(hub, tmp_path):
     cfg = AcquireParams(
         sources=["objaverse"], objaverse={"lvis_categories": ["chair", "sofa"]}, labels={"min_per_class": 3}
     )
-    stats = run(cfg, seed=0, out_dir=tmp_path / "assets", progress=False)
+    stats = run(cfg, seed=0, paths=AcquirePaths(tmp_path / "assets"), progress=False)
     assert stats["by_label"] == {"_unlabelled": 1, "chair": 3}
     rows = [json.loads(line) for line in (tmp_path / "assets" / "manifest.jsonl").read_text().splitlines()]
     assert {r["source"] for r in rows} == {"objaverse"} and all(r["mesh"].endswith(".glb") for r in rows)

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from ovt.acquire.config import DEFAULT_SH3F_PATHS, AcquireParams
-from ovt.acquire.stage import run
+from ovt.acquire.stage import AcquirePaths, run
 from ovt.io import read_jsonl
 
 HAVE_PACKAGE = any(Path(p).glob("*.sh3f") for p in DEFAULT_SH3F_PATHS if Path(p).is_dir())
@@ -13,7 +13,7 @@ HAVE_PACKAGE = any(Path(p).glob("*.sh3f") for p in DEFAULT_SH3F_PATHS if Path(p)
 
 @pytest.mark.skipif(not HAVE_PACKAGE, reason="sweethome3d-furniture is not installed")
 def test_five_real_assets(tmp_path):
-    stats = run(AcquireParams(filters={"max_assets": 5}), seed=0, out_dir=tmp_path, progress=False)
+    stats = run(AcquireParams(filters={"max_assets": 5}), seed=0, paths=AcquirePaths(tmp_path), progress=False)
     rows = read_jsonl(tmp_path / "manifest.jsonl")
     assert stats["n_assets"] == len(rows) == 5 and stats["n_candidates"] == {"sweethome3d": 820}
     for r in rows:

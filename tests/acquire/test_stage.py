@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from ovt.acquire.config import AcquireParams
-from ovt.acquire.stage import run
+from ovt.acquire.stage import AcquirePaths, run
 from ovt.io import read_jsonl
 from tests.acquire.fixtures import MTL_PLAIN, cube_obj, grid_obj, make_library, sh3f_item
 
@@ -89,7 +89,7 @@ def lib(tmp_path) -> Path:
 
 def test_outputs_follow_the_contract(lib, tmp_path):
     out = tmp_path / "assets"
-    stats = run(_cfg(lib), seed=0, out_dir=out, progress=False)
+    stats = run(_cfg(lib), seed=0, paths=AcquirePaths(out), progress=False)
     rows = read_jsonl(out / "manifest.jsonl")
     assert [r["asset_id"] for r in rows] == sorted(r["asset_id"] for r in rows)
     assert all(set(r) == FIELDS for r in rows)
@@ -139,19 +139,19 @@ def test_outputs_follow_the_contract(lib, tmp_path):
 
 def test_same_input_same_bytes_and_rerun_reuses_the_store(lib, tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
-    run(_cfg(lib), seed=0, out_dir=a, progress=False)
-    run(_cfg(lib), seed=0, out_dir=b, progress=False)
+    run(_cfg(lib), seed=0, paths=AcquirePaths(a), progress=False)
+    run(_cfg(lib), seed=0, paths=AcquirePaths(b), progress=False)
     for f in ("manifest.jsonl", "failures.jsonl"):
         assert (a / f).read_bytes() == (b / f).read_bytes()
     mesh = next(a.glob("store/*/*/*.obj"))
     mtime = os.stat(mesh).st_mtime_ns
-    stats = run(_cfg(lib), seed=0, out_dir=a, progress=False)
+    stats = run(_cfg(lib), seed=0, paths=AcquirePaths(a), progress=False)
     assert stats["n_extracted"] == 0 and stats["n_reused"] == 12
     assert os.stat(mesh).st_mtime_ns == mtime
     assert (a / "manifest.jsonl").read_bytes() == (b / "manifest.jsonl").read_bytes()
     # another seed gives another split but the same assets
     c = tmp_path / "c"
-    run(_cfg(lib), seed=1, out_dir=c, progress=False)
+    run(_cfg(lib), seed=1, paths=AcquirePaths(c), progress=False)
     ra, rc = read_jsonl(a / "manifest.jsonl"), read_jsonl(c / "manifest.jsonl")
     assert [r["asset_id"] for r in ra] == [r["asset_id"] for r in rc]
     assert [r["split"] for r in ra] != [r["split"] for r in rc]
@@ -171,7 +171,7 @@ def test_adding_objects_moves_at_most_one_existing_split(tmp_path):
 
 
 def _run(lib: Path, out: Path) -> Path:
-    run(_cfg(lib), seed=0, out_dir=out, progress=False)
+    run(_cfg(lib), seed=0, paths=AcquirePaths(out), progress=False)
     return out
 
 
@@ -196,7 +196,7 @@ def test_identical_bytes_are_deduplicated_first_source_wins(tmp_path):
     (local / "s.obj").write_text(obj)
     (local / "assets.csv").write_text("path,category,name\ns.obj,Misc,Local stool\n")
     cfg = _cfg(tmp_path / "lib", sources=["local", "sweethome3d"], local={"root": str(local)})
-    stats = run(cfg, seed=0, out_dir=tmp_path / "out", progress=False)
+    stats = run(cfg, seed=0, paths=AcquirePaths(tmp_path / "out"), progress=False)
     (row,) = read_jsonl(tmp_path / "out" / "manifest.jsonl")
     assert row["name"] == "Local stool" and row["source"] == "local"
     assert stats["n_duplicates"] == 2 and stats["by_source"] == {"local": 1}
@@ -205,15 +205,15 @@ def test_identical_bytes_are_deduplicated_first_source_wins(tmp_path):
 def test_max_assets_is_a_deterministic_sample(lib, tmp_path):
     ids = []
     for out in ("a", "b"):
-        run(_cfg(lib, filters={"max_assets": 4}), seed=5, out_dir=tmp_path / out, progress=False)
+        run(_cfg(lib, filters={"max_assets": 4}), seed=5, paths=AcquirePaths(tmp_path / out), progress=False)
         ids.append([r["asset_id"] for r in read_jsonl(tmp_path / out / "manifest.jsonl")])
     assert len(ids[0]) == 4 and ids[0] == ids[1]
 
 
 def test_shrinking_the_selection_cleans_the_store(lib, tmp_path):
     out = tmp_path / "assets"
-    run(_cfg(lib), seed=0, out_dir=out, progress=False)
-    stats = run(_cfg(lib, filters={"exclude_names": ["^Oak"]}), seed=0, out_dir=out, progress=False)
+    run(_cfg(lib), seed=0, paths=AcquirePaths(out), progress=False)
+    stats = run(_cfg(lib, filters={"exclude_names": ["^Oak"]}), seed=0, paths=AcquirePaths(out), progress=False)
     assert stats["n_filtered"] == {"category": 1, "name_excluded": 8} and stats["n_store_removed"] == 8
     assert len(list((out / "store").glob("*/*"))) == stats["n_assets"] == 4
 
@@ -223,7 +223,7 @@ def test_nothing_usable_is_an_error(tmp_path):
         tmp_path / "lib", n_chairs=0, extra_items=sh3f_item(1, "Junk", "/j/j/j.obj"), extra_entries={"j/j/j.obj": b""}
     )
     with pytest.raises(RuntimeError, match="no usable asset"):
-        run(_cfg(tmp_path / "lib"), seed=0, out_dir=tmp_path / "out", progress=False)
+        run(_cfg(tmp_path / "lib"), seed=0, paths=AcquirePaths(tmp_path / "out"), progress=False)
     assert read_jsonl(tmp_path / "out" / "failures.jsonl")[0]["error"] == "no_faces"
 
 
@@ -245,7 +245,9 @@ def test_pool_and_one_process_write_the_same_bytes(tmp_path, filters):
     outs = {}
     for workers in (1, 2):
         out = tmp_path / f"w{workers}"
-        stats = run(_cfg(tmp_path / "lib", workers=workers, filters=filters), seed=0, out_dir=out, progress=False)
+        stats = run(
+            _cfg(tmp_path / "lib", workers=workers, filters=filters), seed=0, paths=AcquirePaths(out), progress=False
+        )
         outs[workers] = (stats, {f: (out / f).read_bytes() for f in ("manifest.jsonl", "failures.jsonl")})
         assert {p.name for p in (out / "store").glob("*/*")} == {
             r["asset_id"] for r in read_jsonl(out / "manifest.jsonl")

@@ -6,7 +6,7 @@ from ovt.params_base import ParamsError, validate_block
 
 def test_defaults_validate_and_are_the_embedded_default():
     cfg = EvaluateParams()
-    assert cfg.templates[0] == "a 3D render of a {}." and cfg.prompt_names["plug"] == "wall power outlet"
+    assert cfg.templates[0] == "a 3D render of a {}."
     assert cfg.logit_scale == 100.0 and cfg.split == "test" and cfg.search.n_random <= cfg.search.budget
 
 

@@ -4,6 +4,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from ovt.config import Params
 from ovt.features import FeatureParams, FeaturePaths
 from ovt.features import run as run_features
 from ovt.model import ModelParams, build_base, lit
@@ -53,10 +54,10 @@ def test_multi_positive_loss_on_known_inputs():
 
 
 def test_prompt_words_and_fallback():
-    cfg = BootstrapParams()
-    assert lit.train_class({"label": "Plug", "name": "Wall plug"}, cfg) == "wall power outlet"
-    assert lit.train_class({"label": None, "name": "Teddy  Bear"}, cfg) == "teddy bear"
-    assert lit.eval_class({"label": None, "name": "Teddy bear"}, cfg) is None
+    cfg, words = BootstrapParams(), Params().base.prompt_words
+    assert lit.train_class({"label": "Plug", "name": "Wall plug"}, cfg, words) == "wall power outlet"
+    assert lit.train_class({"label": None, "name": "Teddy  Bear"}, cfg, words) == "teddy bear"
+    assert lit.eval_class({"label": None, "name": "Teddy bear"}, cfg, words) is None
 
 
 def test_export_merges_text_lora_into_plain_model():

@@ -37,3 +37,18 @@ def test_scheduled_pipeline_fails_clearly_when_a_service_is_down(prefect_harness
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/x.db")
     with pytest.raises(RuntimeError, match=r"not healthy: s3, mlflow.*ovt up"):
         scheduled_pipeline(dry_run=True)
+
+
+def test_tracking_env_is_returned_not_applied(monkeypatch):
+    # the flows hand the services' settings to their registry calls and DVC subprocesses; this process keeps its own
+    import os
+
+    from flows.promote import tracking_env
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    before = dict(os.environ)
+    env = tracking_env()
+    assert env.get("MLFLOW_TRACKING_URI") and not any(k.startswith("PREFECT_") for k in env)
+    assert dict(os.environ) == before
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://chosen.example:5000")
+    assert tracking_env() == {}

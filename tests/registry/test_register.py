@@ -50,3 +50,30 @@ def test_half_done_registration_is_resumed_not_duplicated(mlflow_store, workspac
     assert r2.created and r2.version == r1.version and len(_versions(cfg)) == 1
     mv = c.get_model_version(cfg.model_name, r1.version)
     assert mv.tags[STATE_TAG] == COMPLETE and "challenger" in mv.aliases
+
+
+def test_tracking_uri_argument_leaves_the_process_as_it_was(mlflow_store, workspace, cfg, monkeypatch):
+    # a scheduled flow started without the services' settings passes the server as an argument: the registration
+    # lands there, and neither MLflow's URI nor the process environment keeps it afterwards
+    import os
+
+    import mlflow
+    from mlflow import MlflowClient
+    from mlflow.tracking._tracking_service import utils
+
+    mlflow.set_tracking_uri(None)
+    mlflow.set_registry_uri(None)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    reg = register(
+        cfg,
+        root=workspace,
+        models_dir=workspace / "models",
+        eval_dir=workspace / "data" / "eval",
+        tracking_uri=mlflow_store,
+    )
+    assert reg.created and reg.tracking_uri == mlflow_store
+    assert "MLFLOW_TRACKING_URI" not in os.environ and utils._tracking_uri is None
+    assert (
+        MlflowClient(tracking_uri=mlflow_store).get_model_version(cfg.model_name, reg.version).tags[STATE_TAG]
+        == COMPLETE
+    )
