@@ -21,18 +21,27 @@ pytestmark = pytest.mark.skipif(
 X_TO_Z = [0, 0, -1, 0, 1, 0, 1, 0, 0]
 
 
-def test_gl_and_blender_silhouettes_agree(tmp_path):
+def _both_backends(cfg: RenderParams, seed: int, mesh, rotation, *, samples: int):
+    """The same views of `mesh` (object seed `seed`) through gl and Blender: (gl images, Blender images)."""
     from ovt.render.blender import BlenderRenderer
+
+    views, light = sample_views(cfg, seed), light_for_object(cfg, seed)
+    gl = GLRenderer(cfg.image_size, msaa=4)
+    try:
+        g = gl.render(load_normalised(mesh, rotation), views, light)
+    finally:
+        gl.close()
+    b = BlenderRenderer(BLENDER_PY, cfg.image_size, samples=samples, timeout_s=300).render_file(
+        mesh, rotation, views, light
+    )
+    return g, b
+
+
+def test_gl_and_blender_silhouettes_agree(tmp_path):
 
     cfg = RenderParams(image_size=64, rings=(Ring(elevation=20, n_azimuth=3, azimuth_offset=15),), poles=False)
     mesh = write_marker_obj(tmp_path / "m", marker_axis=0, offset=(10, 3, -4), scale=7)
-    views, light = sample_views(cfg, 3), light_for_object(cfg, 3)
-    gl = GLRenderer(64, msaa=4)
-    try:
-        g = gl.render(load_normalised(mesh, X_TO_Z), views, light)
-    finally:
-        gl.close()
-    b = BlenderRenderer(BLENDER_PY, 64, samples=8, timeout_s=300).render_file(mesh, X_TO_Z, views, light)
+    g, b = _both_backends(cfg, 3, mesh, X_TO_Z, samples=8)
     assert len(b) == 3
     for gi, bi in zip(g, b):
         gm, bm = gi[..., 3] > 127, bi[..., 3] > 127
@@ -90,17 +99,9 @@ def write_textured_glb(path):
 def test_same_glb_through_both_backends(tmp_path):
     """Silhouettes agree (so format, axes and alpha cut-out match) and Blender is textured where gl is."""
 
-    from ovt.render.blender import BlenderRenderer
-
     cfg = RenderParams(image_size=64, rings=(Ring(elevation=25, n_azimuth=3, azimuth_offset=20),), poles=False)
     glb = write_textured_glb(tmp_path / "m" / "box.glb")
-    views, light = sample_views(cfg, 5), light_for_object(cfg, 5)
-    gl = GLRenderer(64, msaa=4)
-    try:
-        g = gl.render(load_normalised(glb, None), views, light)
-    finally:
-        gl.close()
-    b = BlenderRenderer(BLENDER_PY, 64, samples=8, timeout_s=300).render_file(glb, None, views, light)
+    g, b = _both_backends(cfg, 5, glb, None, samples=8)
     for gi, bi in zip(g, b):
         gm, bm = gi[..., 3] > 127, bi[..., 3] > 127
         assert gm.sum() > 100
@@ -123,8 +124,6 @@ def test_other_formats_import_in_the_same_frame(tmp_path, ext):
     process converts it to; an off-centre, asymmetric mesh lands on the same pixels."""
     import trimesh
 
-    from ovt.render.blender import BlenderRenderer
-
     body = trimesh.creation.box(extents=(1.0, 0.4, 0.6))
     arm = trimesh.creation.box(extents=(0.2, 0.8, 0.2))
     arm.apply_translation((0.4, 0.5, 0.0))
@@ -133,13 +132,7 @@ def test_other_formats_import_in_the_same_frame(tmp_path, ext):
     path = tmp_path / f"m.{ext}"
     mesh.export(path)
     cfg = RenderParams(image_size=48, rings=(Ring(elevation=30, n_azimuth=2, azimuth_offset=40),), poles=False)
-    views, light = sample_views(cfg, 1), light_for_object(cfg, 1)
-    gl = GLRenderer(48, msaa=4)
-    try:
-        g = gl.render(load_normalised(path, None), views, light)
-    finally:
-        gl.close()
-    b = BlenderRenderer(BLENDER_PY, 48, samples=4, timeout_s=300).render_file(path, None, views, light)
+    g, b = _both_backends(cfg, 1, path, None, samples=4)
     for gi, bi in zip(g, b):
         gm, bm = gi[..., 3] > 127, bi[..., 3] > 127
         assert gm.sum() > 50 and (gm & bm).sum() / (gm | bm).sum() >= 0.85
@@ -181,20 +174,12 @@ def test_real_chair_with_alpha_textured_seat_through_both_backends(tmp_path):
     import numpy as np
     from PIL import Image
 
-    from ovt.render.blender import BlenderRenderer
-
     mesh, rotation = _real_caned_chair(tmp_path / "chair")
     cane = np.asarray(Image.open(io.BytesIO((mesh.parent / "ThonetGrid.png").read_bytes())).convert("RGBA"))
     assert (cane[..., 3] < 128).mean() > 0.1  # the asset still has the cut-out texture this test is about
 
     cfg = RenderParams(image_size=64, rings=(Ring(elevation=35, n_azimuth=3, azimuth_offset=20),), poles=False)
-    views, light = sample_views(cfg, 0), light_for_object(cfg, 0)
-    gl = GLRenderer(64, msaa=4)
-    try:
-        g = gl.render(load_normalised(mesh, rotation), views, light)
-    finally:
-        gl.close()
-    b = BlenderRenderer(BLENDER_PY, 64, samples=8, timeout_s=300).render_file(mesh, rotation, views, light)
+    g, b = _both_backends(cfg, 0, mesh, rotation, samples=8)
     assert len(b) == 3
     for gi, bi in zip(g, b):
         gm, bm = gi[..., 3] > 127, bi[..., 3] > 127
@@ -218,7 +203,6 @@ def test_real_chair_with_alpha_textured_seat_through_both_backends(tmp_path):
 def test_back_to_back_sheet_is_lit_not_self_shadowed(tmp_path):
     """A double-sided sheet as two coincident faces with opposite normals (separate vertices, as exporters write
     it): each face must not shadow the other, so Blender shows it lit like gl does, seen from either side."""
-    from ovt.render.blender import BlenderRenderer
 
     q = [(-1, 0, -0.6), (1, 0, -0.6), (1, 0, 0.6), (-1, 0, 0.6)]
     lines = ["mtllib s.mtl", *(f"v {x} {y} {z}" for x, y, z in q + q), "usemtl tan"]
@@ -228,13 +212,7 @@ def test_back_to_back_sheet_is_lit_not_self_shadowed(tmp_path):
     mesh = tmp_path / "sheet.obj"
     rings = (Ring(elevation=40, n_azimuth=1), Ring(elevation=-40, n_azimuth=1))  # from above and from below
     cfg = RenderParams(image_size=32, rings=rings, poles=False)
-    views, light = sample_views(cfg, 2), light_for_object(cfg, 2)
-    gl = GLRenderer(32, msaa=4)
-    try:
-        g = gl.render(load_normalised(mesh, None), views, light)
-    finally:
-        gl.close()
-    b = BlenderRenderer(BLENDER_PY, 32, samples=4, timeout_s=300).render_file(mesh, None, views, light)
+    g, b = _both_backends(cfg, 2, mesh, None, samples=4)
     for gi, bi in zip(g, b):
         both = (gi[..., 3] > 127) & (bi[..., 3] > 127)
         assert both.sum() > 50
