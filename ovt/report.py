@@ -7,7 +7,7 @@
 
 and the same for the other generated documents (`DOCUMENTS`):
 
-    docs/experiments.md  sweep  experiments/validation_sweep.json (`ovt sweep`: validation metrics per grid point)
+    docs/experiments.md  sweep, budget  experiments/{validation,budget}_sweep.json (`ovt sweep`: validation metrics per point)
 
 `ovt report` rewrites them; `ovt report --check` (and tests/test_report.py) fails when the README differs from what
 the committed files render to. Every rendered number names the file (and key) it comes from.
@@ -20,6 +20,8 @@ import math
 import re
 from pathlib import Path
 from typing import Any, Callable, Mapping
+
+from ovt.train.config import replicate_name
 
 METRICS_FILE = "data/eval/metrics.json"
 PIPELINE_FILE = "benchmarks/results/pipeline.json"
@@ -213,7 +215,7 @@ def _seed_spread(doc: Mapping, n: int) -> str:
     for header, key in (("worst-view", "worst_view_acc"), ("off-canonical", "off_canonical_acc")):
         diffs = []
         for k in range(n):
-            o, c = ("ovt", "contrastive") if k == 0 else (f"ovt_seed{k}", f"contrastive_seed{k}")
+            o, c = replicate_name("ovt", k), replicate_name("contrastive", k)
             a, b = (doc.get(g, {}).get(key) if isinstance(doc.get(g), Mapping) else None for g in (o, c))
             diffs.append(
                 _num(a - b, scale=100, sign=True)
@@ -298,20 +300,28 @@ RENDERERS: dict[str, Callable[[Path], str]] = {
     "pipeline": render_pipeline,
     "benchmarks": render_benchmarks,
 }
-SWEEP_FILE = "experiments/validation_sweep.json"
+# docs/experiments.md section -> the sweep spec whose results (the spec's path with .json) it renders
+SWEEPS: dict[str, str] = {"sweep": "experiments/validation_sweep.yaml", "budget": "experiments/budget_sweep.yaml"}
 
 
-def render_sweep(root: Path) -> str:
-    from ovt.sweep import render_table
+def sweep_renderer(spec: str) -> Callable[[Path], str]:
+    results = str(Path(spec).with_suffix(".json"))
 
-    path = root / SWEEP_FILE
-    if not path.is_file():
-        return f"Not run yet: `ovt sweep experiments/validation_sweep.yaml` writes `{SWEEP_FILE}`.\n"
-    return render_table(_load(path), SWEEP_FILE)
+    def render(root: Path) -> str:
+        from ovt.sweep import render_table
+
+        path = root / results
+        if not path.is_file():
+            return f"Not run yet: `ovt sweep {spec}` writes `{results}`.\n"
+        return render_table(_load(path), results)
+
+    return render
 
 
 # Generated documents besides README.md (`ovt report` renders README with RENDERERS, then these).
-DOCUMENTS: dict[str, dict[str, Callable[[Path], str]]] = {"docs/experiments.md": {"sweep": render_sweep}}
+DOCUMENTS: dict[str, dict[str, Callable[[Path], str]]] = {
+    "docs/experiments.md": {name: sweep_renderer(spec) for name, spec in SWEEPS.items()}
+}
 
 
 def render_text(

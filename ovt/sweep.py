@@ -34,7 +34,9 @@ class SweepSpec(StrictModel):
     description: str = ""
     fixed: dict[str, Any] = Field(default_factory=dict)  # overrides applied at every point
     grid: dict[str, list[Any]]  # dotted params key -> values; points are the Cartesian product, in order
-    select_variant: str = "ovt"  # the rule: the point where this variant's metric is highest on validation
+    # the rule: the point where this variant's metric (several variants: their mean) is highest on validation; a
+    # budget both compared variants share is chosen by both, so the baseline gets the same rule as OVT
+    select_variant: str | list[str] = "ovt"
     select_metric: str = "worst_view_acc"
     tie_break: str = "mean_acc"
     variants: list[str] = ["base", "contrastive", "ovt"]  # reported per point
@@ -50,9 +52,13 @@ class SweepSpec(StrictModel):
             raise ValueError("the grid needs at least one key, each with at least one value")
         if overlap := set(self.fixed) & set(self.grid):
             raise ValueError(f"keys both fixed and swept: {sorted(overlap)}")
-        if self.select_variant not in self.variants:
-            raise ValueError(f"select_variant {self.select_variant!r} is not among the reported variants")
+        if missing := [v for v in self.selected_by if v not in self.variants]:
+            raise ValueError(f"select_variant {missing} is not among the reported variants")
         return self
+
+    @property
+    def selected_by(self) -> list[str]:
+        return [self.select_variant] if isinstance(self.select_variant, str) else list(self.select_variant)
 
 
 def load_spec(path: str | Path) -> SweepSpec:
@@ -142,16 +148,22 @@ def run_sweep(
 
 
 def select(doc: Mapping[str, Any], spec: SweepSpec) -> dict[str, Any] | None:
-    """The point with the highest validation `select_metric` of `select_variant` (ties: `tie_break`, then grid
-    order)."""
+    """The point with the highest validation `select_metric` of `select_variant` (the mean over them when several;
+    ties: `tie_break` likewise, then grid order)."""
     order = {point_id(p): i for i, p in enumerate(points(spec))}
     rows = [r for r in doc.get("points", []) if r["id"] in order]
     if not rows:
         return None
 
+    by = spec.selected_by
+
+    def mean(r: Mapping[str, Any], metric: str) -> float:
+        return sum(r["metrics"][v].get(metric, 0.0) for v in by) / len(by)
+
     def key(r: Mapping[str, Any]) -> tuple[float, float, int]:
-        m = r["metrics"][spec.select_variant]
-        return (m[spec.select_metric], m.get(spec.tie_break, 0.0), -order[r["id"]])
+        if missing := [v for v in by if spec.select_metric not in r["metrics"][v]]:
+            raise KeyError(f"sweep {spec.name}: point {r['point']} has no {spec.select_metric} for {missing}")
+        return (mean(r, spec.select_metric), mean(r, spec.tie_break), -order[r["id"]])
 
     best = max(rows, key=key)
     return {"id": best["id"], "point": best["point"]}
@@ -172,10 +184,12 @@ def render_table(doc: Mapping[str, Any], source: str) -> str:
             vals[0] += " **(selected)**"
         lines.append("| " + " | ".join([*vals, *accs]) + " |")
     n = (doc["points"][0]["metrics"].get("_") or {}) if doc.get("points") else {}
+    by = spec.selected_by
+    rule = by[0] if len(by) == 1 else "mean of " + " and ".join(by)
     return (
         f"From `{source}` (sweep `{spec.name}`: {len(doc.get('points', []))} points, validation split, "
         f"n_objects = {n.get('n_objects')}, n_views = {n.get('n_views')}; fixed: "
         + ", ".join(f"`{k}={json.dumps(v)}`" for k, v in spec.fixed.items())
-        + f"). Rule: highest {spec.select_variant} `{spec.select_metric}`, ties by `{spec.tie_break}`. "
+        + f"). Rule: highest {rule} `{spec.select_metric}`, ties by `{spec.tie_break}`. "
         "Accuracy in %.\n\n" + "\n".join(lines) + "\n"
     )

@@ -37,6 +37,7 @@ def _spec(**kw):
         ({"grid": {"train.loss.lam": []}}, "at least one value"),
         ({"fixed": {"evaluate.split": "validation", "train.loss.lam": 1}}, "both fixed and swept"),
         ({"select_variant": "base"}, "not among the reported variants"),
+        ({"select_variant": ["ovt", "base"]}, r"\['base'\] is not among the reported variants"),
     ],
 )
 def test_spec_errors_name_what_is_wrong(change, message):
@@ -114,6 +115,38 @@ def test_sweep_resumes_restores_params_and_selects(tmp_path):
     assert "validation split" in table
 
 
+def test_rule_over_several_variants_takes_their_mean():
+    """A budget both variants share is chosen by both: the point with the best mean, not the best of one."""
+    metrics = {
+        (2, 3e-4): {"contrastive": 0.50, "ovt": 0.60},  # mean .550
+        (2, 1e-3): {"contrastive": 0.58, "ovt": 0.55},  # mean .565 <- both
+        (4, 3e-4): {"contrastive": 0.40, "ovt": 0.62},  # mean .510 <- ovt alone
+        (4, 1e-3): {"contrastive": 0.59, "ovt": 0.52},  # mean .555 <- contrastive alone
+    }
+    spec = sweep.SweepSpec.model_validate(
+        {**SPEC, "grid": {"train.epochs": [2, 4], "train.optim.lr": [3e-4, 1e-3]}, "select_metric": "mean_acc"}
+    )
+    doc = {"points": []}
+    for p in sweep.points(spec):
+        m = metrics[(p["train.epochs"], p["train.optim.lr"])]
+        doc["points"].append(
+            {"id": sweep.point_id(p), "point": p, "metrics": {v: {"mean_acc": a} for v, a in m.items()}}
+        )
+    chosen = {
+        who: sweep.select(doc, spec.model_copy(update={"select_variant": who}))["point"]
+        for who in ("ovt", "contrastive")
+    }
+    assert chosen == {
+        "ovt": {"train.epochs": 4, "train.optim.lr": 3e-4},
+        "contrastive": {"train.epochs": 4, "train.optim.lr": 1e-3},
+    }
+    both = spec.model_copy(update={"select_variant": ["contrastive", "ovt"]})
+    assert sweep.select(doc, both)["point"] == {"train.epochs": 2, "train.optim.lr": 1e-3}
+    assert "Rule: highest mean of contrastive and ovt `mean_acc`" in sweep.render_table(
+        {**doc, "spec": both.model_dump(mode="json")}, "s.json"
+    )
+
+
 def test_metrics_of_another_split_are_refused(tmp_path):
     path = tmp_path / "metrics.json"
     path.write_text(json.dumps({"split": "test", "ovt": {}, "contrastive": {}}))
@@ -121,9 +154,10 @@ def test_metrics_of_another_split_are_refused(tmp_path):
         sweep.read_metrics(path, _spec())
 
 
-def test_committed_sweep_is_what_params_and_docs_say():
-    spec = sweep.load_spec(ROOT / "experiments/validation_sweep.yaml")
-    doc = json.loads((ROOT / report.SWEEP_FILE).read_text())
+@pytest.mark.parametrize("spec_file", sorted(report.SWEEPS.values()))
+def test_committed_sweep_is_what_params_and_docs_say(spec_file):
+    spec = sweep.load_spec(ROOT / spec_file)
+    doc = json.loads((ROOT / spec_file).with_suffix(".json").read_text())
     assert doc["spec"] == spec.model_dump(mode="json"), "the committed sweep ran another spec: rerun `ovt sweep`"
     assert len(doc["points"]) == len(sweep.points(spec)), "the committed sweep is incomplete"
     assert doc["selected"] == sweep.select(doc, spec)

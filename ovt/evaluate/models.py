@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ovt.io import sha256_file, stable_digest
+from ovt.train.config import SEEDS_DIR, replicate_name
 
 log = logging.getLogger(__name__)
 
@@ -98,8 +99,6 @@ def discover(
     return sorted(specs, key=lambda s: _sort_key(s.name))
 
 
-# models/<variant>/seeds/<k>/: the variant trained again with seed base.seed + k (the train stage's replicates)
-SEEDS_DIR = "seeds"
 POOLED_SEP = "_x"  # "ovt_x3": the per-object results of ovt averaged over its 3 training seeds
 
 
@@ -109,7 +108,7 @@ def replicates(spec: ModelSpec) -> list[ModelSpec]:
     if spec.adapter_scale == 0.0 or WISE_SEP in spec.name or not root.is_dir():
         return []
     ks = sorted(int(p.name) for p in root.iterdir() if p.name.isdigit() and (p / "model.json").is_file())
-    return [ModelSpec(f"{spec.name}_seed{k}", root / str(k), _train_scale(root / str(k))) for k in ks]
+    return [ModelSpec(replicate_name(spec.name, k), root / str(k), _train_scale(root / str(k))) for k in ks]
 
 
 def pooled_name(variant: str, n_seeds: int) -> str:

@@ -18,12 +18,13 @@ import yaml
 
 from ovt.io import sha256_file, stable_digest
 from ovt.registry.config import PARAMS_BLOCK, RegisterParams
+from ovt.train.config import SEEDS_DIR
 
 TAG_PREFIX = "ovt."
 # MLflow caps model-version tag values (5000 chars in the SQL store); long JSON (the base description) is cut.
 MAX_TAG_VALUE = 5000
 # Files under a variant folder that are not part of the served model (training state, resume points).
-_MODEL_EXCLUDE_DIRS = {"checkpoints", "seeds"}  # resume state; the seed replicates (models of their own)
+_MODEL_EXCLUDE_DIRS = {"checkpoints", SEEDS_DIR}  # resume state; the seed replicates (models of their own)
 
 
 class LineageError(ValueError):

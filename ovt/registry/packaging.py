@@ -17,10 +17,11 @@ from typing import Any
 
 from ovt.io import atomic_write_json
 from ovt.registry.served_model import ART_BASE, ART_CONFIG, ART_MODEL
+from ovt.train.config import SEEDS_DIR
 
 SERVED_MODEL_FILE = Path(__file__).with_name("served_model.py")
 OVT_PACKAGE = Path(__file__).resolve().parents[1]
-_SKIP_DIRS = {"checkpoints", "seeds", "__pycache__"}  # resume state, seed replicates, bytecode: not the served model
+_SKIP_DIRS = {"checkpoints", SEEDS_DIR, "__pycache__"}  # resume state, seed replicates, bytecode: not the served model
 #: Suffixes of formats that may hold a pickle (torch.save, numpy object arrays, joblib, ...).
 PICKLE_SUFFIXES = {".pkl", ".pickle", ".pt", ".pth", ".bin", ".ckpt", ".joblib", ".npy", ".npz"}
 

@@ -15,6 +15,20 @@ from ovt.params_base import StrictModel
 
 Variant = Literal["ovt", "contrastive", "zeroshot"]
 
+# The seed replicates' layout, read by train (writes them), evaluate (pools them) and the registry (leaves them out):
+# replicate k of a variant is the variant trained with seed base.seed + k; k = 0 is the variant itself.
+SEEDS_DIR = "seeds"
+
+
+def replicate_name(variant: str, k: int) -> str:
+    # no "@", "." or "-": the name becomes part of metric paths and MLflow metric names
+    return variant if k == 0 else f"{variant}_seed{k}"
+
+
+def replicate_dir(models_dir: Path, variant: str, k: int) -> Path:
+    """models/<variant>/ for k = 0, models/<variant>/seeds/<k>/ for a replicate."""
+    return models_dir / variant if k == 0 else models_dir / variant / SEEDS_DIR / str(k)
+
 
 class MiningParams(StrictModel):
     """The max step: kNN-weighted viewpoint centres and the K hardest views per object."""

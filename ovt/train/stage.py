@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import torch
 
 from ovt.io import atomic_write_bytes, atomic_write_json, sha256_file, stable_digest
-from ovt.train.config import TrainParams
+from ovt.train.config import TrainParams, replicate_dir, replicate_name
 from ovt.train.data import build_table
 from ovt.train.distributed import DistContext, barrier, destroy, init_from_env
 from ovt.train.loop import Trainer
@@ -100,18 +100,6 @@ def input_digest(
         if p is not None and Path(p).is_file():
             out[name] = sha256_file(p)
     return out
-
-
-SEEDS_DIR = "seeds"  # models/<variant>/seeds/<k>/: the variant trained with seed base.seed + k
-
-
-def replicate_name(variant: str, k: int) -> str:
-    # no "@", "." or "-": the name becomes part of metric paths and MLflow metric names
-    return f"{variant}_seed{k}"
-
-
-def replicate_dir(out_dir: Path, variant: str, k: int) -> Path:
-    return out_dir / variant if k == 0 else out_dir / variant / SEEDS_DIR / str(k)
 
 
 def variant_key(cfg: TrainParams, variant: str, seed: int, inputs: dict, model_cfg: Any) -> str:
@@ -226,7 +214,7 @@ def run(
     variants = list(cfg.variants) + ([f"{v}_hv" for v in hv.variants] if hv.enabled else [])
     # (name, variant, seed, folder): each variant with the stage's seed, then its seed replicates (if any)
     todo = [
-        (variant if k == 0 else replicate_name(variant, k), variant, s, replicate_dir(out_dir, variant, k))
+        (replicate_name(variant, k), variant, s, replicate_dir(out_dir, variant, k))
         for variant in variants
         for k, s in enumerate(cfg.replicate_seeds(variant, seed))
     ]
