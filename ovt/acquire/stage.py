@@ -187,10 +187,10 @@ class _Inline:
         return None
 
 
-def _inspector(workers: int):
+def _inspector(n: int):
     """Where meshes are parsed: parsing (trimesh, pure Python for OBJ) is most of this stage's time, and meshes are
-    independent, so they go to a process pool while this process reads, hashes and stages the next ones."""
-    n = workers or os.cpu_count() or 1
+    independent, so they go to a process pool (`n` workers) while this process reads, hashes and stages the next
+    ones."""
     return _Inline() if n <= 1 else ProcessPoolExecutor(max_workers=n, mp_context=mp.get_context("spawn"))
 
 
@@ -295,7 +295,8 @@ def run(
     # so rows, duplicates and failures are exactly those of a one-by-one pass. A candidate whose bytes equal one
     # still being inspected waits for that result first (it is a duplicate only if the first one is accepted).
     pending: deque[tuple[AssetCandidate, _Staged, Future]] = deque()
-    window = 4 * (cfg.workers or os.cpu_count() or 1)
+    workers = cfg.workers or os.cpu_count() or 1  # 0: one per CPU
+    window = 4 * workers
     bar = tqdm(desc="acquire", unit="asset", total=total, disable=not progress)
 
     def accept(c: AssetCandidate, done: _Accepted) -> None:
@@ -317,7 +318,7 @@ def run(
         while any(p.aid == aid for _, p, _ in pending):
             take_oldest()
 
-    with _inspector(cfg.workers) as pool:
+    with _inspector(workers) as pool:
         for c in ordered:
             # with max_assets, every in-flight candidate may still be accepted: decide those first
             while pending and (

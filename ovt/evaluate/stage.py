@@ -329,7 +329,9 @@ def run(
         per_seed = [object_stats(results[n], cfg.heldout_elevation_bands) for n in scored]
         stats_by_model[pooled_name(name, len(scored))] = np.mean(per_seed, axis=0)
         for n, st in zip(scored, per_seed):
-            seed_points.update({f"{n}.{m}": point_metrics(st)[m] for m in SEED_METRICS} if n in rep_names else {})
+            if n in rep_names:  # the seed-0 model's own point values are its regular metrics already
+                point = point_metrics(st)
+                seed_points.update({f"{n}.{m}": point[m] for m in SEED_METRICS})
     boot = paired_bootstrap(
         stats_by_model,
         n_resamples=cfg.intervals.n_resamples,

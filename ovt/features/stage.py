@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from ovt import shards
 from ovt.features.config import FeatureParams
-from ovt.features.store import IMPL_VERSION, TOWER_JSON, entry_key, tower_fields, tower_key
+from ovt.features.store import IMPL_VERSION, TOWER_JSON, entry_key, prefix_refusal, tower_fields, tower_key
 from ovt.io import atomic_write_bytes, atomic_write_json, sha256_file
 
 log = logging.getLogger(__name__)
@@ -80,15 +80,9 @@ def prefix_decision(tower: FrozenTower, probe_shape: tuple[int, ...], n_images: 
     """Cache the prefix only when it saves compute (some frozen block runs below the first adapted one) and fits."""
     per_image = int(torch.tensor(probe_shape).prod()) * (2 if cfg.dtype == "float16" else 4)
     gib = per_image * n_images / 2**30
-    if tower.first_adapted <= 0:
-        reason = "no frozen block below the first adapted one: caching the prefix would save no compute"
-    elif gib > cfg.max_prefix_gib:
-        reason = (
-            f"the prefix cache would take {gib:.1f} GiB for {n_images} images "
-            f"(> features.max_prefix_gib {cfg.max_prefix_gib}); training reads images instead"
-        )
-    else:
-        reason = ""
+    reason = prefix_refusal(tower.first_adapted, per_image, n_images, cfg.max_prefix_gib, "features.max_prefix_gib")
+    if reason:
+        reason += "; training reads images instead"
     return {
         "prefix_cached": not reason,
         "prefix_reason": reason,

@@ -26,6 +26,17 @@ IMPL_VERSION = "features-1"
 TOWER_JSON = "tower.json"
 
 
+def prefix_refusal(first_adapted: int, per_image_bytes: int, n_images: int, max_gib: float, setting: str) -> str:
+    """Why a prefix cache (the features stage's on disk, the trainer's in memory) must not be built, "" when it may:
+    it would save no compute (no frozen block below the first adapted one) or would not fit under `setting`."""
+    gib = per_image_bytes * n_images / 2**30
+    if first_adapted <= 0:
+        return "no frozen block below the first adapted one: caching the prefix would save no compute"
+    if gib > max_gib:
+        return f"the prefix would take {gib:.1f} GiB ({n_images} rows × {per_image_bytes} bytes) > {setting} {max_gib}"
+    return ""
+
+
 def tower_fields(model_cfg: Any) -> dict:
     """The model params that fix the frozen computation (LoRA rank or VIFormer do not: they live in the tail)."""
     lora = model_cfg.lora

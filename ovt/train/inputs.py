@@ -21,6 +21,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from ovt.features.store import prefix_refusal
 from ovt.train.config import DataParams
 from ovt.train.data import ImageReader, Pair, TrainTable
 from ovt.train.distributed import DistContext, all_reduce_sum_
@@ -29,6 +30,7 @@ if TYPE_CHECKING:  # the model package is heavy; training only needs its interfa
     from ovt.model.ovt_model import OVTModel
 
 log = logging.getLogger(__name__)
+MAX_PREFIX = "train.data.max_prefix_gib"  # the setting a refused in-memory prefix names
 
 
 class Augment:
@@ -115,20 +117,6 @@ def resolve_workers(num_workers: int | None, device: torch.device, world: int) -
     return max(1, min(8, (os.cpu_count() or 2) // max(1, world) - 1))
 
 
-def prefix_decision(first_adapted: int, per_image_bytes: int, n_rows: int, max_gib: float) -> str:
-    """Why the trainer must not build its in-memory prefix ("" when it may): it would save no compute (no frozen
-    block below the first adapted one) or would not fit under `data.max_prefix_gib`."""
-    gib = per_image_bytes * n_rows / 2**30
-    if first_adapted <= 0:
-        return "the model adapts from the stem: a cached prefix would save no compute"
-    if gib > max_gib:
-        return (
-            f"the in-memory prefix would take {gib:.1f} GiB ({n_rows} rows × {per_image_bytes} bytes) "
-            f"> train.data.max_prefix_gib {max_gib}"
-        )
-    return ""
-
-
 class TrainInputs:
     """Rows of a TrainTable -> tensors for `model.image_tail` (cached) or `model.encode_image` (full forward)."""
 
@@ -203,7 +191,7 @@ class TrainInputs:
         shape: the feature store's record when it holds the prefix (the tower need not run), else one probe."""
         first = getattr(self.model, "first_adapted", 1)
         if first <= 0:
-            return prefix_decision(first, 0, 0, self.cfg.max_prefix_gib)
+            return prefix_refusal(first, 0, 0, self.cfg.max_prefix_gib, MAX_PREFIX)
         shape = self.store.info.get("prefix_shape") if self.store is not None and self.store.has_prefix else None
         if shape is None:  # no store to read it from: one row through the frozen tower
             # the probe must not move the random streams the run draws from (a stochastic frozen layer would)
@@ -211,7 +199,7 @@ class TrainInputs:
             with torch.random.fork_rng(devices=devices):
                 shape = self.model.image_prefix(self.images(torch.tensor([0]))).shape[1:]
         per_image = int(torch.Size(shape).numel()) * 4
-        return prefix_decision(first, per_image, len(self.table.pairs), self.cfg.max_prefix_gib)
+        return prefix_refusal(first, per_image, len(self.table.pairs), self.cfg.max_prefix_gib, MAX_PREFIX)
 
     def _in_store(self) -> set[str] | None:
         """Manifest keys the feature store holds (None without a store)."""

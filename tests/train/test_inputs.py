@@ -9,10 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from ovt.features.store import prefix_refusal
 from ovt.train.config import TrainParams
 from ovt.train.data import build_table
 from ovt.train.distributed import DistContext
-from ovt.train.inputs import RowImages, prefix_decision, resolve_workers
+from ovt.train.inputs import MAX_PREFIX, RowImages, resolve_workers
 from ovt.train.loop import Trainer
 from tests.train.fixtures import build_tiny, tiny_model_cfg, tiny_train_cfg
 
@@ -29,11 +30,11 @@ def _fit(tree, tmp: Path, cfg: TrainParams, model_cfg=None, variant="ovt", seed=
 
 
 # ---- the prefix cache's memory guard ---------------------------------------------------------------------------
-def test_prefix_decision_names_the_estimate_and_the_param():
-    assert prefix_decision(3, 4096, 1000, 1.0) == ""
-    over = prefix_decision(3, 2**20, 4096, 1.0)  # 4 GiB
+def test_prefix_refusal_names_the_estimate_and_the_param():
+    assert prefix_refusal(3, 4096, 1000, 1.0, MAX_PREFIX) == ""
+    over = prefix_refusal(3, 2**20, 4096, 1.0, MAX_PREFIX)  # 4 GiB
     assert "4.0 GiB" in over and "4096 rows" in over and "train.data.max_prefix_gib 1.0" in over
-    assert "save no compute" in prefix_decision(0, 4096, 10, 1.0)
+    assert "save no compute" in prefix_refusal(0, 4096, 10, 1.0, MAX_PREFIX)
 
 
 def test_prefix_within_limit_is_cached(tree, tmp_path):
