@@ -42,7 +42,8 @@ from PIL import Image, ImageDraw
 from ovt import shards
 from ovt.io import atomic_write_json
 from ovt.model import ModelParams, build_base, build_ovt_model
-from ovt.train.loader import CaptionBank, LoaderSpec, make_loader, shard_tars
+from ovt.train.captions import CaptionBank
+from ovt.train.loader import LoaderSpec, make_loader, shard_tars
 from ovt.train.losses import itc_loss, vc_loss
 from ovt.train.mining import mine_from_embeddings
 

@@ -39,7 +39,8 @@ from bench_gpu_train import caption_of, text_encoder, write_synthetic_shards
 
 from ovt.io import atomic_write_json
 from ovt.model import ModelParams, build_base, build_ovt_model
-from ovt.train.loader import CaptionBank, LoaderSpec, make_loader
+from ovt.train.captions import CaptionBank
+from ovt.train.loader import LoaderSpec, make_loader
 
 RESULTS = Path(__file__).parent / "results" / "train_memory.json"
 MB = 1 << 20

@@ -382,23 +382,3 @@ class TrainInputs:
             if it is not None and hasattr(it, "_shutdown_workers"):
                 it._shutdown_workers()  # persistent workers would otherwise live until the loader is collected
             self._loader = None
-
-
-class TextTable:
-    """The frozen text tower's embedding of every distinct caption of the table, computed once per run."""
-
-    def __init__(self, model: OVTModel, table: TrainTable, shared: dict, device: torch.device):
-        pairs = table.pairs
-        texts = sorted({p.text for p in pairs})
-        index = {t: i for i, t in enumerate(texts)}
-        store = shared.setdefault("text_store", {})
-        # by length: each batch pads to its longest caption, so similar lengths together waste no compute
-        missing = sorted((t for t in texts if t not in store), key=len)
-        for i in range(0, len(missing), 256):
-            chunk = missing[i : i + 256]
-            store.update(zip(chunk, model.encode_text(chunk).float().cpu()))
-        self.emb = torch.stack([store[t] for t in texts]).to(device)
-        self.row_text = torch.tensor([index[p.text] for p in pairs], dtype=torch.long)
-
-    def __getitem__(self, idx: torch.Tensor) -> torch.Tensor:
-        return self.emb[self.row_text[idx]]

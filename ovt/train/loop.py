@@ -20,10 +20,11 @@ from tqdm import tqdm
 
 from ovt.io import append_jsonl
 from ovt.train import checkpoint as ckpt
+from ovt.train.captions import TEXT_CACHE, CaptionSource, TextTable
 from ovt.train.config import TrainParams
 from ovt.train.data import TrainTable
 from ovt.train.distributed import DistContext
-from ovt.train.inputs import TextTable, TrainInputs
+from ovt.train.inputs import TrainInputs
 from ovt.train.losses import positives_matrix
 from ovt.train.mining import MinedSet, Miner
 from ovt.train.optim import build_optimizer, build_scheduler
@@ -162,7 +163,7 @@ class Trainer:
             rows = idx.tolist()
             positives = (
                 positives_matrix([self.groups[i] for i in rows])
-                | positives_matrix([str(int(self.text.row_text[i])) for i in rows])
+                | positives_matrix([str(int(self.text.row_caption[i])) for i in rows])
             ).to(self.device)
         mined = self.mined if self.use_vc else None  # L_VC: the ovt variant, once an epoch has been mined
         out, z_mv = train_step(
@@ -216,17 +217,27 @@ class Trainer:
         self.timings.update(timings)
 
     # ------------------------------------------------------------------ run
+    def _caption_source(self) -> CaptionSource:
+        """The run's caption bank (the stage shares one across its variants); a Trainer used on its own keeps one
+        for its table in its work folder, keyed by its content key."""
+        if "captions" not in self.shared:
+            pairs = self.table.pairs
+            self.shared["captions"] = CaptionSource(
+                self.work_dir / TEXT_CACHE, self.key, lambda: (p.text for p in pairs)
+            )
+        return self.shared["captions"]
+
     def prepare(self, resume: bool = True) -> None:
         """Inputs, optimiser, scheduler, DDP wrapper and (when resuming) the checkpointed state."""
         cfg = self.cfg
         self.inputs.prepare()
         self.timings["cache_s"] = self.inputs.seconds
-        self.text = TextTable(self.model, self.table, self.shared, self.device)
+        self.text = TextTable(self.model, self.table, self._caption_source(), self.ctx)
         self.n_mv, self.n_2d = len(self.table.mv), len(self.table.twod)
         self.row_obj = torch.tensor([p.obj for p in self.table.mv], dtype=torch.long)
         self.groups = [p.group for p in self.table.pairs]
         self.rows_of_object = self.table.rows_of_object()
-        self.dim = self.text.emb.shape[1]
+        self.dim = self.text.dim
         b = cfg.data.mvcap_batch
         self.steps_per_epoch = self.n_mv // (b * self.ctx.world)
         if self.steps_per_epoch == 0:

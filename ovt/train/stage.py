@@ -10,6 +10,8 @@ Layout:
                                history.json (every logged step and mining pass); train.json (completion marker)
   models/train_metrics/        metrics.json (one summary row per variant), failures.jsonl
   models/train_metrics/<variant>/  dvclive folder: metrics.json + plots/metrics/<metric>.tsv (dvc plots/exp show)
+  models/text_cache/<key>/     the caption bank (`ovt.train.captions`): each caption of the run encoded once,
+                               rank-sharded, read by every variant and by later runs with the same text tower
 
 Completion marker: `train.json` holds the variant's content key (inputs, params, seed, implementation version),
 written last. A rerun with the same key does nothing but rewrite the variant's dvclive folder from its saved
@@ -21,14 +23,17 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import torch
 
-from ovt.io import atomic_write_bytes, atomic_write_json, sha256_file, stable_digest
+from ovt.io import atomic_write_json, sha256_file, stable_digest
+from ovt.train.captions import TEXT_CACHE, CaptionSource
 from ovt.train.config import TrainParams, replicate_dir, replicate_name
 from ovt.train.data import build_table
 from ovt.train.distributed import DistContext, barrier, destroy, init_from_env
@@ -116,43 +121,21 @@ def variant_key(cfg: TrainParams, variant: str, seed: int, inputs: dict, model_c
     )
 
 
-TEXT_CACHE = "text_cache"
-
-
 def text_key(inputs: dict, model_cfg: Any) -> str:
     """What the frozen text tower's output depends on: the bootstrapped base (its text LoRA) and the model block."""
     model = model_cfg.model_dump(mode="json") if hasattr(model_cfg, "model_dump") else model_cfg
     return stable_digest({"impl": IMPL_VERSION, "base": inputs.get("base"), "model": model})[:16]
 
 
-def load_text_cache(path: Path) -> dict[str, torch.Tensor]:
-    """Caption -> embedding from an earlier run with the same text tower; {} when there is none (or it is unreadable:
-    a cache is never a reason to fail)."""
-    if not path.is_file():
-        return {}
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            texts = json.loads(f.metadata()["texts"])
-            emb = f.get_tensor("emb")
-    except Exception as err:  # noqa: BLE001 - a corrupt cache is recomputed
-        log.warning("text cache %s unreadable (%s): recomputing", path, err)
-        return {}
-    return dict(zip(texts, emb))
-
-
-def save_text_cache(path: Path, store: dict[str, torch.Tensor]) -> None:
-    """Atomically write `store` to `path` and drop cache files of other text towers."""
-    from safetensors.torch import save
-
-    texts = sorted(store)
-    emb = torch.stack([store[t] for t in texts]) if texts else torch.zeros(0)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(path, save({"emb": emb.contiguous()}, metadata={"texts": json.dumps(texts)}))
-    for other in path.parent.glob("*.safetensors"):
-        if other != path:
-            other.unlink()
+def prune_text_cache(root: Path, keep: str) -> None:
+    """Drop the caption banks (and pre-bank cache files) of other text towers beside `root/keep`."""
+    for other in root.glob("*"):
+        if other.name == keep:
+            continue
+        if other.is_dir():
+            shutil.rmtree(other, ignore_errors=True)
+        else:
+            other.unlink(missing_ok=True)
 
 
 def _default_builder(model_cfg: Any, base_dir: Path | None) -> Callable[[], OVTModel]:
@@ -200,15 +183,6 @@ def run(
         store = open_store(features_dir, model_cfg)
     inputs = input_digest(renders_dir, captions_dir, base_dir, cfg, store)
     failures = metrics_dir / "failures.jsonl"
-    # One table per view selection (all views / the held-out-viewpoint bands); the frozen-tower stores inside
-    # `shared` are common to both, so an image or caption is encoded once per run whichever variants use it.
-    tables: dict[bool, Any] = {}
-    text_cache = out_dir / TEXT_CACHE / f"{text_key(inputs, model_cfg)}.safetensors"
-    # frozen-tower outputs by image key / caption; caption embeddings persist across runs (a sweep point that
-    # changes only train params would otherwise re-encode every caption)
-    stores: dict = {"prefix_store": {}, "text_store": load_text_cache(text_cache)}
-    n_cached = len(stores["text_store"])
-    shareds: dict[bool, dict] = {False: dict(stores), True: dict(stores)}
     hv = cfg.heldout_viewpoints
     hv_cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"elevation_bands": hv.train_bands})})
     variants = list(cfg.variants) + ([f"{v}_hv" for v in hv.variants] if hv.enabled else [])
@@ -218,6 +192,27 @@ def run(
         for variant in variants
         for k, s in enumerate(cfg.replicate_seeds(variant, seed))
     ]
+    # One table per view selection (all views / the held-out-viewpoint bands); the frozen-tower outputs inside
+    # `shared` are common to both, so an image or caption is encoded once per run whichever variants use it.
+    tables: dict[bool, Any] = {}
+
+    def table(is_hv: bool) -> Any:
+        if is_hv not in tables:
+            tables[is_hv] = build_table(hv_cfg.data if is_hv else cfg.data, renders_dir, captions_dir)
+        return tables[is_hv]
+
+    trained = sorted({v.endswith("_hv") for _, v, _, _ in todo if v.removesuffix("_hv") != "zeroshot"})
+
+    def run_captions() -> Iterator[str]:  # every table the run's variants train on, skipped or not: a stable set
+        for is_hv in trained:
+            yield from (p.text for p in table(is_hv).pairs)
+
+    # caption embeddings: one on-disk bank per text tower, built (rank-sharded) by the first variant that trains
+    # and read by all; it persists across runs (a sweep point that changes only train params encodes nothing)
+    text_dir = out_dir / TEXT_CACHE / text_key(inputs, model_cfg)
+    captions = CaptionSource(text_dir, text_dir.name, run_captions)
+    stores: dict = {"prefix_store": {}, "captions": captions}  # frozen-tower outputs, shared by the variants
+    shareds: dict[bool, dict] = {False: dict(stores), True: dict(stores)}
     stats: dict[str, Any] = {}
     for name, variant, vseed, dest in todo:
         is_hv = variant.endswith("_hv")
@@ -240,13 +235,11 @@ def run(
         if kind == "zeroshot":
             vstats: dict[str, Any] = {"variant": name, "steps": 0}
         else:
-            if is_hv not in tables:
-                tables[is_hv] = build_table(vcfg.data, renders_dir, captions_dir)
             import copy
 
             trainer = Trainer(
                 model,
-                copy.deepcopy(tables[is_hv]),
+                copy.deepcopy(table(is_hv)),
                 vcfg,
                 variant=kind,
                 seed=vseed,
@@ -286,8 +279,8 @@ def run(
         barrier(ctx)
         stats[name] = vstats
     if ctx.is_main:
-        if len(stores["text_store"]) != n_cached or not text_cache.is_file():
-            save_text_cache(text_cache, stores["text_store"])
+        if captions.built:
+            prune_text_cache(text_dir.parent, keep=text_dir.name)
         metrics_dir.mkdir(parents=True, exist_ok=True)
         flat = {
             v: {

@@ -12,8 +12,8 @@ import torch
 from PIL import Image
 
 from ovt import shards
+from ovt.train.captions import CaptionBank
 from ovt.train.loader import (
-    CaptionBank,
     LoaderError,
     LoaderSpec,
     make_loader,
@@ -134,21 +134,6 @@ def test_caption_bank_embeds_each_caption_once_and_is_looked_up_in_workers(shard
         assert torch.allclose(b.text_emb, encode(b.texts), atol=0.05)  # float16 storage
     with pytest.raises(KeyError, match="not in the bank"):
         bank.lookup(["a caption nobody wrote"])
-
-
-def test_rank_sharded_bank_parts_agree_with_a_single_rank(tmp_path):
-    texts = [f"caption {i}" for i in range(11)]
-
-    def encode(batch):
-        return torch.tensor([[float(len(t)), float(t.split()[-1])] for t in batch])
-
-    for r in range(3):
-        CaptionBank.build(tmp_path / "sharded", lambda: texts, encode, encoder_key="e", rank=r, world=3)
-    single = CaptionBank.build(tmp_path / "single", lambda: texts, encode, encoder_key="e")
-    sharded = CaptionBank(tmp_path / "sharded")
-    assert sharded.world == 3
-    assert torch.equal(sharded.lookup(texts), single.lookup(texts))
-    assert torch.equal(single.lookup(texts), encode(texts))
 
 
 def test_bad_samples_and_incomplete_shards_are_named(tmp_path):

@@ -198,30 +198,51 @@ def test_bf16_without_cuda_warns_and_runs_fp32():
     assert resolve_precision("auto", torch.device("cuda", 0)) == "bf16"
 
 
-def test_caption_embeddings_persist_across_runs_and_match_a_fresh_encoding(tree, tmp_path, monkeypatch):
+def test_caption_embeddings_are_encoded_once_per_run_and_persist_across_runs(tree, tmp_path, monkeypatch):
+    """All variants, seed replicates and held-out-viewpoint variants of a run read one caption bank: every caption
+    is encoded once; a second run with the same inputs encodes none; a damaged bank is rebuilt, never fatal."""
     from ovt.model import ovt_model
     from ovt.train import stage
+    from ovt.train.captions import CaptionBank
+    from ovt.train.data import build_table
 
-    cfg = tiny_train_cfg(epochs=1, variants=["ovt"])
-    _run(cfg, tree, tmp_path)
-    (cache,) = (tmp_path / stage.TEXT_CACHE).glob("*.safetensors")
-    stored = stage.load_text_cache(cache)
-    assert stored, "the first run wrote the caption embeddings"
-    # a fresh text tower gives the stored embeddings (the cache changes the cost, not the numbers)
-    texts = sorted(stored)[:3]
+    calls: list[str] = []
+    real = ovt_model.OVTModel.encode_text
+    monkeypatch.setattr(ovt_model.OVTModel, "encode_text", lambda self, t: calls.extend(t) or real(self, t))
+    old = tmp_path / stage.TEXT_CACHE
+    (old / "0123456789abcdef").mkdir(parents=True)  # another text tower's bank, and a pre-bank cache file
+    (old / "0123456789abcdef.safetensors").write_bytes(b"old")
+
+    def cfg(**over):
+        hv = {"enabled": True, "variants": ["ovt"], "train_bands": [(-90.0, 10.0)]}
+        return tiny_train_cfg(
+            epochs=1, max_steps=1, variants=["contrastive", "ovt"], seeds=2, seed_variants=["ovt"],
+            heldout_viewpoints=hv, **over,
+        )  # fmt: skip
+
+    first = _run(cfg(), tree, tmp_path)
+    assert set(first) == {"contrastive", "ovt", "ovt_seed1", "ovt_hv"}
+    distinct = {p.text for p in build_table(cfg().data, *tree).pairs}
+    assert len(calls) == len(set(calls)) and set(calls) == distinct, "each caption of the run encoded once"
+    (bank_dir,) = (tmp_path / stage.TEXT_CACHE).iterdir()  # the other towers' caches are gone
+    bank = CaptionBank(bank_dir)
+    assert bank.count == len(distinct) and bank.meta["dtype"] == "float32"
+    # a fresh text tower gives the stored embeddings (the bank changes the cost, not the numbers)
+    texts = sorted(distinct)[:3]
     model = ovt_model.build_ovt_model(
         tiny_model_cfg(), __import__("ovt.model").model.build_base(tiny_model_cfg(), None)
     )
-    torch.testing.assert_close(model.encode_text(texts), torch.stack([stored[t] for t in texts]))
+    stored = bank.lookup(texts)
+    torch.testing.assert_close(real(model, texts), stored, rtol=0, atol=1e-6)
 
-    calls = []
-    real = ovt_model.OVTModel.encode_text
-    monkeypatch.setattr(ovt_model.OVTModel, "encode_text", lambda self, t: calls.append(len(t)) or real(self, t))
-    _run(tiny_train_cfg(epochs=1, variants=["ovt"], loss={"lam": 2.0}), tree, tmp_path)  # retrains ovt
-    assert calls == [], "the second run re-encoded captions the cache holds"
-    cache.write_bytes(b"garbage")  # a corrupt cache is recomputed, never fatal
-    _run(tiny_train_cfg(epochs=1, variants=["ovt"], loss={"lam": 3.0}), tree, tmp_path)
-    assert calls and stage.load_text_cache(cache).keys() == stored.keys()
+    calls.clear()
+    again = _run(cfg(loss={"lam": 2.0}), tree, tmp_path)  # retrains the ovt models
+    assert not again["ovt"].get("skipped") and not again["ovt_hv"].get("skipped")
+    assert calls == [], "the second run re-encoded captions the bank holds"
+    (bank_dir / "emb-0-of-1.npy").write_bytes(b"garbage")  # a damaged bank is rebuilt, never fatal
+    _run(cfg(loss={"lam": 3.0}), tree, tmp_path)
+    assert sorted(calls) == sorted(distinct)
+    assert torch.equal(CaptionBank(bank_dir).lookup(texts), stored)
 
 
 def test_seed_replicates_train_beside_the_registered_seed(tree, tmp_path):
