@@ -1,5 +1,7 @@
 """Host memory of one rank over an epoch of the `ovt.train.loader` stream: it must stay O(batch), not O(dataset).
-This measures that loader, not the Trainer (whose input is `ovt.train.inputs`).
+This measures that loader, not the Trainer (whose input is `ovt.train.inputs`): the Trainer's own host memory, the
+real train stage on synthetic MVCap sets at two sizes, is measured by benchmarks/bench_trainer_memory.py
+(benchmarks/results/trainer_memory.json).
 
     python benchmarks/bench_train_memory.py [--images 100000] [--batch 512] [--workers 2]
 

@@ -106,6 +106,25 @@ BENCHMARKS: tuple[tuple[str, str, str, str], ...] = (
         "images/s",
     ),
     ("train_memory.json", "rss_growth_per_10k_images_bytes", "that stream's host RSS growth per 10k images", "bytes"),
+    (
+        "trainer_memory.json",
+        "large.runs.ovt.rss_growth_per_10k_images_bytes",
+        "the Trainer (train stage, `ovt`, full forward, 2 workers), 100k synthetic MVCap images: host RSS growth "
+        "per 10k images over the epoch",
+        "bytes",
+    ),
+    (
+        "trainer_memory.json",
+        "scaling.ovt.rss_start_bytes_per_row",
+        "the Trainer's RSS at its first step, per training row (100k-image run minus 10k-image run)",
+        "bytes/row",
+    ),
+    (
+        "trainer_memory.json",
+        "scaling.ovt.workers_uss_peak_bytes_per_row",
+        "its DataLoader workers' private memory (USS, both workers), peak, per training row (the same difference)",
+        "bytes/row",
+    ),
     ("acquire_face_precheck.json", "obj.precheck_s", "reject a 2M-face OBJ from its first pass", "s"),
     ("acquire_face_precheck.json", "obj.full_load_s", "the same OBJ, full parse (what the first pass saves)", "s"),
     ("services_startup.json", "summary.s3.cold_s", "S3 (SeaweedFS) cold start", "s"),
