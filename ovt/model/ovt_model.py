@@ -94,11 +94,13 @@ class OVTModel(nn.Module):
         return self.image_tail(self.image_prefix(images))
 
     @torch.no_grad()
-    def encode_text(self, texts: list[str]) -> torch.Tensor:
-        """Frozen text tower, L2-normalised; embeddings are cached per string (host memory)."""
+    def encode_text(self, texts: list[str], *, cache: bool = True) -> torch.Tensor:
+        """Frozen text tower, L2-normalised; embeddings are cached per string (host memory) unless `cache=False`
+        (a caller that encodes a whole caption table once and keeps the result itself: the trainer's caption bank)."""
         if isinstance(texts, str):
             raise TypeError("encode_text takes a list of strings, not a single string")
-        missing = list(dict.fromkeys(t for t in texts if t not in self._text_cache))
+        store = self._text_cache if cache else {}
+        missing = list(dict.fromkeys(t for t in texts if t not in store))
         if missing:
             # open_clip's CLIP is untyped: its towers and encode_text are reached by duck typing (nn.Module's
             # __getattr__ would type each of them as Tensor | Module)
@@ -111,10 +113,10 @@ class OVTModel(nn.Module):
                 tokens = trim_padding(tokens, clip.text.config.pad_token_id)
             tokens = tokens.to(self.device)
             feats = F.normalize(clip.encode_text(tokens).float(), dim=-1).cpu()
-            self._text_cache.update(zip(missing, feats))
+            store.update(zip(missing, feats))
         if not texts:
             return torch.empty(0, self.base_info.embed_dim, device=self.device)
-        return torch.stack([self._text_cache[t] for t in texts]).to(self.device)
+        return torch.stack([store[t] for t in texts]).to(self.device)
 
     def forward(self, images: torch.Tensor, texts: list[str]):
         return self.encode_image(images), self.encode_text(texts), self.logit_scale.exp()

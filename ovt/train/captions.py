@@ -260,7 +260,8 @@ class CaptionSource:
             self._bank = CaptionBank.build(
                 self.folder,
                 lambda: texts,
-                lambda batch: model.encode_text(batch).float().cpu(),
+                # cache=False: the bank is the one copy (the model would keep every caption it encoded)
+                lambda batch: model.encode_text(batch, cache=False).float().cpu(),
                 encoder_key=self.key,
                 rank=ctx.rank,
                 world=ctx.world,

@@ -63,6 +63,11 @@ class TrainTable:
     def pairs(self) -> list[Pair]:
         return self.mv + self.twod
 
+    def copy(self) -> TrainTable:
+        """A table whose row lists a trainer may filter (it drops unreadable rows) without touching this one's; the
+        rows themselves are frozen and shared, so a copy costs 8 bytes per row, not a second table."""
+        return TrainTable(list(self.mv), list(self.twod), list(self.objects), dict(self.sources))
+
     def rows_of_object(self) -> list[torch.Tensor]:
         import torch
 

@@ -235,11 +235,9 @@ def run(
         if kind == "zeroshot":
             vstats: dict[str, Any] = {"variant": name, "steps": 0}
         else:
-            import copy
-
             trainer = Trainer(
                 model,
-                copy.deepcopy(table(is_hv)),
+                table(is_hv).copy(),
                 vcfg,
                 variant=kind,
                 seed=vseed,

@@ -23,7 +23,7 @@ def main() -> None:
         model = build_tiny(tiny_model_cfg())
         encoded: list[str] = []
         real = model.encode_text
-        model.encode_text = lambda texts: encoded.extend(texts) or real(texts)
+        model.encode_text = lambda texts, **kw: encoded.extend(texts) or real(texts, **kw)
         table = build_table(tiny_train_cfg().data, renders, captions)
         pairs = table.pairs
         text = TextTable(model, table, CaptionSource(out / "bank", "k", lambda: (p.text for p in pairs)), ctx)

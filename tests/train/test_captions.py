@@ -110,6 +110,7 @@ def test_trainer_caption_embeddings_are_the_text_towers(tree, tmp_path):
     want = fresh.encode_text([p.text for p in pairs])
     assert got.dtype == torch.float32 and got.shape == (len(pairs), tr.dim) and tr.dim == 32
     torch.testing.assert_close(got, want, rtol=0, atol=1e-6)
+    assert tr.model._text_cache == {}, "the bank is the one copy: the model keeps no per-caption embeddings"
     # the caption identity per row (multi-positive ITC): equal exactly when the captions are
     ident = tr.text.row_caption
     assert ident.dtype == torch.int64 and ident.shape == (len(pairs),)
@@ -121,7 +122,7 @@ def test_trainer_caption_embeddings_are_the_text_towers(tree, tmp_path):
     again = _trainer(tree, tmp_path)
     calls = []
     real = again.model.encode_text
-    again.model.encode_text = lambda t: calls.append(t) or real(t)
+    again.model.encode_text = lambda t, **kw: calls.append(t) or real(t, **kw)
     again.prepare(resume=False)
     assert calls == [] and torch.equal(again.text[rows], got)
 

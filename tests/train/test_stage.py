@@ -208,7 +208,7 @@ def test_caption_embeddings_are_encoded_once_per_run_and_persist_across_runs(tre
 
     calls: list[str] = []
     real = ovt_model.OVTModel.encode_text
-    monkeypatch.setattr(ovt_model.OVTModel, "encode_text", lambda self, t: calls.extend(t) or real(self, t))
+    monkeypatch.setattr(ovt_model.OVTModel, "encode_text", lambda self, t, **kw: calls.extend(t) or real(self, t, **kw))
     old = tmp_path / stage.TEXT_CACHE
     (old / "0123456789abcdef").mkdir(parents=True)  # another text tower's bank, and a pre-bank cache file
     (old / "0123456789abcdef.safetensors").write_bytes(b"old")
