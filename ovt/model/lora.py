@@ -11,10 +11,16 @@ Placements (ModelParams.lora.placement):
 
 from __future__ import annotations
 
+import copy
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import cast
 
+import torch
 from peft import LoraConfig, PeftModel, get_peft_model
+from peft.tuners.lora import Conv2d as LoraConv2d
+from peft.tuners.lora import Linear as LoraLinear
 from peft.tuners.lora import LoraLayer
 from torch import nn
 
@@ -105,3 +111,52 @@ def set_lora_scale(clip: nn.Module, scale: float) -> None:
     for m in clip.modules():
         if isinstance(m, LoraLayer):
             m.set_scale(ADAPTER, scale)
+
+
+def _foldable(m: LoraLayer) -> bool:
+    """A plain LoRA Linear/Conv2d whose active adapters act as W + ΔW on this forward: no variant (DoRA), no LoRA
+    bias, not merged or disabled, LoRA dropout inactive."""
+    if type(m) not in (LoraLinear, LoraConv2d) or m.merged or m.disable_adapters:
+        return False
+    for a in m.active_adapters:
+        if a not in m.lora_A:
+            continue
+        if a in m.lora_variant or m.lora_bias.get(a, False):
+            return False
+        drop = m.lora_dropout[a]
+        if drop.training and isinstance(drop, nn.Dropout) and drop.p > 0:
+            return False
+    return True
+
+
+@contextmanager
+def folded_lora(root: nn.Module) -> Iterator[int]:
+    """Within: every LoRA layer under `root` is replaced by a plain copy of its base layer whose weight is W + ΔW
+    (peft's `get_delta_weight`, summed over the active adapters), so a forward costs what the base layer costs:
+    the adapter branch (two rank-r convs/matmuls, then a scale and an add over the layer's whole output) is gone.
+    The same function up to float rounding. Nothing is written to the weights: the original layers are put back on
+    exit. For no-grad inference passes only (no gradient reaches the adapters through a folded weight). Yields the
+    number of folded layers: 0, and the model runs unchanged, when any layer cannot be folded (`_foldable`)."""
+    layers = [(name, m) for name, m in root.named_modules() if isinstance(m, LoraLayer)]
+    if not layers or not all(_foldable(m) for _, m in layers):
+        yield 0
+        return
+    swaps: list[tuple[nn.Module, str, nn.Module]] = []
+    try:
+        with torch.no_grad():
+            for name, m in layers:
+                layer = cast(LoraLinear | LoraConv2d, m)
+                base = cast(nn.Module, layer.get_base_layer())
+                deltas = [layer.get_delta_weight(a) for a in layer.active_adapters if a in layer.lora_A]
+                weight = cast(torch.Tensor, base.weight)
+                folded = copy.copy(base)  # shares hooks and buffers; its own parameter table
+                folded._parameters = dict(base._parameters)
+                folded._parameters["weight"] = nn.Parameter(weight + sum(deltas), requires_grad=False)
+                parent_name, _, child = name.rpartition(".")
+                parent = root.get_submodule(parent_name)
+                swaps.append((parent, child, layer))
+                setattr(parent, child, folded)
+        yield len(layers)
+    finally:
+        for parent, child, original in reversed(swaps):
+            setattr(parent, child, original)

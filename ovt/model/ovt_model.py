@@ -17,6 +17,7 @@ import math
 import os
 import shutil
 import tempfile
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, cast
 
@@ -31,7 +32,7 @@ from torch import nn
 from ovt.io import atomic_write_json, atomic_writer
 from ovt.model.config import EMBEDDED, ModelParams
 from ovt.model.factory import BaseModel, build_base
-from ovt.model.lora import adapted_module_names, apply_lora, prepare_base, set_lora_scale
+from ovt.model.lora import adapted_module_names, apply_lora, folded_lora, prepare_base, set_lora_scale
 from ovt.model.towers import tower_split
 from ovt.model.viformer import VIFormer
 
@@ -146,6 +147,11 @@ class OVTModel(nn.Module):
         set_lora_scale(self.clip, alpha)
         if self.viformer is not None:
             self.viformer.scale = alpha
+
+    def folded_adapters(self) -> AbstractContextManager[int]:
+        """Context for a no-grad inference pass (the max step): LoRA folded into copies of the base weights, so the
+        tower runs at the base's cost; exits with the model as it was (`ovt.model.lora.folded_lora`)."""
+        return folded_lora(self.clip)
 
     def merged(self) -> OVTModel:
         """A copy with LoRA folded into the base weights (W + scale*BA); VIFormer and scale are unchanged."""

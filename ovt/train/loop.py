@@ -7,9 +7,10 @@ store, or images), the max step (`mining.Miner`), the min step (`step.train_step
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -47,8 +48,27 @@ def set_mode(model: nn.Module, mode: str) -> None:
             m.eval()
 
 
+@contextlib.contextmanager
+def inference_pass(model: OVTModel) -> Iterator[None]:
+    """What the max step's no-grad forwards run under (the same embeddings up to float rounding, at about the
+    base tower's inference cost): LoRA folded into the base weights (`OVTModel.folded_adapters`), and, under
+    `train.deterministic`, without torch's NaN fill of every new tensor (`fill_uninitialized_memory`: a guard
+    against reading uninitialised memory, which every op of the pass overwrites; deterministic kernels stay on)."""
+    det: Any = torch.utils.deterministic  # a module whose attribute setter is torch's global flag
+    fill = det.fill_uninitialized_memory
+    det.fill_uninitialized_memory = False
+    try:
+        with model.folded_adapters():
+            yield
+    finally:
+        det.fill_uninitialized_memory = fill
+
+
 class Trainer:
     mined: MinedSet | None  # set by prepare() (and restore())
+    # the max step's fast path (`inference_pass`, `Miner(fast=True)`); False: the previous one, kept as the
+    # reference for the equivalence tests and benchmarks/bench_mining.py
+    fast_mining: bool = True
 
     def __init__(
         self,
@@ -142,7 +162,8 @@ class Trainer:
             objs = range(self.ctx.rank, len(self.rows_of_object), self.ctx.world)
             rows = torch.cat([self.rows_of_object[o] for o in objs] or [torch.zeros(0, dtype=torch.long)])
             self.inputs.plan(list(rows.split(self.cfg.mining.batch_size)))
-        mined, event = self.miner.mine(epoch, self.embed_rows)
+        with inference_pass(self.model) if self.miner.fast else contextlib.nullcontext():
+            mined, event = self.miner.mine(epoch, self.embed_rows)
         set_mode(self.model, self.cfg.model_mode)
         dt = time.perf_counter() - t0
         self.timings["mining_s"] += dt
@@ -261,7 +282,7 @@ class Trainer:
 
             fwd = DDP(fwd, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         self.fwd = fwd
-        self.miner = Miner(cfg.mining, self.ctx, self.rows_of_object, self.n_mv, self.dim)
+        self.miner = Miner(cfg.mining, self.ctx, self.rows_of_object, self.n_mv, self.dim, fast=self.fast_mining)
         self.global_step = self.epoch = self.step_in_epoch = 0
         self.mined = None
         self.resumed_from = None

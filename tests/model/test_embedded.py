@@ -68,6 +68,22 @@ def test_conv_gradients_split_and_merge(embedded_model):
     torch.testing.assert_close(model.merged().encode_image(x), model.encode_image(x), atol=1e-5, rtol=1e-4)
 
 
+def test_conv_lora_folds_for_inference(embedded_model):
+    """The max step's pass: conv LoRA folded into the base weights gives the unfolded embeddings."""
+    model = embedded_model.eval()
+    x = torch.randn(3, 3, 64, 64, generator=torch.Generator().manual_seed(2))
+    weights = {n: p.detach().clone() for n, p in model.named_parameters()}
+    with torch.no_grad():
+        prefix = model.image_prefix(x)
+        ref = model.image_tail(prefix)
+        with model.folded_adapters() as folded:
+            out = model.image_tail(prefix)
+    assert folded == len(adapted_module_names(model.clip)) == 5
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-4)
+    assert all(torch.equal(p, weights[n]) for n, p in model.named_parameters())
+    assert adapted_module_names(model.clip)[0] == "visual.trunk.blocks.5.3.conv_pw"  # the LoRA layers are back
+
+
 def test_text_tower_has_no_adapter_and_is_frozen(embedded_model):
     assert not any(p.requires_grad for n, p in embedded_model.clip.named_parameters() if n.startswith("text."))
 

@@ -153,3 +153,60 @@ def test_placement_mismatch_is_a_clear_error():
         make_tiny("conv")
     with pytest.raises(ValueError, match="last_blocks=5"):
         make_tiny("qkv", lora={"last_blocks": 5})
+
+
+def _snapshot(model):
+    return (
+        {n: p.detach().clone() for n, p in model.named_parameters()},
+        {n: p.requires_grad for n, p in model.named_parameters()},
+        dict(model.named_modules()),
+    )
+
+
+def _assert_unchanged(model, snap, weights: bool = True):
+    params, flags, modules = snap
+    assert not weights or all(torch.equal(p, params[n]) for n, p in model.named_parameters())
+    assert {n: p.requires_grad for n, p in model.named_parameters()} == flags
+    assert dict(model.named_modules()).keys() == modules.keys()
+    assert all(m is modules[n] for n, m in model.named_modules())
+
+
+@pytest.mark.parametrize("placement", PLACEMENTS)
+@pytest.mark.parametrize("scale", [1.0, 0.5])
+def test_folded_adapters_match_unfolded_and_leave_the_model_as_it_was(placement, scale, images):
+    model = make_tiny(placement).eval()
+    model.set_adapter_scale(scale)
+    snap = _snapshot(model)
+    with torch.no_grad():  # the same autograd mode both ways (MHA takes another kernel path under no_grad)
+        ref = model.encode_image(images)
+        with model.folded_adapters() as folded:
+            out = model.encode_image(images)
+    if placement == "qkv":  # plain Linear LoRA: folded
+        assert folded == len(adapted_module_names(model.clip)) > 0
+        torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
+    else:  # peft's MultiheadAttention LoRA is not a plain W + ΔW layer: runs unfolded
+        assert folded == 0
+        torch.testing.assert_close(out, ref)
+    # (peft's MHA LoRA merges and unmerges its weights in every forward: they drift by rounding, folded or not)
+    _assert_unchanged(model, snap, weights=placement != "attn")
+    with torch.no_grad():
+        torch.testing.assert_close(model.encode_image(images), ref, atol=0 if placement == "qkv" else 1e-6, rtol=0)
+
+
+def test_folding_refuses_active_lora_dropout_and_restores_on_error(images):
+    model = make_tiny("qkv", lora={"dropout": 0.5}).train()
+    with model.folded_adapters() as folded:
+        assert folded == 0  # dropout on the adapter branch only: W + ΔW would not be the same function
+    model.eval()
+    snap = _snapshot(model)
+    with pytest.raises(RuntimeError, match="boom"), torch.no_grad(), model.folded_adapters() as folded:
+        assert folded > 0
+        assert not any("lora_" in n for n, _ in model.clip.named_modules())  # the adapter layers are swapped out
+        raise RuntimeError("boom")
+    _assert_unchanged(model, snap)
+
+
+def test_folding_without_lora_is_a_no_op(images):
+    model = make_tiny("qkv", lora={"enabled": False})
+    with model.folded_adapters() as folded:
+        assert folded == 0
