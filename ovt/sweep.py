@@ -35,8 +35,10 @@ class SweepSpec(StrictModel):
     fixed: dict[str, Any] = Field(default_factory=dict)  # overrides applied at every point
     grid: dict[str, list[Any]]  # dotted params key -> values; points are the Cartesian product, in order
     # the rule: the point where this variant's metric (several variants: their mean) is highest on validation; a
-    # budget both compared variants share is chosen by both, so the baseline gets the same rule as OVT
-    select_variant: str | list[str] = "ovt"
+    # budget both compared variants share is chosen by both, so the baseline gets the same rule as OVT. None: a
+    # measurement, not a choice (e.g. a learning curve beyond what the default's run time affords): no point is
+    # selected and params.yaml is not bound to the grid
+    select_variant: str | list[str] | None = "ovt"
     select_metric: str = "worst_view_acc"
     tie_break: str = "mean_acc"
     variants: list[str] = ["base", "contrastive", "ovt"]  # reported per point
@@ -58,6 +60,8 @@ class SweepSpec(StrictModel):
 
     @property
     def selected_by(self) -> list[str]:
+        if self.select_variant is None:
+            return []
         return [self.select_variant] if isinstance(self.select_variant, str) else list(self.select_variant)
 
 
@@ -152,7 +156,7 @@ def select(doc: Mapping[str, Any], spec: SweepSpec) -> dict[str, Any] | None:
     ties: `tie_break` likewise, then grid order)."""
     order = {point_id(p): i for i, p in enumerate(points(spec))}
     rows = [r for r in doc.get("points", []) if r["id"] in order]
-    if not rows:
+    if not rows or not spec.selected_by:
         return None
 
     by = spec.selected_by
@@ -186,10 +190,18 @@ def render_table(doc: Mapping[str, Any], source: str) -> str:
     n = (doc["points"][0]["metrics"].get("_") or {}) if doc.get("points") else {}
     by = spec.selected_by
     rule = by[0] if len(by) == 1 else "mean of " + " and ".join(by)
+    rule_text = (
+        f"Rule: highest {rule} `{spec.select_metric}`, ties by `{spec.tie_break}`. "
+        if by
+        else "No rule: a measurement, not a choice (params.yaml is not bound to it). "
+    )
     return (
         f"From `{source}` (sweep `{spec.name}`: {len(doc.get('points', []))} points, validation split, "
         f"n_objects = {n.get('n_objects')}, n_views = {n.get('n_views')}; fixed: "
         + ", ".join(f"`{k}={json.dumps(v)}`" for k, v in spec.fixed.items())
-        + f"). Rule: highest {rule} `{spec.select_metric}`, ties by `{spec.tie_break}`. "
-        "Accuracy in %.\n\n" + "\n".join(lines) + "\n"
+        + "). "
+        + rule_text
+        + "Accuracy in %.\n\n"
+        + "\n".join(lines)
+        + "\n"
     )

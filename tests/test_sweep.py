@@ -142,6 +142,9 @@ def test_rule_over_several_variants_takes_their_mean():
     }
     both = spec.model_copy(update={"select_variant": ["contrastive", "ovt"]})
     assert sweep.select(doc, both)["point"] == {"train.epochs": 2, "train.optim.lr": 1e-3}
+    none = spec.model_copy(update={"select_variant": None})
+    assert sweep.select(doc, none) is None
+    assert "No rule: a measurement" in sweep.render_table({**doc, "spec": none.model_dump(mode="json")}, "s.json")
     assert "Rule: highest mean of contrastive and ovt `mean_acc`" in sweep.render_table(
         {**doc, "spec": both.model_dump(mode="json")}, "s.json"
     )
@@ -162,7 +165,9 @@ def test_committed_sweep_is_what_params_and_docs_say(spec_file):
     assert len(doc["points"]) == len(sweep.points(spec)), "the committed sweep is incomplete"
     assert doc["selected"] == sweep.select(doc, spec)
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    for key, value in doc["selected"]["point"].items():
+    if spec.select_variant is None:  # a measurement: it binds nothing in params.yaml
+        assert doc["selected"] is None
+    for key, value in (doc["selected"] or {"point": {}})["point"].items():
         node = params
         for part in key.split("."):
             node = node[part]
