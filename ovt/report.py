@@ -7,7 +7,7 @@
 
 and the same for the other generated documents (`DOCUMENTS`):
 
-    docs/experiments.md  sweep, budget  experiments/{validation,budget}_sweep.json (`ovt sweep`: validation metrics per point)
+    docs/experiments.md  one section per sweep spec (`SWEEPS`): its `ovt sweep` results JSON, validation metrics per point
 
 `ovt report` rewrites them; `ovt report --check` (and tests/test_report.py) fails when the README differs from what
 the committed files render to. Every rendered number names the file (and key) it comes from.
@@ -320,7 +320,7 @@ RENDERERS: dict[str, Callable[[Path], str]] = {
     "benchmarks": render_benchmarks,
 }
 # docs/experiments.md section -> the sweep spec whose results (the spec's path with .json) it renders
-SWEEPS: dict[str, str] = {"sweep": "experiments/validation_sweep.yaml", "budget": "experiments/budget_sweep.yaml"}
+SWEEPS: dict[str, str] = {"sweep": "experiments/validation_sweep.yaml"}
 
 
 def sweep_renderer(spec: str) -> Callable[[Path], str]:
