@@ -18,7 +18,6 @@ import argparse
 import contextlib
 import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -30,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from ovt.io import atomic_write_json  # noqa: E402
+from benchmarks.common import write_result  # noqa: E402
 from ovt.train.data import build_table  # noqa: E402
 from ovt.train.distributed import DistContext  # noqa: E402
 from ovt.train.loop import Trainer, inference_pass  # noqa: E402
@@ -76,7 +75,7 @@ def synthetic_trainer(args, work: Path) -> Trainer:
         pre = model.image_prefix(sample).float()
     reps = -(-len(table.pairs) // pre.shape[0])
     prefix = pre.repeat(reps, *([1] * (pre.dim() - 1)))[: len(table.pairs)].contiguous()
-    tr.shared.update({"table": (table.mv, table.twod), "prefix": prefix, "prefix_reason": ""})
+    tr.shared.update({"table": (table.rows, table.n_mv), "prefix": prefix, "prefix_reason": ""})
     return tr
 
 
@@ -201,19 +200,7 @@ def main() -> None:
             "profile_one_batch": prof,
         }
         tr.inputs.close()
-    res = {
-        "host": platform.node(),
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-        "cpus": os.cpu_count(),
-        "loadavg_1m_before": round(load_before, 2),
-        "loadavg_1m_after": round(os.getloadavg()[0], 2),
-        **res,
-        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "command": "python benchmarks/bench_mining.py " + " ".join(sys.argv[1:]),
-    }
-    print(json.dumps(res, indent=2))
-    atomic_write_json(args.out, res)
+    write_result(args.out, res, load_before=load_before)
 
 
 if __name__ == "__main__":

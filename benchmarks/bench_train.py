@@ -14,7 +14,6 @@ import argparse
 import io
 import json
 import os
-import platform
 import statistics
 import sys
 import tarfile
@@ -28,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 from PIL import Image, ImageDraw  # noqa: E402
 
-from ovt.io import atomic_write_json  # noqa: E402
+from benchmarks.common import write_result  # noqa: E402
 from ovt.model import ModelParams, build_base, build_ovt_model  # noqa: E402
 from ovt.train.config import TrainParams  # noqa: E402
 from ovt.train.data import build_table  # noqa: E402
@@ -238,20 +237,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args()
     load_before = os.getloadavg()[0]
-    res = {
-        "host": platform.node(),
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-        "cpus": os.cpu_count(),
-        "loadavg_1m_before": round(load_before, 2),
-        "steps": bench_steps(args),
-        "gpu_vit_b32": bench_gpu_vit(args),
-        "loadavg_1m_after": round(os.getloadavg()[0], 2),
-        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "command": "python benchmarks/bench_train.py " + " ".join(sys.argv[1:]),
-    }
-    print(json.dumps(res, indent=2))
-    atomic_write_json(args.out, res)
+    body = {"steps": bench_steps(args), "gpu_vit_b32": bench_gpu_vit(args)}
+    write_result(args.out, body, load_before=load_before)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,9 @@ per-dataset is built), peak (sampled, and the kernel's high-water mark), end, an
 images processed after the first 20 % of the epoch (so allocator warm-up is not counted as growth), for the process
 and for the workers' USS. `scaling` divides the difference between the two sizes by the difference in rows: bytes
 per training row of what scales with the dataset (table rows, caption embeddings, per-view mining state); what does
-not (model, batch tensors, workers' decode buffers) cancels out.
+not (model, batch tensors, workers' decode buffers) cancels out. RSS counts file-backed pages too (the table's
+memory-mapped columns, the caption bank as it is read): `rss_anon_*` is the anonymous part, the memory the process
+holds privately.
 
 Writes benchmarks/results/trainer_memory.json. The `ovt.train.loader` stream (not the Trainer's input) is measured by
 benchmarks/bench_train_memory.py.
@@ -167,6 +169,19 @@ def _rss(p: psutil.Process) -> int | None:
         return None
 
 
+def _anon(pid: int) -> int | None:
+    """Resident anonymous memory (the heap, tensors): RSS minus the file-backed pages (code, memory-mapped columns
+    and caption bank), which the kernel can drop and processes share."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("RssAnon:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
 def _uss(p: psutil.Process) -> int | None:
     try:
         return p.memory_full_info().uss
@@ -190,6 +205,7 @@ class Sampler(threading.Thread):
             "t": round(time.perf_counter() - self.t0, 3),
             "step": self.step,
             "rss": self.proc.memory_info().rss,
+            "anon": _anon(self.proc.pid),
             "workers": len(workers),
             "workers_rss": sum(workers),
         }
@@ -242,6 +258,7 @@ def train_once(spec: dict) -> dict:
             "step": step,
             "images": step * batch,
             "rss": proc.memory_info().rss,
+            "anon": _anon(proc.pid),
             "workers_rss": [r for r in map(_rss, kids) if r is not None],
         }
         if step == 1 or step % uss_every == 0:
@@ -299,6 +316,10 @@ def train_once(spec: dict) -> dict:
         "rss_peak_bytes": sampled_peak,
         "rss_high_water_mark_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
         "rss_end_bytes": steps[-1]["rss"],
+        # the anonymous part of RSS: what the process holds privately (file-backed pages are reclaimable cache)
+        "rss_anon_start_bytes": steps[0]["anon"],
+        "rss_anon_peak_bytes": max(s["anon"] or 0 for s in [*steps, *sampler.samples]),
+        "rss_anon_end_bytes": steps[-1]["anon"],
         "rss_growth_per_10k_images_bytes": round(slope_per_10k([s["images"] for s in tail], [s["rss"] for s in tail])),
         "workers": max(len(s["workers_rss"]) for s in steps),
         "workers_rss_peak_bytes": max(
@@ -330,20 +351,31 @@ def table_bytes(metadata: Path) -> dict:
     import tracemalloc
 
     import ovt.caption.mvcap  # noqa: F401 - imported first: its import is not the table
-    from ovt.train.data import build_table
+    from ovt.train.data import build_table, load_table
 
     cfg = train_params(metadata, "ovt", 1, 0, 1).data
     tracemalloc.start()
     try:
         table = build_table(cfg, None, None)
         current, peak = tracemalloc.get_traced_memory()
+        n, columns = len(table.pairs), table.rows.nbytes
+        del table
+        base = tracemalloc.get_traced_memory()[0]
+        # what the train stage holds: the table built in a child process, its columns memory-mapped
+        staged = load_table(cfg, None, None)
+        stage_heap = tracemalloc.get_traced_memory()[0] - base
     finally:
         tracemalloc.stop()
+    assert len(staged.pairs) == n
     return {
-        "rows": len(table.pairs),
+        "rows": n,
         "bytes": current,
-        "bytes_per_row": round(current / len(table.pairs), 1),
+        "bytes_per_row": round(current / n, 1),
         "build_peak_bytes": peak,
+        "build_peak_bytes_per_row": round(peak / n, 1),
+        "stage_heap_bytes": stage_heap,
+        "stage_heap_bytes_per_row": round(stage_heap / n, 1),
+        "columns_bytes": columns,
     }
 
 
@@ -378,6 +410,9 @@ SCALED = (
     "rss_peak_during_steps_bytes",
     "rss_peak_bytes",
     "rss_end_bytes",
+    "rss_anon_start_bytes",
+    "rss_anon_peak_bytes",
+    "rss_anon_end_bytes",
     "workers_uss_peak_bytes",
     "workers_rss_peak_bytes",
 )
@@ -422,8 +457,9 @@ def run(args) -> dict:
                 )
             sets[name] = {"images": n, "data": data, "table": table, "runs": runs}
     scaling: dict = {
-        # one TrainTable's Python heap per row (the stage's table; the trainer works on a deep copy of it)
+        # one TrainTable's heap per row built in process, and as the stage loads it (built in a child, mapped)
         "table_python_bytes_per_row": sets["large"]["table"]["bytes_per_row"],
+        "table_stage_heap_bytes_per_row": sets["large"]["table"]["stage_heap_bytes_per_row"],
     }
     scaling |= {
         v: {

@@ -121,6 +121,31 @@ BENCHMARKS: tuple[tuple[str, str, str, str], ...] = (
     ),
     (
         "trainer_memory.json",
+        "scaling.ovt.rss_anon_start_bytes_per_row",
+        "the same for its private (anonymous) memory, without the file-backed pages of the mapped table and caption "
+        "bank",
+        "bytes/row",
+    ),
+    (
+        "trainer_memory.json",
+        "scaling.ovt.rss_anon_peak_bytes_per_row",
+        "its private memory's peak over the run (mining pass and epoch), per training row",
+        "bytes/row",
+    ),
+    (
+        "trainer_memory.json",
+        "scaling.table_stage_heap_bytes_per_row",
+        "the training table's heap as the stage loads it (built in a child process, columns memory-mapped)",
+        "bytes/row",
+    ),
+    (
+        "trainer_memory.json",
+        "scaling.table_python_bytes_per_row",
+        "the same table built in the training process (its columns on the heap)",
+        "bytes/row",
+    ),
+    (
+        "trainer_memory.json",
         "scaling.ovt.workers_uss_peak_bytes_per_row",
         "its DataLoader workers' private memory (USS, both workers), peak, per training row (the same difference)",
         "bytes/row",

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -251,15 +251,27 @@ class CaptionSource:
     def built(self) -> bool:
         return self._bank is not None
 
+    def ordered(self) -> Iterator[str]:
+        """The captions, each once, in (length, text) order, streamed: `captions()` must yield them in that order
+        (duplicates side by side; `ovt.train.rows.sorted_texts` does), so no list of every caption is ever held.
+        By length: each encode batch pads to its longest caption, so similar lengths together waste no compute."""
+        prev: tuple[int, str] | None = None
+        for text in self.captions():
+            k = (len(text), text)
+            if prev is not None and k <= prev:
+                if k == prev:
+                    continue
+                raise ValueError(f"{self.folder}: captions must come sorted by (length, text); {text!r} came late")
+            prev = k
+            yield text
+
     def bank(self, model: OVTModel, ctx: DistContext) -> CaptionBank:
         """The bank, built (rank-sharded, every rank must call) or reused; `model.encode_text` is the text tower,
         called as it comes (its mode, full precision) on batches of similar-length captions."""
         if self._bank is None:
-            # by length: each batch pads to its longest caption, so similar lengths together waste no compute
-            texts = sorted(set(self.captions()), key=lambda t: (len(t), t))
             self._bank = CaptionBank.build(
                 self.folder,
-                lambda: texts,
+                self.ordered,
                 # cache=False: the bank is the one copy (the model would keep every caption it encoded)
                 lambda batch: model.encode_text(batch, cache=False).float().cpu(),
                 encoder_key=self.key,
@@ -283,7 +295,7 @@ class TextTable:
         self.device = ctx.device
         self.dim = self.bank.dim
         # caption identity per row (equal positions: the very same caption)
-        self.row_caption = torch.from_numpy(self.bank.index([p.text for p in table.pairs]))
+        self.row_caption = torch.from_numpy(self.bank.index(table.rows.text))
 
     def __getitem__(self, idx: torch.Tensor) -> torch.Tensor:
         return self.bank.rows(self.row_caption[idx].numpy()).to(self.device)

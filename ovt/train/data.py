@@ -11,15 +11,18 @@ from __future__ import annotations
 import csv
 import json
 import logging
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable
+from typing import TYPE_CHECKING
 
+import numpy as np
 from PIL import Image
 
 from ovt.io import iter_jsonl
 from ovt.shards import SampleReader, decode_rgb, iter_samples, to_rgb
 from ovt.train.config import DataParams
+from ovt.train.rows import ImageRef, Pair, Rows, RowsBuilder
 
 if TYPE_CHECKING:  # torch is imported where it is used: reading the data needs none of it
     import torch
@@ -34,47 +37,60 @@ class DataError(ValueError):
     """Training inputs are missing or malformed; the message names the file and what is wrong."""
 
 
-@dataclass(frozen=True)
-class ImageRef:
-    path: str  # a tar (then `member` is set) or an image file
-    member: str | None = None
-
-
-@dataclass(frozen=True)
-class Pair:
-    key: str
-    text: str
-    image: ImageRef
-    obj: int = -1  # dense object index for multi-view pairs; -1 for 2D pairs
-    group: str = ""  # positives share a group (multi-positive ITC): "obj:<i>" or "txt:<caption>"
-    source: tuple[str, str] | None = None  # render view (manifest key, shard): where the feature store holds it
-
-
 @dataclass
 class TrainTable:
-    """All training pairs: rows [0, n_mv) are multi-view pairs sorted by object, the rest are 2D pairs."""
+    """All training pairs, in columns (`ovt.train.rows`): rows [0, n_mv) are multi-view pairs sorted by object, the
+    rest are 2D pairs."""
 
-    mv: list[Pair]
-    twod: list[Pair]
+    rows: Rows
+    n_mv: int
     objects: list[str]  # dense object index -> object id (asset_id or MVCap obj_id)
     sources: dict = field(default_factory=dict)  # provenance for the content key / model.json
 
+    @classmethod
+    def of(cls, mv: Sequence[Pair], twod: Sequence[Pair], objects: list[str], sources: dict | None = None):
+        return cls(Rows.of([*mv, *twod]), len(mv), objects, dict(sources or {}))
+
     @property
-    def pairs(self) -> list[Pair]:
-        return self.mv + self.twod
+    def pairs(self) -> Rows:
+        return self.rows
+
+    @property
+    def mv(self) -> Rows:
+        return self.rows[: self.n_mv]
+
+    @property
+    def twod(self) -> Rows:
+        return self.rows[self.n_mv :]
 
     def copy(self) -> TrainTable:
-        """A table whose row lists a trainer may filter (it drops unreadable rows) without touching this one's; the
-        rows themselves are frozen and shared, so a copy costs 8 bytes per row, not a second table."""
-        return TrainTable(list(self.mv), list(self.twod), list(self.objects), dict(self.sources))
+        """A table a trainer may filter (it drops unreadable rows) without touching this one; the columns are
+        shared (filtering builds new ones), so a copy costs nothing per row."""
+        return TrainTable(self.rows, self.n_mv, list(self.objects), dict(self.sources))
+
+    def keep(self, mask) -> None:
+        """Keep only the rows where the boolean mask is set."""
+        mask = np.asarray(mask, dtype=bool)
+        self.rows, self.n_mv = self.rows.select(mask), int(mask[: self.n_mv].sum())
+
+    def spill(self, folder: str | Path | None = None) -> TrainTable:
+        """This table with its columns in memory-mapped files (`Rows.spill`)."""
+        return TrainTable(self.rows.spill(folder), self.n_mv, self.objects, self.sources)
+
+    def save(self, folder: str | Path) -> dict:
+        return {"rows": self.rows.save(folder), "n_mv": self.n_mv, "objects": self.objects, "sources": self.sources}
+
+    @classmethod
+    def load(cls, folder: str | Path, meta: dict) -> TrainTable:
+        return cls(Rows.load(folder, meta["rows"]), meta["n_mv"], meta["objects"], meta["sources"])
 
     def rows_of_object(self) -> list[torch.Tensor]:
         import torch
 
-        rows: list[list[int]] = [[] for _ in self.objects]
-        for i, p in enumerate(self.mv):
-            rows[p.obj].append(i)
-        return [torch.tensor(r, dtype=torch.long) for r in rows]
+        obj = np.asarray(self.mv.obj, dtype=np.int64)
+        order = np.argsort(obj, kind="stable")
+        ends = np.searchsorted(obj[order], np.arange(len(self.objects)), side="right")
+        return [torch.from_numpy(r) for r in np.split(order, ends[:-1])]
 
 
 class ImageReader:
@@ -137,7 +153,7 @@ def read_render_manifest(renders_dir: Path) -> list[dict]:
     return rows
 
 
-def render_pairs(renders_dir: Path, captions_dir: Path, cfg: DataParams) -> tuple[list[Pair], list[str], list[dict]]:
+def render_pairs(renders_dir: Path, captions_dir: Path, cfg: DataParams) -> tuple[Rows, list[str], list[dict]]:
     """Multi-view pairs of the train split (optionally restricted to elevation bands) with their captions."""
     renders_dir, captions_dir = Path(renders_dir), Path(captions_dir)
     manifest = read_render_manifest(renders_dir)
@@ -157,25 +173,23 @@ def render_pairs(renders_dir: Path, captions_dir: Path, cfg: DataParams) -> tupl
     if missing:
         log.warning("%d training views have no caption (dropped by the caption stage?); skipped", missing)
     objects = sorted(by_obj)
-    pairs: list[Pair] = []
+    pairs = RowsBuilder()
     for i, oid in enumerate(objects):
         for row in _subsample(sorted(by_obj[oid], key=lambda r: r["key"]), cfg.max_views_per_object):
-            pairs.append(
-                Pair(
-                    key=row["key"],
-                    text=caps[row["key"]],
-                    obj=i,
-                    group=f"obj:{i}",
-                    image=ImageRef(str(renders_dir / row["shard"]), f"{row['key']}.png"),
-                    source=(row["key"], row["shard"]),
-                )
+            pairs.add(
+                row["key"],
+                caps[row["key"]],
+                ImageRef(str(renders_dir / row["shard"]), f"{row['key']}.png"),
+                obj=i,
+                group=f"obj:{i}",
+                source=(row["key"], row["shard"]),
             )
-    if not pairs:
+    if not len(pairs):
         raise DataError(
             f"{renders_dir}: no captioned train-split views"
             + (f" in elevation bands {cfg.elevation_bands}" if cfg.elevation_bands else "")
         )
-    return pairs, objects, manifest
+    return pairs.build(), objects, manifest
 
 
 def _mvcap_records(metadata: Path, root: Path) -> list[dict]:
@@ -199,7 +213,7 @@ def _mvcap_records(metadata: Path, root: Path) -> list[dict]:
     return data
 
 
-def mvcap_pairs(metadata: Path, image_root: Path | None, cfg: DataParams) -> tuple[list[Pair], list[str]]:
+def mvcap_pairs(metadata: Path, image_root: Path | None, cfg: DataParams) -> tuple[Rows, list[str]]:
     """Pairs from an MVCap `metadata.json`; `path`s like ./views/<uid>/026.png resolve against `image_root`."""
     metadata = Path(metadata)
     root = Path(image_root) if image_root else metadata.parent
@@ -216,27 +230,20 @@ def mvcap_pairs(metadata: Path, image_root: Path | None, cfg: DataParams) -> tup
     for rec in records:
         by_obj.setdefault(str(rec["obj_id"]), []).append(rec)
     objects = sorted(by_obj, key=lambda s: (len(s), s))
-    pairs = []
+    del records  # the builder's lists below are the only copy kept while the columns are encoded
+    pairs = RowsBuilder()
     for i, oid in enumerate(objects):
-        for rec in _subsample(by_obj[oid], cfg.max_views_per_object):
+        for rec in _subsample(by_obj.pop(oid), cfg.max_views_per_object):
             # keyed by path: MVCap's img_id is not unique across objects (two images would share one activation)
-            pairs.append(
-                Pair(
-                    key=f"mvcap:{rec['path']}",
-                    text=rec["caption"],
-                    obj=i,
-                    group=f"obj:{i}",
-                    image=ImageRef(rec["image_path"]),
-                )
-            )
-    if not pairs:
+            pairs.add(f"mvcap:{rec['path']}", rec["caption"], ImageRef(rec["image_path"]), obj=i, group=f"obj:{i}")
+    if not len(pairs):
         raise DataError(f"{metadata}: no records")
-    return pairs, objects
+    return pairs.build(), objects
 
 
-def canonical_pairs(manifest: Iterable[dict], renders_dir: Path, prompt: str) -> list[Pair]:
+def canonical_pairs(manifest: Iterable[dict], renders_dir: Path, prompt: str) -> Rows:
     """The embedded 2D source: canonical views of training objects with class-name prompts (the bootstrap's pairs)."""
-    out = []
+    out = RowsBuilder()
     for row in manifest:
         if row["split"] != TRAIN_SPLIT or not row.get("canonical"):
             continue
@@ -244,19 +251,17 @@ def canonical_pairs(manifest: Iterable[dict], renders_dir: Path, prompt: str) ->
         if not name:
             continue
         text = prompt.format(name)
-        out.append(
-            Pair(
-                key=f"2d:{row['key']}",
-                text=text,
-                group=f"txt:{text}",
-                image=ImageRef(str(Path(renders_dir) / row["shard"]), f"{row['key']}.png"),
-                source=(row["key"], row["shard"]),
-            )
+        out.add(
+            f"2d:{row['key']}",
+            text,
+            ImageRef(str(Path(renders_dir) / row["shard"]), f"{row['key']}.png"),
+            group=f"txt:{text}",
+            source=(row["key"], row["shard"]),
         )
-    return out
+    return out.build()
 
 
-def csv_pairs(path: Path) -> list[Pair]:
+def csv_pairs(path: Path) -> Rows:
     """FLYP-style CSV with columns `filepath,title` (paths relative to the CSV's folder)."""
     path = Path(path)
     with open(path, newline="", encoding="utf-8") as fh:
@@ -264,21 +269,15 @@ def csv_pairs(path: Path) -> list[Pair]:
         if not reader.fieldnames or not {"filepath", "title"} <= set(reader.fieldnames):
             raise DataError(f"{path}: need columns 'filepath' and 'title', got {reader.fieldnames}")
         rows = list(reader)
-    out = []
+    out = RowsBuilder()
     for r in rows:
         p = Path(r["filepath"])
-        out.append(
-            Pair(
-                key=f"2d:{r['filepath']}",
-                text=r["title"],
-                group=f"txt:{r['title']}",
-                image=ImageRef(str(p if p.is_absolute() else path.parent / p)),
-            )
-        )
-    return out
+        image = ImageRef(str(p if p.is_absolute() else path.parent / p))
+        out.add(f"2d:{r['filepath']}", r["title"], image, group=f"txt:{r['title']}")
+    return out.build()
 
 
-def webdataset_pairs(path: Path) -> list[Pair]:
+def webdataset_pairs(path: Path) -> Rows:
     """Image-text webdataset tar(s): members `<key>.{png,jpg,...}` with `<key>.txt` (caption) beside them."""
     path = Path(path)
     if not path.exists():
@@ -286,22 +285,15 @@ def webdataset_pairs(path: Path) -> list[Pair]:
     tars = sorted(path.glob("*.tar")) if path.is_dir() else [path]
     if not tars:
         raise DataError(f"{path}: no .tar files")
-    out = []
+    out = RowsBuilder()
     for t in tars:
         for stem, members in iter_samples(t):
             img_ext = next((e for e in members if f".{e.lower()}" in _IMG_EXT), None)
             if img_ext is None or "txt" not in members:
                 continue
             text = members["txt"].decode("utf-8").strip()
-            out.append(
-                Pair(
-                    key=f"2d:{t.name}/{stem}",
-                    text=text,
-                    group=f"txt:{text}",
-                    image=ImageRef(str(t), f"{stem}.{img_ext}"),
-                )
-            )
-    return out
+            out.add(f"2d:{t.name}/{stem}", text, ImageRef(str(t), f"{stem}.{img_ext}"), group=f"txt:{text}")
+    return out.build()
 
 
 def build_table(cfg: DataParams, renders_dir: Path | None, captions_dir: Path | None) -> TrainTable:
@@ -314,7 +306,7 @@ def build_table(cfg: DataParams, renders_dir: Path | None, captions_dir: Path | 
             raise DataError("need renders_dir and captions_dir (or data.mvcap_metadata)")
         mv, objects, manifest = render_pairs(renders_dir, captions_dir, cfg)
         src = {"renders": str(renders_dir), "captions": str(captions_dir)}
-    twod: list[Pair] = []
+    twod = RowsBuilder().build()
     twod_source = cfg.twod_resolved
     if cfg.twod_batch > 0 and cfg.twod_source == "auto" and twod_source == "none":
         log.info("MVCap input with data.twod_source auto: no 2D pairs mixed (csv/webdataset to mix some)")
@@ -328,7 +320,67 @@ def build_table(cfg: DataParams, renders_dir: Path | None, captions_dir: Path | 
             if cfg.twod_path is None:  # DataParams' validator rejects this already; also narrows the type
                 raise DataError(f"data.twod_source={cfg.twod_source!r} needs data.twod_path")
             twod = csv_pairs(cfg.twod_path) if twod_source == "csv" else webdataset_pairs(cfg.twod_path)
-        if not twod:
+        if not len(twod):
             raise DataError(f"data.twod_source={twod_source!r} yielded no pairs")
         src["twod"] = twod_source
-    return TrainTable(mv=mv, twod=twod, objects=objects, sources=src)
+    return TrainTable(Rows.concat([mv, twod]), len(mv), objects, src)
+
+
+def load_table(cfg: DataParams, renders_dir: Path | None, captions_dir: Path | None) -> TrainTable:
+    """`build_table` run in a short-lived child process, the table handed over as memory-mapped columns.
+
+    Parsing a manifest or an MVCap metadata.json makes a few hundred bytes of short-lived Python objects per row; in
+    the training process the allocator would keep most of that heap (freed, fragmented) for the rest of the run. In
+    a child it is returned with the process, and the trainer's per-row state is the file-backed columns alone. The
+    child is a fresh interpreter (`python -m ovt.train.data`), not a fork of a process holding torch's threads nor
+    a multiprocessing spawn that re-imports the caller's main module; a `DataError` in it is raised here."""
+    import os
+    import subprocess
+    import sys
+    import tempfile
+
+    import ovt
+
+    with tempfile.TemporaryDirectory(prefix="ovt-table-") as tmp:
+        spec = {
+            "cfg": cfg.model_dump(mode="json"),
+            "renders_dir": None if renders_dir is None else str(renders_dir),
+            "captions_dir": None if captions_dir is None else str(captions_dir),
+        }
+        Path(tmp, "spec.json").write_text(json.dumps(spec), encoding="utf-8")
+        src = str(Path(ovt.__file__).resolve().parents[1])  # this very package, installed or not
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [src, os.environ.get("PYTHONPATH")]))}
+        proc = subprocess.run(
+            [sys.executable, "-m", "ovt.train.data", tmp], env=env, capture_output=True, text=True, check=False
+        )
+        for line in proc.stderr.splitlines():  # the child's log (e.g. views without a caption), relayed
+            level, _, msg = line.partition(" ")
+            log.log(logging.getLevelName(level) if level in ("WARNING", "ERROR") else logging.INFO, "%s", msg or line)
+        result = Path(tmp, "result.json")
+        if proc.returncode != 0 or not result.is_file():
+            raise RuntimeError(f"building the training table failed in its child process:\n{proc.stderr[-3000:]}")
+        meta = json.loads(result.read_text(encoding="utf-8"))
+        if "error" in meta:
+            raise DataError(meta["error"])
+        return TrainTable.load(tmp, meta)  # mapped before the folder goes: the mappings keep the files
+
+
+def _child(folder: str) -> None:
+    spec = json.loads(Path(folder, "spec.json").read_text(encoding="utf-8"))
+    try:
+        table = build_table(
+            DataParams.model_validate(spec["cfg"]),
+            None if spec["renders_dir"] is None else Path(spec["renders_dir"]),
+            None if spec["captions_dir"] is None else Path(spec["captions_dir"]),
+        )
+        meta = table.save(folder)
+    except DataError as err:
+        meta = {"error": str(err)}
+    Path(folder, "result.json").write_text(json.dumps(meta), encoding="utf-8")
+
+
+if __name__ == "__main__":
+    import sys
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    _child(sys.argv[1])

@@ -23,8 +23,9 @@ from tqdm import tqdm
 
 from ovt.features.store import prefix_refusal
 from ovt.train.config import DataParams
-from ovt.train.data import ImageReader, Pair, TrainTable
+from ovt.train.data import ImageReader, TrainTable
 from ovt.train.distributed import DistContext, all_reduce_sum_
+from ovt.train.rows import Rows
 
 if TYPE_CHECKING:  # the model package is heavy; training only needs its interface for type checking
     from ovt.model.ovt_model import OVTModel
@@ -56,22 +57,24 @@ def augment_seed(seed: int, epoch: int, row: int) -> int:
 class RowImages(Dataset):
     """Map-style dataset over table rows: item (row, augment epoch or None) -> (preprocessed image, row).
 
-    Runs in DataLoader workers; each worker opens its own shard reader (open tar handles do not cross processes)."""
+    Runs in DataLoader workers; each worker opens its own shard reader (open tar handles do not cross processes).
+    The rows are columns (memory-mapped when the table was spilled): forked workers share them, nothing per row is
+    copied into a worker."""
 
-    def __init__(self, pairs: Sequence[Pair], preprocess: Callable, augment: Augment | None, seed: int):
-        self.pairs, self.preprocess, self.augment, self.seed = list(pairs), preprocess, augment, seed
+    def __init__(self, rows: Rows, preprocess: Callable, augment: Augment | None, seed: int):
+        self.rows, self.preprocess, self.augment, self.seed = rows, preprocess, augment, seed
         self._reader: ImageReader | None = None
 
     def __getstate__(self) -> dict:
         return {**self.__dict__, "_reader": None}
 
     def __len__(self) -> int:
-        return len(self.pairs)
+        return len(self.rows)
 
     def image(self, row: int, epoch: int | None) -> torch.Tensor:
         if self._reader is None:
             self._reader = ImageReader()
-        im = self._reader(self.pairs[row].image)
+        im = self._reader(self.rows.image(row))
         if self.augment is not None and epoch is not None:
             im = self.augment(im, augment_seed(self.seed, epoch, row))
         return self.preprocess(im)
@@ -87,16 +90,58 @@ class RowImages(Dataset):
 
 
 class _Plan:
-    """The DataLoader's batch sampler: the batches the trainer announced next (replaced before each `iter`)."""
+    """The DataLoader's batch sampler: the batches the trainer announced next (replaced before each `iter`), kept as
+    the row tensors the trainer passed (8 bytes a row); a batch's (row, epoch) items are made when the loader draws
+    it, a few batches ahead of the steps, so an epoch's plan never exists as Python objects per row."""
 
     def __init__(self) -> None:
-        self.batches: list[list[tuple[int, int | None]]] = []
+        self.batches: list[torch.Tensor] = []
+        self.epoch: int | None = None
 
     def __iter__(self) -> Iterator[list[tuple[int, int | None]]]:
-        return iter(self.batches)
+        for b in self.batches:
+            yield [(r, self.epoch) for r in b.tolist()]
 
     def __len__(self) -> int:
         return len(self.batches)
+
+
+class _Pending:
+    """The announced rows not yet handed out, in order: a cursor over the plan's tensors."""
+
+    def __init__(self, batches: Sequence[torch.Tensor] = (), epoch: int | None = None) -> None:
+        self.batches, self.epoch = list(batches), epoch
+        self.left = sum(b.numel() for b in self.batches)
+        self._i = self._off = 0  # the next row is batches[_i][_off]
+
+    def __bool__(self) -> bool:
+        return self.left > 0
+
+    def peek(self, n: int) -> torch.Tensor:
+        parts, i, off = [], self._i, self._off
+        while n > 0 and i < len(self.batches):
+            part = self.batches[i][off : off + n]
+            parts.append(part)
+            n -= part.numel()
+            i, off = i + 1, 0
+        return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.long)
+
+    def take(self, idx: torch.Tensor, epoch: int | None) -> None:
+        """Consume the next `len(idx)` rows, which must be `idx` of `epoch`."""
+        head = self.peek(idx.numel())
+        if epoch != self.epoch or not torch.equal(head, idx.to(head.dtype)):
+            raise RuntimeError(
+                f"inputs asked for rows {idx[:8].tolist()}... of epoch {epoch} but the announced plan continues "
+                f"with {head[:8].tolist()}... of epoch {self.epoch}"
+            )
+        n = idx.numel()
+        self.left -= n
+        while n > 0:
+            k = min(n, self.batches[self._i].numel() - self._off)
+            n -= k
+            self._off += k
+            if self._off == self.batches[self._i].numel():
+                self._i, self._off = self._i + 1, 0
 
 
 def _worker_init(_: int) -> None:
@@ -156,7 +201,7 @@ class TrainInputs:
         self._loader: DataLoader | None = None
         self._plan = _Plan()
         self._stream: Iterator | None = None
-        self._pending: list[tuple[int, int | None]] = []  # (row, epoch) of the plan not yet handed out, in order
+        self._pending = _Pending()  # the plan's rows not yet handed out, in order
         self._buf: tuple[torch.Tensor, list[int]] | None = None  # a fetched batch's images and rows not yet taken
 
     @property
@@ -168,10 +213,10 @@ class TrainInputs:
         """Drop unreadable rows (once per table, shared), then build the prefix tensor when caching."""
         t0 = time.perf_counter()
         if "table" in self.shared:
-            self.table.mv, self.table.twod = self.shared["table"]
+            self.table.rows, self.table.n_mv = self.shared["table"]
         else:
             self._drop_unreadable()
-            self.shared["table"] = (self.table.mv, self.table.twod)
+            self.shared["table"] = (self.table.rows, self.table.n_mv)
         if self.cached:
             if "prefix" not in self.shared:
                 reason = self._refuse_prefix()
@@ -206,10 +251,9 @@ class TrainInputs:
         if self.store is None:
             return None
         keys: set[str] = set()
-        shards = {p.source[1] for p in self.table.pairs if p.source is not None}
         from pathlib import Path
 
-        for shard in shards:
+        for shard in self.table.rows.shards:
             try:
                 keys.update(self.store._record(Path(shard).stem)["keys"])
             except FileNotFoundError:
@@ -219,27 +263,25 @@ class TrainInputs:
     def _drop_unreadable(self) -> None:
         """Rows the store lacks (the features stage could not decode them) or that do not decode leave the table
         and go to failures.jsonl."""
-        pairs = self.table.pairs
+        rows = self.table.rows
         held = self._in_store()
-        bad = torch.zeros(len(pairs), dtype=torch.bool)
-        for i in range(self.ctx.rank, len(pairs), self.ctx.world):
-            p = pairs[i]
-            if held is not None and p.source is not None:
-                if p.source[0] not in held:
+        bad = torch.zeros(len(rows), dtype=torch.bool)
+        for i in range(self.ctx.rank, len(rows), self.ctx.world):
+            source = rows.source(i)
+            if held is not None and source is not None:
+                if source[0] not in held:
                     bad[i] = True
-                    self.on_failure(p.key, KeyError(f"no features for {p.source[0]} in {self.store.folder}"))
+                    self.on_failure(rows.key[i], KeyError(f"no features for {source[0]} in {self.store.folder}"))
                 continue
             try:
-                self.reader(p.image)
+                self.reader(rows.image(i))
             except Exception as err:  # noqa: BLE001 - any decode error is a per-item failure
                 bad[i] = True
-                self.on_failure(p.key, err)
+                self.on_failure(rows.key[i], err)
         all_reduce_sum_(bad, self.ctx)
         if bad.any():
-            n_mv = len(self.table.mv)
-            self.table.mv = [p for i, p in enumerate(self.table.mv) if not bad[i]]
-            self.table.twod = [p for i, p in enumerate(self.table.twod) if not bad[n_mv + i]]
-        if not self.table.mv:
+            self.table.keep(~bad.numpy())
+        if not self.table.n_mv:
             raise RuntimeError("no readable multi-view training image")
 
     @torch.no_grad()
@@ -290,10 +332,10 @@ class TrainInputs:
 
     # ---- per step ------------------------------------------------------------------------------------------------
     def images(self, idx: torch.Tensor, *, augment_epoch: int | None = None) -> torch.Tensor:
-        pairs = self.table.pairs
+        rows = self.table.rows
         ims = []
         for i in idx.tolist():
-            im = self.reader(pairs[i].image)
+            im = self.reader(rows.image(i))
             if self.augment is not None and augment_epoch is not None:
                 im = self.augment(im, augment_seed(self.seed, augment_epoch, i))
             ims.append(self.model.preprocess(im))
@@ -311,15 +353,15 @@ class TrainInputs:
             self._announce(batches, epoch)
 
     def _announce(self, batches: Sequence[torch.Tensor], epoch: int | None) -> None:
-        self._plan.batches = [[(int(r), epoch) for r in b.tolist()] for b in batches if b.numel()]
-        self._pending = [item for b in self._plan.batches for item in b]
+        self._plan.batches, self._plan.epoch = [b for b in batches if b.numel()], epoch
+        self._pending = _Pending(self._plan.batches, epoch)
         self._buf = None
         self._stream = iter(self._dataloader()) if self._pending else None
 
     def _dataloader(self) -> DataLoader:
         if self._loader is None:
             self._loader = DataLoader(
-                RowImages(self.table.pairs, self.model.preprocess, self.augment, self.seed),
+                RowImages(self.table.rows, self.model.preprocess, self.augment, self.seed),
                 batch_sampler=self._plan,
                 num_workers=self.num_workers,
                 persistent_workers=True,  # one start per run, not per epoch and mining pass
@@ -332,13 +374,8 @@ class TrainInputs:
 
     def _take(self, idx: torch.Tensor, epoch: int | None) -> torch.Tensor:
         """The next `len(idx)` planned images (which must be rows `idx` of `epoch`), from the workers' batches."""
-        want = [(r, epoch) for r in idx.tolist()]
-        if want != self._pending[: len(want)]:
-            raise RuntimeError(
-                f"inputs asked for rows {want[:8]}... but the announced plan continues with {self._pending[:8]}..."
-            )
-        del self._pending[: len(want)]
-        parts, need = [], len(want)
+        self._pending.take(idx, epoch)
+        parts, need = [], idx.numel()
         while need:
             if self._buf is None:
                 if self._stream is None:
@@ -376,7 +413,7 @@ class TrainInputs:
         self._close_loader()
 
     def _close_loader(self) -> None:
-        self._stream, self._buf, self._pending = None, None, []
+        self._stream, self._buf, self._pending = None, None, _Pending()
         if self._loader is not None:
             it = getattr(self._loader, "_iterator", None)
             if it is not None and hasattr(it, "_shutdown_workers"):

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
@@ -183,7 +184,7 @@ class Trainer:
         if self.cfg.loss.multi_positive:  # same object, or the very same caption: not a negative
             rows = idx.tolist()
             positives = (
-                positives_matrix([self.groups[i] for i in rows])
+                positives_matrix([int(self.groups[i]) for i in rows])
                 | positives_matrix([str(int(self.text.row_caption[i])) for i in rows])
             ).to(self.device)
         mined = self.mined if self.use_vc else None  # L_VC: the ovt variant, once an epoch has been mined
@@ -242,10 +243,8 @@ class Trainer:
         """The run's caption bank (the stage shares one across its variants); a Trainer used on its own keeps one
         for its table in its work folder, keyed by its content key."""
         if "captions" not in self.shared:
-            pairs = self.table.pairs
-            self.shared["captions"] = CaptionSource(
-                self.work_dir / TEXT_CACHE, self.key, lambda: (p.text for p in pairs)
-            )
+            rows = self.table.rows
+            self.shared["captions"] = CaptionSource(self.work_dir / TEXT_CACHE, self.key, rows.sorted_texts)
         return self.shared["captions"]
 
     def prepare(self, resume: bool = True) -> None:
@@ -255,8 +254,8 @@ class Trainer:
         self.timings["cache_s"] = self.inputs.seconds
         self.text = TextTable(self.model, self.table, self._caption_source(), self.ctx)
         self.n_mv, self.n_2d = len(self.table.mv), len(self.table.twod)
-        self.row_obj = torch.tensor([p.obj for p in self.table.mv], dtype=torch.long)
-        self.groups = [p.group for p in self.table.pairs]
+        self.row_obj = torch.from_numpy(np.asarray(self.table.mv.obj, dtype=np.int64))
+        self.groups = self.table.rows.group_code  # equal codes: the same group (object or 2D caption)
         self.rows_of_object = self.table.rows_of_object()
         self.dim = self.text.dim
         b = cfg.data.mvcap_batch

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Hashable, Sequence
+
 import torch
 import torch.nn.functional as F
 
@@ -29,9 +31,9 @@ def itc_loss(
     return 0.5 * (F.cross_entropy(logits, t_i2t) + F.cross_entropy(logits.t(), t_t2i))
 
 
-def positives_matrix(groups: list[str]) -> torch.Tensor:
+def positives_matrix(groups: Sequence[Hashable]) -> torch.Tensor:
     """[B,B] boolean: True where two pairs share a group key (object id for multi-view pairs, text otherwise)."""
-    index: dict[str, int] = {}
+    index: dict[Hashable, int] = {}
     ids = torch.tensor([index.setdefault(g, len(index)) for g in groups])
     return ids[:, None] == ids[None, :]
 

@@ -35,9 +35,10 @@ import torch
 from ovt.io import atomic_write_json, sha256_file, stable_digest
 from ovt.train.captions import TEXT_CACHE, CaptionSource
 from ovt.train.config import TrainParams, replicate_dir, replicate_name
-from ovt.train.data import build_table
+from ovt.train.data import load_table
 from ovt.train.distributed import DistContext, barrier, destroy, init_from_env
 from ovt.train.loop import Trainer
+from ovt.train.rows import merge_sorted_texts
 from ovt.train.tracking import HISTORY, write_live
 
 if TYPE_CHECKING:  # the model package is heavy; training only needs its interface for type checking
@@ -198,14 +199,14 @@ def run(
 
     def table(is_hv: bool) -> Any:
         if is_hv not in tables:
-            tables[is_hv] = build_table(hv_cfg.data if is_hv else cfg.data, renders_dir, captions_dir)
+            # built in a child process; its columns are memory-mapped files, shared with the DataLoader workers
+            tables[is_hv] = load_table(hv_cfg.data if is_hv else cfg.data, renders_dir, captions_dir)
         return tables[is_hv]
 
     trained = sorted({v.endswith("_hv") for _, v, _, _ in todo if v.removesuffix("_hv") != "zeroshot"})
 
     def run_captions() -> Iterator[str]:  # every table the run's variants train on, skipped or not: a stable set
-        for is_hv in trained:
-            yield from (p.text for p in table(is_hv).pairs)
+        return merge_sorted_texts(*(table(is_hv).rows.sorted_texts() for is_hv in trained))
 
     # caption embeddings: one on-disk bank per text tower, built (rank-sharded) by the first variant that trains
     # and read by all; it persists across runs (a sweep point that changes only train params encodes nothing)

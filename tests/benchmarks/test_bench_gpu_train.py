@@ -2,24 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import sys
-from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_gpu_train.py"
+from tests.benchmarks.scripts import load_script
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("bench_gpu_train", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["bench_gpu_train"] = mod
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("bench_gpu_train")
 
 
 def test_tiny_run_writes_sane_results(bench, tmp_path):

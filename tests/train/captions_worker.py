@@ -25,9 +25,8 @@ def main() -> None:
         real = model.encode_text
         model.encode_text = lambda texts, **kw: encoded.extend(texts) or real(texts, **kw)
         table = build_table(tiny_train_cfg().data, renders, captions)
-        pairs = table.pairs
-        text = TextTable(model, table, CaptionSource(out / "bank", "k", lambda: (p.text for p in pairs)), ctx)
-        emb = text[torch.arange(len(pairs))]
+        text = TextTable(model, table, CaptionSource(out / "bank", "k", table.rows.sorted_texts), ctx)
+        emb = text[torch.arange(len(table.pairs))]
         (out / f"rank{ctx.rank}.json").write_text(json.dumps(encoded))
         save_file({"emb": emb.contiguous()}, out / f"rank{ctx.rank}.safetensors")
     finally:

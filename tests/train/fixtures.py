@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
@@ -148,3 +151,22 @@ def stage_layout(root: Path, tree: tuple[Path, Path], params: dict) -> None:
         paths=FeaturePaths(renders_dir=renders, out_dir=root / paths.features_dir, stats=None),
     )
     (root / "params.yaml").write_text(yaml.safe_dump(params))
+
+
+REPO = Path(__file__).resolve().parents[2]
+TORCHRUN = Path(sys.executable).parent / "torchrun"
+
+
+def torchrun_env(**extra: str) -> dict[str, str]:
+    """The environment of a test's torchrun: this checkout importable, offline, one thread per rank (2 cores)."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", **extra}
+    env.pop("WORLD_SIZE", None)  # a rank of an outer launcher must not make the child think it is one
+    return env
+
+
+def run_torchrun(module: str, *args: object, nproc: int = 2, timeout: int = 240) -> None:
+    """`torchrun --standalone --nproc_per_node=<nproc> -m <module> <args>` from the repository root (gloo on the
+    CPU); fails the test with the ranks' stderr tail when it exits non-zero."""
+    cmd = [str(TORCHRUN), "--standalone", f"--nproc_per_node={nproc}", "-m", module, *map(str, args)]
+    proc = subprocess.run(cmd, cwd=REPO, env=torchrun_env(), capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stderr[-3000:]

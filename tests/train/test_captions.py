@@ -1,10 +1,6 @@
 """The caption bank: rank-sharded parts, storage dtypes, a build killed midway; the Trainer's caption embeddings."""
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,9 +11,7 @@ from ovt.train.captions import CaptionBank
 from ovt.train.data import build_table
 from ovt.train.distributed import DistContext
 from ovt.train.loop import Trainer
-from tests.train.fixtures import build_tiny, tiny_model_cfg, tiny_train_cfg
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.train.fixtures import build_tiny, run_torchrun, tiny_model_cfg, tiny_train_cfg
 
 
 def _toy(batch):
@@ -129,26 +123,7 @@ def test_trainer_caption_embeddings_are_the_text_towers(tree, tmp_path):
 
 @pytest.mark.slow
 def test_two_ranks_each_encode_their_share_and_read_the_same_embeddings(tree, tmp_path):
-    torchrun = Path(sys.executable).parent / "torchrun"
-    env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(
-        [
-            str(torchrun),
-            "--standalone",
-            "--nproc_per_node=2",
-            "-m",
-            "tests.train.captions_worker",
-            str(tree[0]),
-            str(tree[1]),
-            str(tmp_path),
-        ],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_torchrun("tests.train.captions_worker", *tree, tmp_path)
     encoded = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
     table = build_table(tiny_train_cfg().data, *tree)
     distinct = {p.text for p in table.pairs}

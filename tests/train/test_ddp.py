@@ -1,43 +1,20 @@
 """Two-process torchrun (gloo, CPU): every rank ends with identical adapter weights and mined sets; the stage entry
 re-launches itself under $OVT_TORCHRUN."""
 
-import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from tests.train.fixtures import stage_layout, tiny_model_cfg, tiny_train_cfg
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.train.fixtures import TORCHRUN, run_torchrun, stage_layout, tiny_model_cfg, tiny_train_cfg, torchrun_env
 
 
 @pytest.mark.slow
 def test_two_rank_torchrun_identical_adapters(tree, tmp_path):
-    torchrun = Path(sys.executable).parent / "torchrun"
-    env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(
-        [
-            str(torchrun),
-            "--standalone",
-            "--nproc_per_node=2",
-            "-m",
-            "tests.train.ddp_worker",
-            str(tree[0]),
-            str(tree[1]),
-            str(tmp_path),
-        ],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_torchrun("tests.train.ddp_worker", *tree, tmp_path)
     a, b = load_file(tmp_path / "rank0.safetensors"), load_file(tmp_path / "rank1.safetensors")
     assert a.keys() == b.keys() and len(a) > 3
     for k in a:
@@ -61,15 +38,7 @@ def test_stage_entry_relaunches_itself_under_ovt_torchrun(tree, tmp_path):
         "train": cfg.model_dump(mode="json"),
     }
     stage_layout(tmp_path, tree, params)
-    torchrun = Path(sys.executable).parent / "torchrun"
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(REPO),
-        "HF_HUB_OFFLINE": "1",
-        "OMP_NUM_THREADS": "1",
-        "OVT_TORCHRUN": f"{torchrun} --standalone --nproc_per_node=2",
-    }
-    env.pop("WORLD_SIZE", None)
+    env = torchrun_env(OVT_TORCHRUN=f"{TORCHRUN} --standalone --nproc_per_node=2")
     proc = subprocess.run(
         [sys.executable, "-m", "stages.train"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240
     )

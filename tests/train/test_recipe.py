@@ -79,7 +79,7 @@ def test_paper_parity_recipe_trains_verbatim_on_mvcap_metadata(release, tmp_path
         }
     )
     table = build_table(train.data, None, None)
-    assert table.twod == [] and "twod" not in table.sources  # auto: no 2D pairs from MVCap metadata
+    assert len(table.twod) == 0 and "twod" not in table.sources  # auto: no 2D pairs from MVCap metadata
     # rows are keyed by path: the two rows sharing an img_id are both used, with their own images
     meta = json.loads((release / "metadata.json").read_text())
     assert len(table.mv) == len(meta) == len({p.key for p in table.mv})
