@@ -13,7 +13,7 @@ import json
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -127,7 +127,12 @@ class CaptionBank:
         part, part_key = folder / f"emb-{rank}-of-{world}.npy", folder / f"emb-{rank}-of-{world}.key"
         mine = np.arange(rank, hashes.size, world)
         if not _part_ok(part, part_key, key, mine.size, dtype):
-            rows: np.ndarray | None = None
+            folder.mkdir(parents=True, exist_ok=True)
+            part_key.unlink(missing_ok=True)  # a part rewritten under an old key file must not look done
+            # the part is filled in place in a memory-mapped .npy beside it, then renamed: the rank's share of the
+            # table ([n/world, D], 2 KB a caption at D 512 in float32) never sits in the process's own memory
+            tmp = folder / f".{part.name}.{os.getpid()}.tmp"
+            rows: Any = None  # the part's np.memmap once the first batch gives the width
             seen = np.zeros(hashes.size, dtype=bool)
             batch: list[tuple[int, str]] = []
 
@@ -137,7 +142,7 @@ class CaptionBank:
                     return
                 emb = encode([t for _, t in batch]).detach().float().cpu().numpy()
                 if rows is None:
-                    rows = np.zeros((mine.size, emb.shape[1]), dtype=dtype)
+                    rows = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=(mine.size, emb.shape[1]))
                 rows[[p // world for p, _ in batch]] = emb
                 batch.clear()
 
@@ -149,13 +154,19 @@ class CaptionBank:
                 batch.append((pos, text))
                 if len(batch) >= batch_size:
                     flush()
-            flush()
-            if rows is None:  # this rank owns no caption (more ranks than captions): an empty part of the right width
-                rows = np.zeros((0, int(encode(["a"]).shape[-1])), dtype=dtype)
-            folder.mkdir(parents=True, exist_ok=True)
-            part_key.unlink(missing_ok=True)  # a part rewritten under an old key file must not look done
-            with atomic_writer(part) as fh:
-                np.save(fh, rows)
+            try:
+                flush()
+                if rows is None:  # this rank owns no caption (more ranks than captions): an empty part, right width
+                    with atomic_writer(part) as fh:
+                        np.save(fh, np.zeros((0, int(encode(["a"]).shape[-1])), dtype=dtype))
+                else:
+                    rows.flush()
+                    del rows
+                    with open(tmp, "rb+") as fh:
+                        os.fsync(fh.fileno())
+                    os.replace(tmp, part)
+            finally:
+                tmp.unlink(missing_ok=True)  # a build that failed midway leaves no partial part behind
             atomic_write_text(part_key, key)  # after the part: a killed build never leaves a part that looks done
         if barrier is not None:
             barrier()

@@ -29,6 +29,22 @@ def test_rank_sharded_bank_parts_agree_with_a_single_rank(tmp_path):
     assert torch.allclose(single.lookup(texts), _toy(texts), atol=1e-3)  # float16 storage by default
 
 
+def test_parts_are_filled_on_disk_and_are_plain_npy_files(tmp_path):
+    texts = [f"caption {i}" for i in range(9)]
+    bank = CaptionBank.build(tmp_path, lambda: texts, _toy, encoder_key="e", rank=0, world=1, dtype="float32")
+    part = np.load(tmp_path / "emb-0-of-1.npy")  # a regular .npy, loadable without a mapping
+    assert part.dtype == np.float32 and part.shape == (9, 2)
+    assert torch.equal(bank.lookup(texts), _toy(texts))
+    assert not list(tmp_path.glob(".*.tmp"))  # the memory-mapped temporary was renamed into place
+
+    def broken(batch):
+        raise RuntimeError("tower failed")
+
+    with pytest.raises(RuntimeError, match="tower failed"):
+        CaptionBank.build(tmp_path / "b", lambda: texts, broken, encoder_key="e")
+    assert not list((tmp_path / "b").glob("*"))  # neither a part, nor its temporary, nor a record
+
+
 def test_float32_storage_keeps_the_encoders_numbers(tmp_path):
     texts = [f"caption {i}" for i in range(7)]
     calls: list[str] = []
