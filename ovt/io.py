@@ -40,29 +40,40 @@ def chmod_like_open(path: str | os.PathLike, mode: int) -> None:
 
 
 @contextlib.contextmanager
-def atomic_writer(path: str | os.PathLike, mode: str = "wb", *, perms: int | None = None) -> Iterator[Any]:
-    """Open a temporary file beside `path`; on clean exit fsync it and rename it over `path`.
+def atomic_path(path: str | os.PathLike, *, perms: int | None = None) -> Iterator[Path]:
+    """A temporary file beside `path` for the block to fill by name (e.g. a memory-mapped array); on clean exit it
+    is fsynced and renamed over `path`, on any error removed.
 
     The file gets the permissions open() would give it (0666 minus the umask), or exactly `perms` (e.g. 0o600 for
     a key), set before any byte is written."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
     try:
         if perms is None:
             chmod_like_open(tmp, 0o666)
         else:
             os.chmod(tmp, perms)
-        text_args: dict[str, Any] = {} if "b" in mode else {"encoding": "utf-8"}
-        with os.fdopen(fd, mode, **text_args) as fh:
-            yield fh
-            fh.flush()
-            os.fsync(fh.fileno())
+        yield Path(tmp)
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+@contextlib.contextmanager
+def atomic_writer(path: str | os.PathLike, mode: str = "wb", *, perms: int | None = None) -> Iterator[Any]:
+    """`atomic_path` opened as a file object (`mode` "wb" or "w", UTF-8)."""
+    text_args: dict[str, Any] = {} if "b" in mode else {"encoding": "utf-8"}
+    with atomic_path(path, perms=perms) as tmp, open(tmp, mode, **text_args) as fh:
+        yield fh
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, perms: int | None = None) -> None:

@@ -17,6 +17,23 @@ def test_atomic_write_replaces_only_on_success(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["out.json"]  # no temp file left behind
 
 
+def test_atomic_path_is_filled_by_name_and_renamed_only_on_success(tmp_path):
+    np = pytest.importorskip("numpy")
+    target = tmp_path / "part.npy"
+    with io.atomic_path(target) as tmp:  # e.g. a memory-mapped array filled in place
+        assert tmp.parent == tmp_path and not target.exists()
+        arr = np.lib.format.open_memmap(tmp, mode="w+", dtype="float32", shape=(3, 2))
+        arr[:] = 7
+        arr.flush()
+        del arr
+    assert np.load(target).tolist() == [[7.0, 7.0]] * 3
+    with pytest.raises(RuntimeError), io.atomic_path(target) as tmp:
+        tmp.write_bytes(b"half")
+        raise RuntimeError("killed mid-write")
+    assert np.load(target).shape == (3, 2)
+    assert [p.name for p in tmp_path.iterdir()] == ["part.npy"]  # no temp file left behind
+
+
 def test_atomic_dir_swaps_whole_folder(tmp_path):
     dest = tmp_path / "d"
     with io.atomic_dir(dest) as d:

@@ -15,8 +15,6 @@ import copy
 import json
 import math
 import os
-import shutil
-import tempfile
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, cast
@@ -29,7 +27,7 @@ from safetensors.torch import load_file
 from safetensors.torch import save as safetensors_bytes
 from torch import nn
 
-from ovt.io import atomic_write_json, atomic_writer
+from ovt.io import atomic_dir, atomic_write_json, atomic_writer
 from ovt.model.config import EMBEDDED, ModelParams
 from ovt.model.factory import BaseModel, build_base
 from ovt.model.lora import adapted_module_names, apply_lora, folded_lora, prepare_base, set_lora_scale
@@ -181,15 +179,8 @@ class OVTModel(nn.Module):
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         if self.peft is not None:
-            tmp = Path(tempfile.mkdtemp(prefix=".adapter.", dir=out))
-            try:
+            with atomic_dir(out / ADAPTER_DIR) as tmp:
                 self.peft.save_pretrained(str(tmp))
-                target = out / ADAPTER_DIR
-                if target.exists():
-                    shutil.rmtree(target)
-                os.replace(tmp, target)
-            finally:
-                shutil.rmtree(tmp, ignore_errors=True)
         tensors = {"logit_scale": self.logit_scale.detach().cpu().reshape(1).contiguous()}
         if self.viformer is not None:
             tensors.update(

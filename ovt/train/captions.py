@@ -18,8 +18,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from ovt.io import atomic_write_json, atomic_write_text, atomic_writer
+from ovt.io import atomic_path, atomic_write_json, atomic_write_text, atomic_writer
 from ovt.train.distributed import DistContext, barrier
+from ovt.train.rows import caption_key
 
 if TYPE_CHECKING:  # the model package is heavy; training only needs its interface for type checking
     from ovt.model.ovt_model import OVTModel
@@ -129,44 +130,39 @@ class CaptionBank:
         if not _part_ok(part, part_key, key, mine.size, dtype):
             folder.mkdir(parents=True, exist_ok=True)
             part_key.unlink(missing_ok=True)  # a part rewritten under an old key file must not look done
-            # the part is filled in place in a memory-mapped .npy beside it, then renamed: the rank's share of the
-            # table ([n/world, D], 2 KB a caption at D 512 in float32) never sits in the process's own memory
-            tmp = folder / f".{part.name}.{os.getpid()}.tmp"
-            rows: Any = None  # the part's np.memmap once the first batch gives the width
             seen = np.zeros(hashes.size, dtype=bool)
             batch: list[tuple[int, str]] = []
+            # the part is filled in place in a memory-mapped .npy beside it, then renamed (removed if the build
+            # fails): the rank's share of the table ([n/world, D], 2 KB a caption at D 512 in float32) never sits
+            # in the process's own memory
+            with atomic_path(part) as tmp:
+                rows: Any = None  # the part's np.memmap once the first batch gives the width
 
-            def flush():
-                nonlocal rows
-                if not batch:
-                    return
-                emb = encode([t for _, t in batch]).detach().float().cpu().numpy()
-                if rows is None:
-                    rows = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=(mine.size, emb.shape[1]))
-                rows[[p // world for p, _ in batch]] = emb
-                batch.clear()
+                def flush():
+                    nonlocal rows
+                    if not batch:
+                        return
+                    emb = encode([t for _, t in batch]).detach().float().cpu().numpy()
+                    if rows is None:
+                        rows = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=(mine.size, emb.shape[1]))
+                    rows[[p // world for p, _ in batch]] = emb
+                    batch.clear()
 
-            for text in captions():
-                pos = int(np.searchsorted(hashes, caption_hash(text)))
-                if pos % world != rank or seen[pos]:
-                    continue
-                seen[pos] = True
-                batch.append((pos, text))
-                if len(batch) >= batch_size:
-                    flush()
-            try:
+                for text in captions():
+                    pos = int(np.searchsorted(hashes, caption_hash(text)))
+                    if pos % world != rank or seen[pos]:
+                        continue
+                    seen[pos] = True
+                    batch.append((pos, text))
+                    if len(batch) >= batch_size:
+                        flush()
                 flush()
                 if rows is None:  # this rank owns no caption (more ranks than captions): an empty part, right width
-                    with atomic_writer(part) as fh:
+                    with open(tmp, "wb") as fh:
                         np.save(fh, np.zeros((0, int(encode(["a"]).shape[-1])), dtype=dtype))
                 else:
                     rows.flush()
                     del rows
-                    with open(tmp, "rb+") as fh:
-                        os.fsync(fh.fileno())
-                    os.replace(tmp, part)
-            finally:
-                tmp.unlink(missing_ok=True)  # a build that failed midway leaves no partial part behind
             atomic_write_text(part_key, key)  # after the part: a killed build never leaves a part that looks done
         if barrier is not None:
             barrier()
@@ -263,12 +259,12 @@ class CaptionSource:
         return self._bank is not None
 
     def ordered(self) -> Iterator[str]:
-        """The captions, each once, in (length, text) order, streamed: `captions()` must yield them in that order
-        (duplicates side by side; `ovt.train.rows.sorted_texts` does), so no list of every caption is ever held.
-        By length: each encode batch pads to its longest caption, so similar lengths together waste no compute."""
+        """The captions, each once, in `caption_key` order, streamed: `captions()` must yield them in that order,
+        duplicates side by side (`Rows.sorted_texts` and `merge_sorted_texts` do), so no list of every caption is
+        ever held."""
         prev: tuple[int, str] | None = None
         for text in self.captions():
-            k = (len(text), text)
+            k = caption_key(text)
             if prev is not None and k <= prev:
                 if k == prev:
                     continue

@@ -73,10 +73,6 @@ class TrainTable:
         mask = np.asarray(mask, dtype=bool)
         self.rows, self.n_mv = self.rows.select(mask), int(mask[: self.n_mv].sum())
 
-    def spill(self, folder: str | Path | None = None) -> TrainTable:
-        """This table with its columns in memory-mapped files (`Rows.spill`)."""
-        return TrainTable(self.rows.spill(folder), self.n_mv, self.objects, self.sources)
-
     def save(self, folder: str | Path) -> dict:
         return {"rows": self.rows.save(folder), "n_mv": self.n_mv, "objects": self.objects, "sources": self.sources}
 

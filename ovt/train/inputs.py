@@ -58,8 +58,8 @@ class RowImages(Dataset):
     """Map-style dataset over table rows: item (row, augment epoch or None) -> (preprocessed image, row).
 
     Runs in DataLoader workers; each worker opens its own shard reader (open tar handles do not cross processes).
-    The rows are columns (memory-mapped when the table was spilled): forked workers share them, nothing per row is
-    copied into a worker."""
+    The rows are columns (memory-mapped as the train stage loads them, `ovt.train.data.load_table`): forked workers
+    share them, nothing per row is copied into a worker."""
 
     def __init__(self, rows: Rows, preprocess: Callable, augment: Augment | None, seed: int):
         self.rows, self.preprocess, self.augment, self.seed = rows, preprocess, augment, seed
@@ -117,31 +117,24 @@ class _Pending:
     def __bool__(self) -> bool:
         return self.left > 0
 
-    def peek(self, n: int) -> torch.Tensor:
-        parts, i, off = [], self._i, self._off
+    def take(self, idx: torch.Tensor, epoch: int | None) -> None:
+        """Consume the next `len(idx)` rows, which must be `idx` of `epoch` (one walk: the rows it passes are the
+        head it checks, and the cursor moves only once they match)."""
+        parts, i, off, n = [], self._i, self._off, idx.numel()
         while n > 0 and i < len(self.batches):
             part = self.batches[i][off : off + n]
             parts.append(part)
             n -= part.numel()
-            i, off = i + 1, 0
-        return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.long)
-
-    def take(self, idx: torch.Tensor, epoch: int | None) -> None:
-        """Consume the next `len(idx)` rows, which must be `idx` of `epoch`."""
-        head = self.peek(idx.numel())
+            off += part.numel()
+            if off == self.batches[i].numel():
+                i, off = i + 1, 0
+        head = torch.cat(parts) if parts else torch.zeros(0, dtype=torch.long)
         if epoch != self.epoch or not torch.equal(head, idx.to(head.dtype)):
             raise RuntimeError(
                 f"inputs asked for rows {idx[:8].tolist()}... of epoch {epoch} but the announced plan continues "
                 f"with {head[:8].tolist()}... of epoch {self.epoch}"
             )
-        n = idx.numel()
-        self.left -= n
-        while n > 0:
-            k = min(n, self.batches[self._i].numel() - self._off)
-            n -= k
-            self._off += k
-            if self._off == self.batches[self._i].numel():
-                self._i, self._off = self._i + 1, 0
+        self._i, self._off, self.left = i, off, self.left - idx.numel()
 
 
 def _worker_init(_: int) -> None:

@@ -3,20 +3,27 @@
 A `Pair` per row cost ~700 bytes of Python heap (a dataclass, its strings, a tuple), copied page by page into every
 DataLoader worker as reference counts are touched. Here a row is a slot in typed columns: strings are one UTF-8
 buffer plus offsets, repeated values (shard paths, groups) are codes into a small list of distinct values, and all of
-it can be moved to memory-mapped files (`Rows.spill`), so what the process holds per row is file-backed page cache
-the kernel can drop and the workers share, not private heap. A `Pair` is built only when one row is asked for.
+it can be saved as .npy files and memory-mapped back (`Rows.save` / `Rows.load`; the train stage builds its tables
+that way in a child process, `ovt.train.data.load_table`), so what the process holds per row is file-backed page
+cache the kernel can drop and the workers share, not private heap. A `Pair` is built only when one row is asked for.
 """
 
 from __future__ import annotations
 
 import heapq
-import os
-import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from ovt.io import atomic_writer
+
+
+def caption_key(text: str) -> tuple[int, str]:
+    """The order a caption bank is encoded in: by length (each encode batch pads to its longest caption, so similar
+    lengths together waste no compute), then by text."""
+    return len(text), text
 
 
 @dataclass(frozen=True)
@@ -116,7 +123,7 @@ class Rows(Sequence[Pair]):
             first: dict[str, int] = {}
             for i, t in enumerate(self.text):
                 first.setdefault(t, i)
-            self._caption_order = np.array([first[t] for t in sorted(first, key=lambda t: (len(t), t))], dtype=np.int64)
+            self._caption_order = np.array([first[t] for t in sorted(first, key=caption_key)], dtype=np.int64)
         return self._caption_order
 
     def sorted_texts(self) -> Iterator[str]:
@@ -225,13 +232,11 @@ class Rows(Sequence[Pair]):
 
     def save(self, folder: str | Path) -> dict:
         """Write the columns as .npy files into `folder`; returns what `Rows.load` needs besides them (the value
-        lists). Each file is written under a temporary name and renamed."""
+        lists). Each file is written atomically (`ovt.io.atomic_writer`)."""
         folder = Path(folder)
         for name, arr in self._columns().items():
-            tmp = folder / f".{name}.npy.tmp"
-            with open(tmp, "wb") as fh:
+            with atomic_writer(folder / f"{name}.npy") as fh:
                 np.save(fh, np.ascontiguousarray(arr))
-            os.replace(tmp, folder / f"{name}.npy")
         return {"folders": self.folders, "groups": self.groups, "shards": self.shards}
 
     @classmethod
@@ -265,16 +270,9 @@ class Rows(Sequence[Pair]):
         rows._caption_order = arr("caption_order")
         return rows
 
-    def spill(self, folder: str | Path | None = None) -> Rows:
-        """The same rows with every column in a memory-mapped file, so the heap keeps only the small value lists.
-        The files are unlinked at once (the mappings keep them alive), so nothing is left behind on any exit;
-        forked DataLoader workers inherit the mappings and share their pages."""
-        with tempfile.TemporaryDirectory(prefix="ovt-rows-", dir=folder) as tmp:
-            return Rows.load(tmp, self.save(tmp))
-
     @property
     def nbytes(self) -> int:
-        """Bytes of the columns (what `spill` moves out of the heap)."""
+        """Bytes of the columns (what `save` writes and `load` maps instead of holding)."""
         strs = sum(c.data.nbytes + c.ends.nbytes for c in (self.key, self.text, self.name))
         return strs + sum(getattr(self, a).nbytes for a in self._ARRAYS)
 
@@ -343,9 +341,6 @@ class RowsBuilder:
 
 
 def merge_sorted_texts(*streams: Iterable[str]) -> Iterator[str]:
-    """Several (length, text)-ordered caption streams as one, each caption once (a run's tables share captions)."""
-    last = None
-    for text in heapq.merge(*streams, key=lambda t: (len(t), t)):
-        if text != last:
-            yield text
-        last = text
+    """Several `caption_key`-ordered caption streams as one in that order; a caption the streams share comes once
+    from each (side by side: the consumer, `CaptionSource.ordered`, keeps one)."""
+    return heapq.merge(*streams, key=caption_key)

@@ -13,7 +13,7 @@ from ovt.features.store import prefix_refusal
 from ovt.train.config import TrainParams
 from ovt.train.data import build_table
 from ovt.train.distributed import DistContext
-from ovt.train.inputs import MAX_PREFIX, RowImages, resolve_workers
+from ovt.train.inputs import MAX_PREFIX, RowImages, _Pending, resolve_workers
 from ovt.train.loop import Trainer
 from tests.train.fixtures import build_tiny, tiny_model_cfg, tiny_train_cfg
 
@@ -119,6 +119,21 @@ def test_worker_processes_give_the_in_process_batches(tree, tmp_path, worker_pid
     assert len(t2.tracker.events) == 2
     assert all(torch.equal(w0[n], w2[n]) for n in w0)
     assert t2.inputs._loader is None  # fit() shut the persistent workers down
+
+
+@pytest.mark.parametrize("splits", [[6], [1, 5], [2, 2, 2], [3, 3], [4, 1, 1], [1, 1, 1, 1, 1, 1]])
+def test_pending_hands_out_the_plan_in_any_split(splits):
+    rows = torch.tensor([3, 1, 2, 5, 9, 8])
+    pending, at = _Pending([rows[:3], rows[3:4], rows[4:]], epoch=2), 0
+    for n in splits:
+        with pytest.raises(RuntimeError, match="announced plan"):  # a wrong ask moves nothing
+            pending.take(rows[at : at + n] + 100, 2)
+        with pytest.raises(RuntimeError, match="epoch 1"):
+            pending.take(rows[at : at + n], 1)
+        pending.take(rows[at : at + n], 2)
+        at += n
+        assert pending.left == rows.numel() - at
+    assert not pending
 
 
 def test_plan_is_enforced(tree, tmp_path):

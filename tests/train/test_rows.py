@@ -1,7 +1,8 @@
 """Columnar rows: every access path returns what the `Pair` list it replaces held, before and after filtering,
-concatenation and spilling to memory-mapped files."""
+concatenation and the save / memory-mapped load round trip the train stage hands tables over with."""
 
 import pickle
+import tempfile
 
 import numpy as np
 import pytest
@@ -19,15 +20,22 @@ PAIRS = [
 ]
 
 
+def mapped(x):
+    """`x` (Rows or TrainTable) saved and memory-mapped back, as `load_table` hands a child's table over (the files
+    go with the folder at once: the mappings keep them)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        return type(x).load(tmp, x.save(tmp))
+
+
 @pytest.mark.parametrize(
     "transform",
     [
         pytest.param(lambda r: r, id="built"),
-        pytest.param(lambda r: r.spill(), id="spilled"),
+        pytest.param(mapped, id="mapped"),
         pytest.param(lambda r: pickle.loads(pickle.dumps(r)), id="pickled"),
-        pytest.param(lambda r: pickle.loads(pickle.dumps(r.spill())), id="spilled-pickled"),
+        pytest.param(lambda r: pickle.loads(pickle.dumps(mapped(r))), id="mapped-pickled"),
         pytest.param(lambda r: Rows.concat([r[:2], r[2:]]), id="concat"),
-        pytest.param(lambda r: Rows.concat([r[:2].spill(), r[2:]]), id="concat-spilled"),
+        pytest.param(lambda r: Rows.concat([mapped(r[:2]), r[2:]]), id="concat-mapped"),
     ],
 )
 def test_rows_hold_the_pairs(transform):
@@ -53,7 +61,7 @@ def test_slices_and_select(lo, hi):
     keep[lo:hi] = True
     keep[0] = True
     assert list(rows.select(keep)) == [p for p, k in zip(PAIRS, keep) if k]
-    assert list(rows[lo:hi].spill()) == PAIRS[lo:hi]
+    assert list(mapped(rows[lo:hi])) == PAIRS[lo:hi]
 
 
 def test_str_column_empty_and_unicode():
@@ -67,13 +75,14 @@ def test_source_key_must_end_the_row_key():
         Rows.of([Pair("a", "t", ImageRef("p"), source=("b", "s"))])
 
 
-def test_spill_moves_the_columns_out_of_the_heap(tmp_path):
+def test_load_maps_the_columns_out_of_the_heap(tmp_path):
     rows = Rows.of(PAIRS * 50)
-    spilled = rows.spill(tmp_path)
-    assert list(tmp_path.iterdir()) == []  # unlinked at once: nothing is left behind
-    for col in (spilled.obj, spilled.key.data, spilled.text.ends):
+    lists = rows.save(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # no temporary left
+    loaded = Rows.load(tmp_path, lists)
+    for col in (loaded.obj, loaded.key.data, loaded.text.ends, loaded.caption_order()):
         assert isinstance(col, np.memmap)
-    assert list(spilled) == list(rows) and spilled.nbytes == rows.nbytes
+    assert list(loaded) == list(rows) and loaded.nbytes == rows.nbytes
 
 
 def test_table_keep_copy_and_rows_of_object(tree):
@@ -88,14 +97,14 @@ def test_table_keep_copy_and_rows_of_object(tree):
     assert list(c.twod) == list(t.twod)[1:]
     for o, rows in enumerate(c.rows_of_object()):
         assert rows.tolist() == [i for i, p in enumerate(c.mv) if p.obj == o]
-    s = TrainTable.of(list(t.mv), list(t.twod), t.objects, t.sources).spill()
+    s = mapped(TrainTable.of(list(t.mv), list(t.twod), t.objects, t.sources))
     assert list(s.pairs) == before and s.n_mv == t.n_mv
 
 
 @pytest.mark.parametrize("path", ["x.jpg", "/a.jpg", "a//b.jpg", "rel/dir/c d.png", "/views/u1/026.png", "dir/"])
 def test_image_files_round_trip_character_for_character(path):
     rows = Rows.of([Pair("k", "t", ImageRef(path)), Pair("k2", "t", ImageRef("/views/u1/027.png"))])
-    assert rows.image(0) == ImageRef(path) and rows.spill().image(0) == ImageRef(path)
+    assert rows.image(0) == ImageRef(path) and mapped(rows).image(0) == ImageRef(path)
 
 
 def test_files_of_one_folder_share_one_folder_string():
@@ -127,17 +136,21 @@ def test_load_table_relays_the_childs_warnings(tmp_path, caplog):
 
 
 def test_sorted_texts_and_their_merge_match_sorting_the_set():
-    from ovt.train.rows import merge_sorted_texts
+    from ovt.train.captions import CaptionSource
+    from ovt.train.rows import caption_key, merge_sorted_texts
 
     a = Rows.of(PAIRS)
     b = Rows.of([Pair("z", "a chair", ImageRef("p")), Pair("y", "zz", ImageRef("p")), Pair("x", "b", ImageRef("p"))])
 
     def want(*rows):
-        return sorted({t for r in rows for t in r.text}, key=lambda t: (len(t), t))
+        return sorted({t for r in rows for t in r.text}, key=caption_key)
 
-    assert list(a.sorted_texts()) == want(a) and list(a.spill().sorted_texts()) == want(a)
+    assert list(a.sorted_texts()) == want(a) and list(mapped(a).sorted_texts()) == want(a)
     assert list(a[1:4].sorted_texts()) == want(a[1:4])
-    assert list(merge_sorted_texts(a.sorted_texts(), b.sorted_texts())) == want(a, b)
+    merged = list(merge_sorted_texts(a.sorted_texts(), b.sorted_texts()))  # a shared caption once from each table
+    assert merged == sorted([*want(a), *want(b)], key=caption_key) and list(dict.fromkeys(merged)) == want(a, b)
+    source = CaptionSource("bank", "k", lambda: merge_sorted_texts(a.sorted_texts(), b.sorted_texts()))
+    assert list(source.ordered()) == want(a, b)  # what the bank encodes: each caption once
 
 
 def test_caption_source_streams_in_order_and_refuses_disorder(tmp_path):
