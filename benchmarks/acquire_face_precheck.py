@@ -11,18 +11,20 @@ writes benchmarks/results/acquire_face_precheck.json.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import resource
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import write_result
 from ovt.acquire.candidate import ItemError
 from ovt.acquire.validate import check_declared, inspect_mesh
-from ovt.io import atomic_write_json
 
 
 def grid(n_faces: int):
@@ -57,12 +59,8 @@ def main() -> None:
     import trimesh
 
     verts, faces = grid(args.faces)
-    result: dict = {
-        "faces": int(len(faces)),
-        "max_faces": args.max_faces,
-        "cpus": os.cpu_count(),
-        "loadavg_1min_before": round(os.getloadavg()[0], 2),
-    }
+    load_before = os.getloadavg()[0]
+    result: dict = {"faces": int(len(faces)), "max_faces": args.max_faces}
     with tempfile.TemporaryDirectory() as tmp:
         for fmt in ("obj", "ply"):
             path = Path(tmp) / f"grid.{fmt}"
@@ -79,9 +77,8 @@ def main() -> None:
                 "full_load_outcome": full_outcome,
                 "full_load_peak_rss_growth_mib": round(max(0.0, _rss_mib() - rss0), 1),
             }
-    print(json.dumps(result, indent=2))
     dest = Path(__file__).parent / "results" / "acquire_face_precheck.json"
-    atomic_write_json(dest, result)
+    write_result(dest, result, load_before=load_before)
     print(f"wrote {dest}")
 
 

@@ -10,14 +10,17 @@ of a pool), which must write the same manifest. Prints the numbers and writes be
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
+import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import write_result
 from ovt.acquire import AcquireParams, AcquirePaths, run
-from ovt.io import atomic_write_json, sha256_file
+from ovt.io import sha256_file
 
 
 def main() -> None:
@@ -63,8 +66,6 @@ def main() -> None:
         "pool_speedup": round(serial_s / cold_s, 2),
         "manifest_identical_one_process": same_as_serial,
         "workers": cfg.workers or os.cpu_count(),
-        "loadavg_1min_before": round(load_before, 2),
-        "cpus": os.cpu_count(),
         "cold_timings_s": cold["timings_s"],
         "warm_timings_s": warm["timings_s"],
         "warm_extracted": warm["n_extracted"],
@@ -94,9 +95,8 @@ def main() -> None:
             )
         },
     }
-    print(json.dumps(result, indent=2))
     dest = Path(__file__).parent / "results" / "acquire_full.json"
-    atomic_write_json(dest, result)
+    write_result(dest, result, load_before=load_before)
     print(f"wrote {dest}")
 
 

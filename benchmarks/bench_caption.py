@@ -22,6 +22,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.common import write_result  # noqa: E402
 
 _CHILD = """
 import json, sys
@@ -59,7 +62,6 @@ def main() -> None:
     stats = json.loads(proc.stdout.strip().splitlines()[-1])
     cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
     result = {
-        "command": " ".join(["python", "benchmarks/bench_caption.py", *sys.argv[1:]]),
         "backend": stats["backend"],
         "views": stats["views"],
         "captions": stats["captions"],
@@ -68,16 +70,9 @@ def main() -> None:
         "captions_per_s": round(stats["views"] / wall, 1),
         "captions_per_cpu_s": round(stats["views"] / cpu, 1),
         "in_stage_s": stats["seconds"],
-        "cpus": os.cpu_count(),
-        "loadavg_1min_before": round(load_before, 2),
-        "loadavg_1min_after": round(os.getloadavg()[0], 2),
-        "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    print(json.dumps(result, indent=2))
-    from ovt.io import atomic_write_json
-
     dest = ROOT / "benchmarks" / "results" / "caption_full.json"
-    atomic_write_json(dest, result)
+    write_result(dest, result, load_before=load_before)
     print(f"wrote {dest}")
 
 

@@ -13,18 +13,20 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np
 import torch
 import trimesh
 from PIL import Image
 
+from benchmarks.common import write_result
 from ovt.config import load_params
 from ovt.evaluate.intervals import paired_bootstrap
 from ovt.evaluate.metrics import COLUMNS
@@ -32,7 +34,6 @@ from ovt.evaluate.scoring import embed_images
 from ovt.evaluate.views import EvalViews
 from ovt.evaluate.worst_case import PrefixCache, search_model
 from ovt.evaluate.zeroshot import build_classifier
-from ovt.io import atomic_write_json
 
 RESULTS = Path(__file__).parent / "results" / "bench_eval.json"
 
@@ -58,13 +59,8 @@ def main() -> None:
     search = p.evaluate.search
     n_models = len(search.models) if search.models else 3
     torch.manual_seed(0)
-    out: dict = {
-        "arch": model_cfg.arch,
-        "torch_threads": torch.get_num_threads(),
-        "machine": platform.machine(),
-        "cpus": os.cpu_count(),
-        "loadavg_1m": round(os.getloadavg()[0], 2),
-    }
+    load_before = os.getloadavg()[0]
+    out: dict = {"arch": model_cfg.arch}
 
     t = time.perf_counter()
     models = build_models(model_cfg, n_models)
@@ -158,9 +154,8 @@ def main() -> None:
             "search_default_in_full_tower_passes": round(per_obj * n_default / (full / args.images)),
         }
     )
-    for k, v in out.items():
+    for k, v in write_result(RESULTS, out, load_before=load_before, echo=False).items():
         print(f"{k:36s} {v}")
-    atomic_write_json(RESULTS, out)
     print(f"wrote {RESULTS}")
 
 

@@ -19,11 +19,9 @@ Writes benchmarks/results/gpu_train.json. A run without CUDA records `"device": 
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import io
 import math
 import os
-import platform
 import resource
 import statistics
 import sys
@@ -39,8 +37,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw
 
+from benchmarks.common import write_result
 from ovt import shards
-from ovt.io import atomic_write_json
 from ovt.model import ModelParams, build_base, build_ovt_model
 from ovt.train.captions import CaptionBank
 from ovt.train.loader import LoaderSpec, make_loader, shard_tars
@@ -271,10 +269,6 @@ def run(args) -> dict:
         "device": torch.cuda.get_device_name(device) if cuda else "cpu",
         "tiny": tiny,
         "gpu_result": bool(cuda and not tiny),
-        "host": platform.node(),
-        "torch": torch.__version__,
-        "cpu_count": os.cpu_count(),
-        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
     if not res["gpu_result"]:
         res["note"] = (
@@ -468,8 +462,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--reps", type=int, default=None, help="timed steps per step type (default 10; tiny 3)")
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
-    res = run(args)
-    atomic_write_json(args.out, res)
+    load_before = os.getloadavg()[0]
+    res = write_result(args.out, run(args), load_before=load_before, echo=False)
     kind = "GPU result" if res["gpu_result"] else "NOT a GPU result (tiny code-path check)"
     print(
         f"[{kind}] device={res['device']} "

@@ -12,16 +12,19 @@ Random inputs: the cost of a convolution does not depend on the pixel values.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
-import platform
+import sys
 import time
 from pathlib import Path
 
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.common import write_result  # noqa: E402
+
 RESULTS = ROOT / "benchmarks" / "results" / "layout.json"
 
 
@@ -106,24 +109,12 @@ def main() -> None:
                 print(json.dumps(row), flush=True)
     out = {
         "benchmark": "layout",
-        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "machine": {
-            "cpus": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(),
-            "torch": torch.__version__,
-            "python": platform.python_version(),
-            "loadavg_1m_before": round(load_before, 2),
-            "loadavg_1m_after": round(os.getloadavg()[0], 2),
-        },
         "images": args.images,
         "repeats": args.repeats,
         "rows": rows,
         "summary": summarise(rows),
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    tmp = RESULTS.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(out, indent=2) + "\n")
-    tmp.replace(RESULTS)
+    write_result(RESULTS, out, load_before=load_before, echo=False)
     print(f"wrote {RESULTS}")
 
 

@@ -9,6 +9,10 @@ The reference path (`Trainer.fast_mining = False`: adapters unfolded, determinis
 one object at a time) and the fast path mine from the same weights, interleaved, at epoch 0 (fresh adapters) and
 after one epoch of steps (trained adapters); the mined sets are compared. mining_share = one pass / one epoch of
 training steps (`Trainer.fit`'s definition). The machine may be shared: quote the ratios of one run, not seconds.
+
+Why a pass costs what it costs: the FLOPs of one training step and of one mining forward are counted (torch's
+FlopCounterMode: convolutions and matrix products, forward and backward), so the result also says which share a pass
+would have if it ran at the training steps' FLOP rate (`flops.share_at_train_rate`), and the rate each achieves.
 Writes benchmarks/results/mining.json.
 """
 
@@ -120,6 +124,23 @@ def profile_batch(tr: Trainer, rows: torch.Tensor) -> dict:
     return out
 
 
+def count_flops(tr: Trainer, step_rows: tuple[torch.Tensor, torch.Tensor], mine_rows: torch.Tensor) -> dict:
+    """FLOPs of one training step (forward, backward; the optimizer's elementwise work is not counted) per sample,
+    and of the fast path's mining forward per view. The step is a real one: call this after the timed steps."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    rows_mv, rows_2d = step_rows
+    with FlopCounterMode(display=False) as fc:
+        tr.train_step(rows_mv, rows_2d, 0)
+    step = fc.get_total_flops()
+    with inference_pass(tr.model), FlopCounterMode(display=False) as fc:
+        tr.embed_rows(mine_rows)
+    return {
+        "train_flops_per_sample": step / (rows_mv.numel() + rows_2d.numel()),
+        "mining_flops_per_view": fc.get_total_flops() / mine_rows.numel(),
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--workspace", type=Path, default=Path("/tmp/sweep"))
@@ -169,12 +190,30 @@ def main() -> None:
                 dt, mined[name] = mine_timed(tr, 1, fast)
                 runs[name].append(dt)
                 print(name, round(dt, 2), flush=True)
+        flops = count_flops(
+            tr, (order[:b], tr.twod.rows(tr.global_step)), torch.cat(tr.rows_of_object)[: tr.cfg.mining.batch_size]
+        )
         prof = None
         if args.profile:
             rows = torch.cat(tr.rows_of_object)[: tr.cfg.mining.batch_size]
             prof = profile_batch(tr, rows)
         med = statistics.median
         ref_s, fast_s = med(runs["reference"]), med(runs["fast"])
+        epoch_flops = flops["train_flops_per_sample"] * (b + tr.cfg.data.twod_batch) * tr.steps_per_epoch
+        pass_flops = flops["mining_flops_per_view"] * tr.n_mv
+        flops.update(
+            {
+                "train_gflop_per_epoch": round(epoch_flops / 1e9, 2),
+                "mining_gflop_per_pass": round(pass_flops / 1e9, 2),
+                # the share a pass would have at the steps' FLOP rate: below it only if mining runs faster per FLOP
+                "share_at_train_rate": round(pass_flops / epoch_flops, 4),
+                "train_gflop_per_s": round(epoch_flops / train_s / 1e9, 1),
+                "mining_gflop_per_s": {
+                    "reference": round(pass_flops / ref_s / 1e9, 1),
+                    "fast": round(pass_flops / fast_s / 1e9, 1),
+                },
+            }
+        )
         res = {
             "data": f"workspace {ws}" if real else f"synthetic {args.objects}x{args.views} @ {args.image_size}px",
             "mv_views": tr.n_mv,
@@ -197,6 +236,7 @@ def main() -> None:
             "ms_per_train_sample": round(1e3 * med(step_s) / (b + tr.cfg.data.twod_batch), 3),
             "equivalence_epoch0": compare(ref0, fast0),
             "equivalence_trained": compare(mined["reference"], mined["fast"]),
+            "flops": flops,
             "profile_one_batch": prof,
         }
         tr.inputs.close()

@@ -13,7 +13,7 @@ import argparse
 import hashlib
 import json
 import os
-import platform
+import sys
 import tempfile
 import time
 import zipfile
@@ -21,7 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ovt.io import atomic_write_json
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import write_result
 from ovt.render import stage
 from ovt.render.cameras import light_for_object, sample_views
 from ovt.render.config import BlenderParams, RenderParams, default_blender_python
@@ -127,9 +129,8 @@ def main() -> None:
     ap.add_argument("--blender-views", type=int, default=4)
     a = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    res: dict = {
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "load_avg_1m": os.getloadavg()[0]}
-    }
+    load_before = os.getloadavg()[0]
+    res: dict = {}
     with tempfile.TemporaryDirectory(prefix="bench-render-") as tmp:
         tmp = Path(tmp)
         assets = build_assets(tmp / "assets", a.objects)
@@ -164,8 +165,7 @@ def main() -> None:
             }
         else:
             res["same_objects"] = {"skipped": f"no blender python at {bpy}"}
-    atomic_write_json(OUT, res)
-    print(json.dumps(res, indent=2))
+    write_result(OUT, res, load_before=load_before)
 
 
 if __name__ == "__main__":

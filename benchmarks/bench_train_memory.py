@@ -23,9 +23,7 @@ as growth).
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -39,7 +37,7 @@ import psutil
 import torch
 from bench_gpu_train import caption_of, text_encoder, write_synthetic_shards
 
-from ovt.io import atomic_write_json
+from benchmarks.common import write_result
 from ovt.model import ModelParams, build_base, build_ovt_model
 from ovt.train.captions import CaptionBank
 from ovt.train.loader import LoaderSpec, make_loader
@@ -128,10 +126,6 @@ def run(args) -> dict:
     pss = [s for s in tail if "pss_rank" in s]
     peak_workers = max(sum(s["workers_rss"]) for s in samples)
     return {
-        "host": platform.node(),
-        "cpu_count": os.cpu_count(),
-        "torch": torch.__version__,
-        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "config": {
             "images": args.images,
             "views_per_object": args.views,
@@ -181,8 +175,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
-    res = run(args)
-    atomic_write_json(args.out, res)
+    load_before = os.getloadavg()[0]
+    res = write_result(args.out, run(args), load_before=load_before, echo=False)
     print(
         f"{args.images} images in {res['epoch']['s']} s: RSS start {res['rss_start_bytes'] / MB:.0f} MiB, "
         f"peak {res['rss_peak_bytes'] / MB:.0f} MiB, growth {res['rss_growth_per_10k_images_bytes'] / MB:+.2f} "

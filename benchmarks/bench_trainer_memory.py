@@ -33,10 +33,8 @@ benchmarks/bench_train_memory.py.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -419,7 +417,7 @@ SCALED = (
 
 
 def run(args) -> dict:
-    import torch
+    import torch  # noqa: F401 - before the tables are measured: its import is not the table
 
     t_all = time.perf_counter()
     sizes = {"large": args.images, "small": args.small_images}
@@ -474,12 +472,6 @@ def run(args) -> dict:
         for v in args.variants
     }
     return {
-        "host": platform.node(),
-        "cpu_count": os.cpu_count(),
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "load_avg_1m_at_end": round(os.getloadavg()[0], 2),
         "quick": bool(args.quick),
         "config": {
             "sizes": sizes,
@@ -531,10 +523,10 @@ def main(argv: list[str] | None = None) -> dict | None:
         args.images, args.small_images, args.batch, args.views, args.uss_every = 200, 100, 20, 8, 2
     if args.small_images >= args.images:
         ap.error("--small-images must be below --images")
-    from ovt.io import atomic_write_json
+    from benchmarks.common import write_result  # here: the --child runs measure their own imports
 
-    res = run(args)
-    atomic_write_json(args.out, res)
+    load_before = os.getloadavg()[0]
+    res = write_result(args.out, run(args), load_before=load_before, echo=False)
     for v in args.variants:
         s = res["scaling"][v]
         print(

@@ -9,13 +9,15 @@ Run: HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bootstrap_embedded.py --render
 from __future__ import annotations
 
 import argparse
-import json
 import os
+import sys
 import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.common import write_result  # noqa: E402
 from ovt.model.config import BootstrapParams, ModelParams  # noqa: E402
 from ovt.model.stage import BootstrapPaths, run  # noqa: E402
 
@@ -28,6 +30,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=2012)
     ap.add_argument("--note", default="")
     args = ap.parse_args()
+    load_before = os.getloadavg()[0]
     t = time.perf_counter()
     paths = BootstrapPaths(
         renders_dir=args.renders_dir, features_dir=args.features_dir, out_dir=args.out_dir, metrics=None
@@ -36,15 +39,11 @@ def main() -> None:
     result = {
         "wall_s": round(time.perf_counter() - t, 1),
         "seed": args.seed,
-        "loadavg_1m": os.getloadavg()[0],
-        "cpus": os.cpu_count(),
         "renders_dir": str(args.renders_dir),
         "note": args.note,
         **stats,
     }
-    print(json.dumps(result, indent=2))
-    out = Path(__file__).parent / "results" / "bootstrap_embedded.json"
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    write_result(Path(__file__).parent / "results" / "bootstrap_embedded.json", result, load_before=load_before)
 
 
 if __name__ == "__main__":

@@ -11,8 +11,7 @@ Usage: HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/caption_speed.py [--objects 
 from __future__ import annotations
 
 import argparse
-import json
-import platform
+import os
 import sys
 import tempfile
 import time
@@ -23,6 +22,7 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
+from benchmarks.common import write_result  # noqa: E402
 from ovt.caption import stage  # noqa: E402
 from ovt.caption.base import View  # noqa: E402
 from ovt.caption.config import CaptionParams, CleaningParams, TemplateParams, VlmParams  # noqa: E402
@@ -53,15 +53,13 @@ def main() -> None:
     ap.add_argument("--objects", type=int, default=20)
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
+    load_before = os.getloadavg()[0]
+    torch.set_num_threads(args.threads)  # recorded by the frame's `threads`
     cams = cameras()
     res: dict = {
         "objects": args.objects,
         "views_per_object": N_VIEWS,
         "image_px": 224,
-        "threads": args.threads,
-        "cpu": platform.processor() or platform.machine(),
-        "torch": torch.__version__,
     }
 
     views = [
@@ -129,9 +127,7 @@ def main() -> None:
             "batch 16, CPU: pipeline overhead only, not a real model's speed"
         )
 
-    out = ROOT / "benchmarks" / "results" / "caption_speed.json"
-    out.write_text(json.dumps(res, indent=2) + "\n")
-    print(json.dumps(res, indent=2))
+    write_result(ROOT / "benchmarks" / "results" / "caption_speed.json", res, load_before=load_before)
 
 
 if __name__ == "__main__":

@@ -10,10 +10,8 @@ seconds of the median run, and which heavy modules the command imported (should 
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -22,6 +20,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.common import write_result  # noqa: E402
+
 RESULTS = ROOT / "benchmarks" / "results" / "cli_startup.json"
 HEAVY = ("torch", "open_clip", "peft", "mlflow", "prefect", "dvc")
 COMMANDS = {"help": ["--help"], "params": ["params"]}
@@ -52,7 +54,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args()
-    load = os.getloadavg()[0]
+    load_before = os.getloadavg()[0]
     commands = {}
     for name, argv in COMMANDS.items():
         runs = [once(argv) for _ in range(args.repeats)]
@@ -67,16 +69,10 @@ def main() -> None:
         }
     rec = {
         "benchmark": "cli_startup",
-        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "machine": {"cpus": os.cpu_count(), "load_avg_1m_before": round(load, 2), "python": platform.python_version()},
         "repeats": args.repeats,
         "commands": commands,
     }
-    sys.path.insert(0, str(ROOT))
-    from ovt.io import atomic_write_json
-
-    atomic_write_json(args.out, rec)
-    print(json.dumps(rec, indent=2))
+    write_result(args.out, rec, load_before=load_before)
 
 
 if __name__ == "__main__":

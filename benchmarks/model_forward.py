@@ -8,8 +8,8 @@ Run: HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/model_forward.py [--batch 16] 
 from __future__ import annotations
 
 import argparse
-import json
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -17,7 +17,9 @@ import torch
 import torch.nn.functional as F
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.common import write_result  # noqa: E402
 from ovt.model import LoraParams, ModelParams, build_base, build_ovt_model  # noqa: E402
 
 
@@ -35,6 +37,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--last-blocks", type=int, default=2)
     args = ap.parse_args()
+    load_before = os.getloadavg()[0]
     torch.manual_seed(0)
     t0 = time.perf_counter()
     cfg = ModelParams(lora=LoraParams(placement="conv", last_blocks=args.last_blocks))
@@ -65,12 +68,8 @@ def main() -> None:
         "image_tail_s": round(tail, 3),
         "tail_train_step_s": round(tail_step, 3),
         "prefix_bytes_per_image": prefix[0].numel() * 4,
-        "threads": torch.get_num_threads(),
-        "loadavg_1m": os.getloadavg()[0],
     }
-    print(json.dumps(result, indent=2))
-    out = Path(__file__).parent / "results" / "model_forward.json"
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    write_result(Path(__file__).parent / "results" / "model_forward.json", result, load_before=load_before)
 
 
 if __name__ == "__main__":

@@ -10,9 +10,7 @@ Prints the numbers and writes benchmarks/results/registry_roundtrip.json.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -30,9 +28,11 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--tracking-uri", default=None)
     args = ap.parse_args()
+    load_before = os.getloadavg()[0]
     import mlflow
     import yaml
 
+    from benchmarks.common import write_result
     from ovt.registry.config import RegisterParams
     from ovt.registry.promote import promote
     from ovt.registry.register import register
@@ -90,13 +90,8 @@ def main() -> None:
         "fresh_predict_s": round(predict_s, 3),
         "created": [reg.created, again.created],
         "gate": dec.action,
-        "machine": f"{platform.machine()} {os.cpu_count()} cpu",
-        "python": platform.python_version(),
     }
-    print(json.dumps(res, indent=2))
-    out = REPO / "benchmarks" / "results" / "registry_roundtrip.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(res, indent=2) + "\n")
+    write_result(REPO / "benchmarks" / "results" / "registry_roundtrip.json", res, load_before=load_before)
 
 
 if __name__ == "__main__":

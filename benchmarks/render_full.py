@@ -23,6 +23,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.common import write_result  # noqa: E402
 
 _CHILD = """
 import json, sys
@@ -63,31 +66,23 @@ def main() -> None:
     cores = min(a.workers, os.cpu_count() or 1)
     views = stats["views_rendered"]
     result = {
-        "command": " ".join(["python", "benchmarks/render_full.py", *sys.argv[1:]]),
         "assets": stats["assets"],
         "objects_ok": stats["objects_ok"],
         "views": views,
         "workers": a.workers,
         "executor": a.executor,
         "cores_used": cores,
-        "cpus": os.cpu_count(),
         "stage_wall_s": round(wall, 2),
         "stage_cpu_s": round(cpu, 2),
         "views_per_s_per_core": round(views / wall / cores, 1),
         "views_per_cpu_s": round(views / cpu, 1),
-        "loadavg_1min_before": round(load_before, 2),
-        "loadavg_1min_after": round(os.getloadavg()[0], 2),
         "renderer": stats["renderer"],
         "in_stage_wall_s": stats["wall_seconds"],
         "worker_seconds": stats["worker_seconds"],
         "timings_s": stats.get("timings_s"),
-        "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    print(json.dumps(result, indent=2))
     dest = ROOT / "benchmarks" / "results" / ("render_full.json" if a.limit is None else "render_sample.json")
-    from ovt.io import atomic_write_json
-
-    atomic_write_json(dest, result)
+    write_result(dest, result, load_before=load_before)
     print(f"wrote {dest}")
 
 

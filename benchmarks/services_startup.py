@@ -11,15 +11,17 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import psutil
 
-from ovt.io import atomic_write_json
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import write_result
 from ovt.services import SERVICE_NAMES, ServiceManager
 from ovt.services.testing import free_port_settings
 
@@ -52,6 +54,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--settle", type=float, default=3.0, help="seconds healthy before reading RSS")
     args = ap.parse_args()
+    load_before = os.getloadavg()[0]
     runs = [measure_once(args.settle) for _ in range(args.repeats)]
     summary = {}
     for name in SERVICE_NAMES:
@@ -63,22 +66,18 @@ def main() -> None:
         "benchmark": "services_startup",
         "repeats": args.repeats,
         "settle_s": args.settle,
-        "machine": {
-            "cpus": os.cpu_count(),
-            "load_avg_1m_at_end": round(os.getloadavg()[0], 2),
-            "python": platform.python_version(),
-        },
         "summary": summary,
         "runs": runs,
     }
-    atomic_write_json(RESULTS, out)
+    out = write_result(RESULTS, out, load_before=load_before, echo=False)
     print(f"{'service':8} {'cold s':>7} {'warm s':>7} {'RSS MB':>7} {'procs':>5}")
     for name in SERVICE_NAMES:
         s = summary[name]
         print(f"{name:8} {s['cold_s']:7.2f} {s['warm_s']:7.2f} {s['cold_rss_mb']:7.1f} {s['cold_processes']:5.0f}")
     print(
         f"total cold start {summary['total_cold_s']} s, RSS {summary['total_rss_mb']} MB, "
-        f"stop all {summary['stop_all_s']} s; load {out['machine']['load_avg_1m_at_end']}; wrote {RESULTS}"
+        f"stop all {summary['stop_all_s']} s; load {out['loadavg_1m_before']} -> {out['loadavg_1m_after']}; "
+        f"wrote {RESULTS}"
     )
 
 

@@ -38,7 +38,7 @@ def test_quick_run_samples_the_real_trainer_at_two_sizes(bench, tmp_path):
     out = tmp_path / "trainer_memory.json"
     bench.main(["--quick", "--tmp", str(tmp_path), "--out", str(out)])
     res = json.loads(out.read_text())
-    assert res["quick"] is True and res["cpu_count"] > 0 and res["torch"] and res["host"] and res["date"]
+    assert res["quick"] is True and res["cpus"] > 0 and res["torch"] and res["host"] and res["date"]
     cfg = res["config"]
     assert cfg["sizes"] == {"large": 200, "small": 100} and cfg["batch"] == 20 and cfg["loader_workers"] == 2
     assert cfg["cache_prefix"] is False and cfg["mining"]["mode"] == "full_pass" and cfg["model"]["arch"] == "tiny-test"
