@@ -72,6 +72,18 @@ BENCHMARKS: tuple[tuple[str, str, str, str], ...] = (
         "%",
     ),
     (
+        "mining.json",
+        "mining_pct_of_epoch.fast",
+        "the same on the default pipeline's data (160 px, cached prefix; adapters folded, no autograd)",
+        "%",
+    ),
+    (
+        "mining.json",
+        "flops.share_at_train_rate_pct",
+        "what that pass would cost at the train steps' FLOP rate (FLOPs counted: a pass over every view / an epoch)",
+        "%",
+    ),
+    (
         "render_full.json",
         "views_per_cpu_s",
         "render stage, gl backend, whole stage (see the file for the load)",
@@ -345,7 +357,7 @@ RENDERERS: dict[str, Callable[[Path], str]] = {
     "benchmarks": render_benchmarks,
 }
 # docs/experiments.md section -> the sweep spec whose results (the spec's path with .json) it renders
-SWEEPS: dict[str, str] = {"sweep": "experiments/validation_sweep.yaml"}
+SWEEPS: dict[str, str] = {"sweep": "experiments/validation_sweep.yaml", "budget": "experiments/budget_sweep.yaml"}
 
 
 def sweep_renderer(spec: str) -> Callable[[Path], str]:
