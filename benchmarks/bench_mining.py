@@ -190,13 +190,9 @@ def main() -> None:
                 dt, mined[name] = mine_timed(tr, 1, fast)
                 runs[name].append(dt)
                 print(name, round(dt, 2), flush=True)
-        flops = count_flops(
-            tr, (order[:b], tr.twod.rows(tr.global_step)), torch.cat(tr.rows_of_object)[: tr.cfg.mining.batch_size]
-        )
-        prof = None
-        if args.profile:
-            rows = torch.cat(tr.rows_of_object)[: tr.cfg.mining.batch_size]
-            prof = profile_batch(tr, rows)
+        first_batch = torch.cat(tr.rows_of_object)[: tr.cfg.mining.batch_size]  # one mining forward's rows
+        flops = count_flops(tr, (order[:b], tr.twod.rows(tr.global_step)), first_batch)
+        prof = profile_batch(tr, first_batch) if args.profile else None
         med = statistics.median
         ref_s, fast_s = med(runs["reference"]), med(runs["fast"])
         epoch_flops = flops["train_flops_per_sample"] * (b + tr.cfg.data.twod_batch) * tr.steps_per_epoch
