@@ -203,7 +203,6 @@ def main() -> None:
                 "mining_gflop_per_pass": round(pass_flops / 1e9, 2),
                 # the share a pass would have at the steps' FLOP rate: below it only if mining runs faster per FLOP
                 "share_at_train_rate": round(pass_flops / epoch_flops, 4),
-                "share_at_train_rate_pct": round(100 * pass_flops / epoch_flops, 1),
                 "train_gflop_per_s": round(epoch_flops / train_s / 1e9, 1),
                 "mining_gflop_per_s": {
                     "reference": round(pass_flops / ref_s / 1e9, 1),
@@ -224,10 +223,6 @@ def main() -> None:
             "mining_s": {"reference": round(ref_s, 2), "fast": round(fast_s, 2)},
             "mining_s_runs": {k: [round(x, 2) for x in v] for k, v in runs.items()},
             "mining_share": {"reference": round(ref_s / train_s, 4), "fast": round(fast_s / train_s, 4)},
-            "mining_pct_of_epoch": {
-                "reference": round(100 * ref_s / train_s, 1),
-                "fast": round(100 * fast_s / train_s, 1),
-            },
             "mining_share_epoch0": {
                 "reference": round(runs["reference_epoch0"][0] / train_s, 4),
                 "fast": round(runs["fast_epoch0"][0] / train_s, 4),

@@ -48,7 +48,7 @@ RESULT_ROWS: tuple[tuple[str, str], ...] = (
 )
 RESULT_COUNTS = ("n_objects", "n_views", "n_classes")
 
-# Benchmarks: (file in benchmarks/results, dotted key, what it measures, unit).
+# Benchmarks: (file in benchmarks/results, dotted key, what it measures, unit; "share": a fraction, shown in %).
 BENCHMARKS: tuple[tuple[str, str, str, str], ...] = (
     (
         "render.json",
@@ -73,15 +73,15 @@ BENCHMARKS: tuple[tuple[str, str, str, str], ...] = (
     ),
     (
         "mining.json",
-        "mining_pct_of_epoch.fast",
+        "mining_share.fast",
         "the same on the default pipeline's data (160 px, cached prefix; adapters folded, no autograd)",
-        "%",
+        "share",
     ),
     (
         "mining.json",
-        "flops.share_at_train_rate_pct",
+        "flops.share_at_train_rate",
         "what that pass would cost at the train steps' FLOP rate (FLOPs counted: a pass over every view / an epoch)",
-        "%",
+        "share",
     ),
     (
         "render_full.json",
@@ -346,6 +346,8 @@ def render_benchmarks(root: Path) -> str:
             continue
         doc = docs.setdefault(fname, _load(path))
         value = _get(doc, key, f"benchmarks/results/{fname}")
+        if unit == "share":  # a fraction in the file, a percentage in the table
+            value, unit = 100 * value, "%"
         digits = 3 if unit == "s" and isinstance(value, (int, float)) and abs(value) < 1 else 1
         lines.append(f"| {what} | {_num(value, digits)} {unit} | `{fname}` `{key}` |")
     return "\n".join(lines) + "\n"
@@ -357,7 +359,13 @@ RENDERERS: dict[str, Callable[[Path], str]] = {
     "benchmarks": render_benchmarks,
 }
 # docs/experiments.md section -> the sweep spec whose results (the spec's path with .json) it renders
-SWEEPS: dict[str, str] = {"sweep": "experiments/validation_sweep.yaml", "budget": "experiments/budget_sweep.yaml"}
+SWEEPS: dict[str, str] = {
+    "sweep": "experiments/validation_sweep.yaml",
+    "loss": "experiments/loss_sweep.yaml",
+    "budget": "experiments/budget_sweep.yaml",
+    "lr": "experiments/lr_sweep.yaml",
+    "placement": "experiments/placement_sweep.yaml",
+}
 
 
 def sweep_renderer(spec: str) -> Callable[[Path], str]:

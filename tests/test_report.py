@@ -120,6 +120,22 @@ def test_pipeline_table_and_check_mode(tmp_path):
     assert report.render_readme(readme, root=tmp_path, check=True) == ["pipeline"]
 
 
+@pytest.mark.parametrize(
+    "value, unit, cell",
+    [
+        (0.2794, "share", "27.9 %"),  # a fraction in the file, a percentage in the table
+        (0.1391, "s", "0.139 s"),  # sub-second times keep three digits
+        (12.34, "s", "12.3 s"),
+        (96.71, "views/s", "96.7 views/s"),
+    ],
+)
+def test_benchmark_rows_format_by_unit(tmp_path, monkeypatch, value, unit, cell):
+    (tmp_path / "benchmarks" / "results").mkdir(parents=True)
+    (tmp_path / "benchmarks/results/b.json").write_text(json.dumps({"a": {"b": value}}))
+    monkeypatch.setattr(report, "BENCHMARKS", (("b.json", "a.b", "thing", unit),))
+    assert f"| thing | {cell} | `b.json` `a.b` |" in report.render_benchmarks(tmp_path)
+
+
 def test_cli_check_fails_on_a_stale_readme(tmp_path):
     readme = tmp_path / "README.md"
     readme.write_text(SECTIONS)  # empty sections: stale against the repository's results
